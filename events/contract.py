@@ -1,0 +1,413 @@
+"""Registry-feed contract v1: the pydantic models, parsing and the reasons bad input gets.
+
+One JSON object per fact (``shared/contract/registry-feed-v1.md``). ``parse_message`` turns raw
+bytes into a validated, normalised :class:`Message` or raises :class:`ContractViolation` whose
+``reason`` names the field and the fix. Checks that need the ledger (duplicates, conflicts,
+unknown retraction targets) live in :mod:`events.ingest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from safety import vocabulary as vocab
+
+
+class ContractViolation(ValueError):
+    """A message that breaks the contract; ``reason`` says which field and how to fix it."""
+
+    def __init__(self, reason: str, *, source: str | None = None, message_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.source = source
+        self.message_id = message_id
+
+
+def parse_timestamp(value: str) -> datetime:
+    """ISO 8601 date or date-time; a value without an offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"unparseable date {value!r}: use ISO 8601 such as 2024-03-01 or 2024-03-01T08:30:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _timestamp_input(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 date or date-time string, got {type(value).__name__}")
+    return parse_timestamp(value)
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_timestamp_input),
+    WithJsonSchema({"type": "string", "description": "ISO 8601 date or date-time; UTC when no offset"}),
+]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- data of each type (contract table "Types and their data") ----------------------------------
+
+
+class EnrolmentData(_Strict):
+    sex: Literal[vocab.SEXES]  # type: ignore[valid-type]
+    diagnosis: Literal[vocab.ILAR_CATEGORIES]  # type: ignore[valid-type]
+    birth_date: Timestamp | None = None
+    age_years: Annotated[float, Field(ge=0, le=30)] | None = None
+    mas_history: bool | None = None
+    weight_kg: Annotated[float, Field(gt=0, le=250)] | None = None
+    study: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class InterventionData(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    dose: Annotated[str, Field(max_length=128)] | None = None
+    route: Annotated[str, Field(max_length=64)] | None = None
+
+
+class TreatmentData(_Strict):
+    drug: Annotated[str, Field(min_length=1, max_length=128)]
+    action: Literal[vocab.TREATMENT_ACTIONS]  # type: ignore[valid-type]
+    drug_class: Literal[vocab.DRUG_CLASSES] | None = None  # type: ignore[valid-type]
+    dose: Annotated[str, Field(max_length=128)] | None = None
+    route: Annotated[str, Field(max_length=64)] | None = None
+
+
+class AdverseEventData(_Strict):
+    term: Annotated[str, Field(min_length=1, max_length=256)]
+    severity: Literal[vocab.SEVERITIES] | None = None  # type: ignore[valid-type]
+    ctcae_grade: Annotated[int, Field(ge=1, le=5)] | None = None
+    serious: bool
+    seriousness: list[Literal[vocab.SERIOUSNESS_CRITERIA]] | None = None  # type: ignore[valid-type]
+    meddra_pt: Annotated[str, Field(max_length=256)] | None = None
+    meddra_code: Annotated[str, Field(max_length=16)] | None = None
+    outcome: Annotated[str, Field(max_length=128)] | None = None
+    relatedness: Literal[vocab.RELATEDNESS] | None = None  # type: ignore[valid-type]
+    resolved_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _graded(self) -> AdverseEventData:
+        if self.severity is None and self.ctcae_grade is None:
+            raise ValueError("missing field severity: send severity (mild/moderate/severe) or ctcae_grade (1-5)")
+        return self
+
+
+class HospitalisationData(_Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+    discharged_on: Timestamp | None = None
+    adverse_event_message_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class LabResultData(_Strict):
+    analyte: str | None = None
+    loinc: str | None = None
+    value: Finite
+    unit: Annotated[str, Field(min_length=1, max_length=32)]
+    reference_low: Finite | None = None
+    reference_high: Finite | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> LabResultData:
+        if self.analyte is None and self.loinc is None:
+            raise ValueError("missing field analyte: send analyte (contract code) or loinc")
+        return self
+
+
+class ClinicalFindingData(_Strict):
+    temperature_c: Finite | None = None
+    fever: bool | None = None
+    cns_involvement: bool | None = None
+    haemorrhage: bool | None = None
+    active_arthritis: bool | None = None
+    hepatomegaly: bool | None = None
+    splenomegaly: bool | None = None
+
+    @model_validator(mode="after")
+    def _plausible(self) -> ClinicalFindingData:
+        low, high = vocab.TEMPERATURE_RANGE_C
+        if self.temperature_c is not None and not low <= self.temperature_c <= high:
+            raise ValueError(
+                f"impossible temperature_c {self.temperature_c}: must be between {low:g} and {high:g} C"
+            )
+        if not self.model_fields_set:
+            raise ValueError("empty finding: send at least one of temperature_c, fever, ...")
+        return self
+
+
+class VisitAssessmentData(_Strict):
+    active_joints: Annotated[int, Field(ge=0, le=71)]
+    physician_global: Annotated[float, Field(ge=0, le=10)]
+    patient_global: Annotated[float, Field(ge=0, le=10)]
+    tender_joints: Annotated[int, Field(ge=0, le=75)] | None = None
+    limited_joints: Annotated[int, Field(ge=0, le=75)] | None = None
+    vas_wellbeing: Annotated[float, Field(ge=0, le=100)] | None = None
+    vas_pain: Annotated[float, Field(ge=0, le=100)] | None = None
+    chaq: Annotated[float, Field(ge=0, le=3)] | None = None
+
+
+class WithdrawalData(_Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RetractionData(_Strict):
+    target_message_id: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class CorrectionData(_Strict):
+    target_message_id: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+    #: the full corrected ``data`` of the target; validated against the target's type at ingest
+    data: dict[str, Any]
+
+
+DATA_MODELS: dict[str, type[_Strict]] = {
+    "enrolment": EnrolmentData,
+    "intervention": InterventionData,
+    "treatment": TreatmentData,
+    "adverse_event": AdverseEventData,
+    "hospitalisation": HospitalisationData,
+    "lab_result": LabResultData,
+    "clinical_finding": ClinicalFindingData,
+    "visit_assessment": VisitAssessmentData,
+    "withdrawal": WithdrawalData,
+    "retraction": RetractionData,
+    "correction": CorrectionData,
+}
+assert tuple(DATA_MODELS) == vocab.MESSAGE_TYPES
+
+
+# --- the envelope ------------------------------------------------------------------------------
+
+
+class Envelope(_Strict):
+    schema_version: int
+    message_id: Annotated[str, Field(min_length=1, max_length=128)]
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    patient_id: Annotated[str, Field(min_length=1, max_length=64)]
+    type: str
+    occurred_at: Timestamp
+    reported_at: Timestamp | None = None
+    data: dict[str, Any]
+
+
+def _typed_envelope(type_name: str, data_model: type[_Strict]) -> type[BaseModel]:
+    """The envelope with ``type`` fixed and ``data`` typed: used for the published JSON Schema."""
+    return type(  # type: ignore[return-value]
+        "".join(part.title() for part in type_name.split("_")) + "Message",
+        (Envelope,),
+        {
+            "__annotations__": {"type": Literal[type_name], "data": data_model},  # type: ignore[valid-type]
+            "__module__": __name__,
+        },
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of contract v1: one envelope, ``data`` chosen by ``type``."""
+    variants = tuple(_typed_envelope(name, model) for name, model in DATA_MODELS.items())
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[Union[variants], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+    )
+    out = adapter.json_schema()
+    out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["title"] = "Registry feed contract v1"
+    out["description"] = (
+        "One JSON object per fact. Messages larger than 64 KiB, non-finite numbers, dates more than "
+        "a day in the future and lab units outside the analyte table are rejected; see "
+        "docs/registry-feed.md."
+    )
+    return out
+
+
+# --- the validated message -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message that passed the contract, normalised (UTC times, canonical lab units)."""
+
+    message_id: str
+    source: str
+    patient_id: str
+    type: str
+    occurred_at: datetime
+    reported_at: datetime | None
+    data: dict[str, Any]
+    content_hash: str
+    raw: bytes = field(repr=False, default=b"")
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: unique per source (``source`` cannot contain ``/``)."""
+        return f"{self.source}/{self.message_id}"
+
+    @property
+    def target_key(self) -> str | None:
+        target = self.data.get("target_message_id")
+        return None if target is None else f"{self.source}/{target}"
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name}: send a finite number")
+
+
+def _loads(raw: bytes) -> Any:
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def content_hash(obj: Any) -> str:
+    """Hash of the message content, independent of key order and white space."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+_FIXES = {
+    "missing": "missing field {loc}: add it",
+    "extra_forbidden": "unknown field {loc}: remove it or correct its spelling",
+}
+
+
+def describe(error: Any, prefix: str = "") -> str:
+    """One pydantic error as a sentence naming the field and the fix."""
+    loc = ".".join(str(p) for p in error["loc"])
+    loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "message"
+    kind = error["type"]
+    if kind in _FIXES:
+        return _FIXES[kind].format(loc=loc)
+    if kind == "literal_error":
+        return f"{loc}: {error['input']!r} is not allowed; use {error['ctx']['expected']}"
+    if kind == "value_error":
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        return msg if msg.split(" ")[0] in {"missing", "impossible", "empty"} else f"{loc}: {msg}"
+    return f"{loc}: {error['msg']} (got {error['input']!r})"
+
+
+def _violation(exc: ValidationError, prefix: str = "") -> str:
+    reasons = [describe(e, prefix) for e in exc.errors(include_url=False)]
+    more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+    return "; ".join(reasons[:3]) + more
+
+
+def validate_data(type_name: str, data: dict[str, Any], prefix: str = "data.") -> dict[str, Any]:
+    """Validate ``data`` of a type and normalise it (lab values to canonical units)."""
+    model = DATA_MODELS[type_name]
+    try:
+        validated = model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractViolation(_violation(exc, prefix)) from None
+    out = validated.model_dump(exclude_none=True, mode="json")
+    if type_name == "lab_result":
+        out = _normalise_lab(out, prefix)
+    return out
+
+
+def _normalise_lab(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    try:
+        analyte = vocab.resolve_analyte(data.get("analyte"), data.get("loinc"))
+        m = vocab.to_canonical(analyte, float(data["value"]), data["unit"])
+    except vocab.VocabularyError as exc:
+        raise ContractViolation(str(exc).replace("data.", prefix, 1)) from None
+    out: dict[str, Any] = {
+        "analyte": m.analyte,
+        "value": m.value,
+        "unit": m.unit,
+        "raw_value": m.raw_value,
+        "raw_unit": m.raw_unit,
+    }
+    if "loinc" in data:
+        out["loinc"] = data["loinc"]
+    factor = analyte.factor(vocab.normalise_unit(data["unit"])) or 1.0
+    for bound in ("reference_low", "reference_high"):
+        if bound in data:
+            out[bound] = round(data[bound] * factor, 6)
+    return out
+
+
+def parse_message(raw: bytes, *, now: datetime | None = None) -> Message:
+    """Validate one raw message against contract v1 and normalise it."""
+    if len(raw) > vocab.MAX_MESSAGE_BYTES:
+        raise ContractViolation(
+            f"message is {len(raw)} bytes, larger than 64 KiB: split it or shorten its text fields"
+        )
+    try:
+        obj = _loads(raw)
+    except UnicodeDecodeError:
+        raise ContractViolation("message is not UTF-8: send UTF-8 encoded JSON") from None
+    except ValueError as exc:
+        raise ContractViolation(f"message is not JSON ({exc}): send one JSON object per line") from None
+    if not isinstance(obj, dict):
+        raise ContractViolation(f"message is a JSON {type(obj).__name__}, not an object: send one object")
+    source = obj.get("source") if isinstance(obj.get("source"), str) else None
+    message_id = obj.get("message_id") if isinstance(obj.get("message_id"), str) else None
+    try:
+        return _parse_object(obj, raw, now or datetime.now(UTC))
+    except ContractViolation as exc:
+        exc.source, exc.message_id = source, message_id
+        raise
+
+
+def _parse_object(obj: dict[str, Any], raw: bytes, now: datetime) -> Message:
+    version = obj.get("schema_version")
+    if "schema_version" in obj and version != vocab.SCHEMA_VERSION:
+        raise ContractViolation(
+            f"schema_version {version!r} is not supported: this feed takes schema_version 1"
+        )
+    try:
+        env = Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractViolation(_violation(exc)) from None
+    if env.type not in DATA_MODELS:
+        raise ContractViolation(
+            f"type: unknown type {env.type!r}; use one of {', '.join(vocab.MESSAGE_TYPES)}"
+        )
+    occurred_at = env.occurred_at
+    if occurred_at > now + timedelta(days=1):
+        raise ContractViolation(
+            f"occurred_at {obj['occurred_at']} is more than a day in the future: check the date and its offset"
+        )
+    data = validate_data(env.type, env.data)
+    return Message(
+        message_id=env.message_id,
+        source=env.source,
+        patient_id=env.patient_id,
+        type=env.type,
+        occurred_at=occurred_at,
+        reported_at=env.reported_at,
+        data=data,
+        content_hash=content_hash(obj),
+        raw=raw,
+    )

@@ -1,0 +1,115 @@
+"""The write-side domain model: one event-sourced ``Patient`` per (source, patient_id).
+
+Every accepted contract message becomes one immutable event in its patient's stream, named after
+the contract type. Nothing is updated or deleted: a retraction or correction is one more event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+# A fixed namespace makes patient ids deterministic (the same patient from any process or replay).
+PATIENT_NAMESPACE = UUID("6b3f6f0e-0d7e-4c55-9a8e-4f1d2c0b9a11")
+
+
+def patient_uuid(source: str, patient_id: str) -> UUID:
+    return uuid5(PATIENT_NAMESPACE, f"{source}/{patient_id}")
+
+
+class Patient(Aggregate):
+    """A patient's history as its registry reported it, amendments included."""
+
+    @staticmethod
+    def create_id(source: str, patient_id: str) -> UUID:
+        return patient_uuid(source, patient_id)
+
+    class Registered(Aggregate.Created):
+        """The first event of every patient stream, written with the patient's first message."""
+
+        source: str
+        patient_id: str
+
+    def __init__(self, source: str, patient_id: str):
+        self.source = source
+        self.patient_id = patient_id
+        self.messages: dict[str, str] = {}
+        self.retracted: set[str] = set()
+        self.corrected: dict[str, dict[str, Any]] = {}
+
+    class Recorded(Aggregate.Event):
+        """A contract message accepted into the patient's history."""
+
+        source: str
+        patient_id: str
+        message_id: str
+        occurred_at: datetime
+        reported_at: datetime | None
+        data: dict[str, Any]
+        content_hash: str
+
+        @property
+        def type(self) -> str:
+            return MESSAGE_TYPE_OF[type(self)]
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Patient)
+            aggregate.messages[self.message_id] = self.type
+            target = self.data.get("target_message_id")
+            if isinstance(self, Patient.Retraction):
+                aggregate.retracted.add(target)
+            elif isinstance(self, Patient.Correction):
+                aggregate.corrected[target] = self.data["data"]
+
+    class Enrolment(Recorded):
+        pass
+
+    class Intervention(Recorded):
+        pass
+
+    class Treatment(Recorded):
+        pass
+
+    class AdverseEvent(Recorded):
+        pass
+
+    class Hospitalisation(Recorded):
+        pass
+
+    class LabResult(Recorded):
+        pass
+
+    class ClinicalFinding(Recorded):
+        pass
+
+    class VisitAssessment(Recorded):
+        pass
+
+    class Withdrawal(Recorded):
+        pass
+
+    class Retraction(Recorded):
+        pass
+
+    class Correction(Recorded):
+        pass
+
+
+#: contract message type -> event class, and back
+EVENT_CLASS: dict[str, type[Patient.Recorded]] = {
+    "enrolment": Patient.Enrolment,
+    "intervention": Patient.Intervention,
+    "treatment": Patient.Treatment,
+    "adverse_event": Patient.AdverseEvent,
+    "hospitalisation": Patient.Hospitalisation,
+    "lab_result": Patient.LabResult,
+    "clinical_finding": Patient.ClinicalFinding,
+    "visit_assessment": Patient.VisitAssessment,
+    "withdrawal": Patient.Withdrawal,
+    "retraction": Patient.Retraction,
+    "correction": Patient.Correction,
+}
+MESSAGE_TYPE_OF: dict[type, str] = {cls: name for name, cls in EVENT_CLASS.items()}

@@ -1,0 +1,83 @@
+"""The ledger: an eventsourcing application whose stored events are the accepted messages.
+
+It offers the few operations the write side and the read side need: append a prepared batch in
+one transaction, read a patient's stream, and page through the notification log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
+
+from events.domain import Patient, patient_uuid
+from events.recorders import AdmissionRow, CountRow, LedgerTables, QuarantineRow
+from events.store import Store
+
+RECORDER_TOPICS = {
+    "sqlite": "events.recorders:SQLiteLedgerRecorder",
+    "postgresql": "events.recorders:PostgresLedgerRecorder",
+}
+
+
+class Ledger(Application):
+    """The immutable ledger of accepted registry messages, one stream per patient."""
+
+    name = "Ledger"
+
+    def __init__(self, store: Store, env: dict[str, str] | None = None):
+        self.store = store
+        settings = store.eventsourcing_env(RECORDER_TOPICS[store.kind])
+        settings.update(env or {})
+        super().__init__(env=settings)
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def tables(self) -> LedgerTables:
+        return cast(LedgerTables, self.recorder)
+
+    def append(
+        self,
+        events: Sequence[Patient.Event],
+        *,
+        admissions: Sequence[AdmissionRow] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+        counts: Sequence[CountRow] = (),
+        tracking: Tracking | None = None,
+    ) -> Sequence[int] | None:
+        """Store events, their index rows, quarantined messages and counts in one transaction."""
+        to_stored = self.mapper.to_stored_event
+        return self.recorder.insert_events(
+            [to_stored(e) for e in events],
+            admissions=list(admissions),
+            quarantine=list(quarantine),
+            counts=list(counts),
+            tracking=tracking,
+        )
+
+    def patient_events(self, source: str, patient_id: str) -> list[Patient.Event]:
+        """Every event of a patient's stream, in the order they were recorded."""
+        return list(self.events.get(patient_uuid(source, patient_id)))  # type: ignore[arg-type]
+
+    def stream(self, originator_id: UUID) -> list[Patient.Event]:
+        return list(self.events.get(originator_id))  # type: ignore[arg-type]
+
+    def notifications(
+        self, start: int, limit: int, stop: int | None = None, topics: Sequence[str] = ()
+    ) -> Sequence[Notification]:
+        """Notifications with ids > ``start`` (at most ``limit``, up to ``stop`` inclusive)."""
+        return self.recorder.select_notifications(
+            start=start, limit=limit, stop=stop, topics=topics, inclusive_of_start=False
+        )
+
+    def decode(self, notification: Notification) -> Any:
+        return self.mapper.to_domain_event(notification)
+
+    def position(self) -> int:
+        """The id of the last notification: the ledger position answers are computed from."""
+        return self.recorder.max_notification_id() or 0

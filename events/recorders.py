@@ -1,0 +1,193 @@
+"""eventsourcing recorders for the ledger, with the tables that must commit with the events.
+
+The message index (``source``/``message_id`` -> content hash), the quarantine and the per-source
+feed counts are written in the same transaction as the stored events and the tracking position,
+so a crash can never leave an event without its idempotency key, or an offset without its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+
+# Rows passed to insert_events(..., admissions=, quarantine=, counts=)
+AdmissionRow = tuple[str, str, str, str, str, str, str, int]
+QuarantineRow = tuple[str, str | None, str | None, str, str, bytes]
+CountRow = tuple[str, int, int, int, str]
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {s}ledger_message_index ("
+    " message_key TEXT PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, type TEXT NOT NULL, content_hash TEXT NOT NULL,"
+    " originator_id TEXT NOT NULL, originator_version BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {s}ledger_quarantine ("
+    " id {serial} PRIMARY KEY, received_at TEXT NOT NULL, source TEXT, message_id TEXT,"
+    " position TEXT NOT NULL, reason TEXT NOT NULL, raw {blob} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {s}ledger_feed_counts ("
+    " source TEXT PRIMARY KEY, accepted BIGINT NOT NULL, duplicates BIGINT NOT NULL,"
+    " quarantined BIGINT NOT NULL, last_message_at TEXT NOT NULL)",
+)
+_INSERT_ADMISSION = (
+    "INSERT INTO {s}ledger_message_index VALUES ({p},{p},{p},{p},{p},{p},{p},{p})"
+)
+_INSERT_QUARANTINE = (
+    "INSERT INTO {s}ledger_quarantine (received_at, source, message_id, position, reason, raw)"
+    " VALUES ({p},{p},{p},{p},{p},{p})"
+)
+_UPSERT_COUNTS = (
+    "INSERT INTO {s}ledger_feed_counts VALUES ({p},{p},{p},{p},{p})"
+    " ON CONFLICT (source) DO UPDATE SET"
+    " accepted = {s}ledger_feed_counts.accepted + excluded.accepted,"
+    " duplicates = {s}ledger_feed_counts.duplicates + excluded.duplicates,"
+    " quarantined = {s}ledger_feed_counts.quarantined + excluded.quarantined,"
+    " last_message_at = excluded.last_message_at"
+)
+
+
+@dataclass(frozen=True)
+class IndexedMessage:
+    """What the ledger remembers of an accepted message, to judge re-deliveries and amendments."""
+
+    message_key: str
+    patient_id: str
+    type: str
+    content_hash: str
+    originator_id: UUID
+
+
+class LedgerTables:
+    """Queries shared by both backends; subclasses give the placeholder and the cursor."""
+
+    placeholder = "?"
+    serial = "INTEGER"
+    blob = "BLOB"
+    schema_prefix = ""
+
+    def _sql(self, template: str) -> str:
+        return template.format(
+            s=self.schema_prefix, p=self.placeholder, serial=self.serial, blob=self.blob
+        )
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def _write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:
+        admissions: list[AdmissionRow] = kwargs.get("admissions") or []
+        quarantine: list[QuarantineRow] = kwargs.get("quarantine") or []
+        counts: list[CountRow] = kwargs.get("counts") or []
+        if admissions:
+            c.executemany(self._sql(_INSERT_ADMISSION), admissions)
+        if quarantine:
+            c.executemany(self._sql(_INSERT_QUARANTINE), quarantine)
+        if counts:
+            c.executemany(self._sql(_UPSERT_COUNTS), counts)
+
+    def lookup_messages(self, keys: Iterable[str]) -> dict[str, IndexedMessage]:
+        found: dict[str, IndexedMessage] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join([self.placeholder] * len(chunk))
+            rows = self._fetch(
+                self._sql(
+                    "SELECT message_key, patient_id, type, content_hash, originator_id"
+                    " FROM {s}ledger_message_index WHERE message_key IN (" + marks + ")"
+                ),
+                chunk,
+            )
+            for r in rows:
+                found[r[0]] = IndexedMessage(r[0], r[1], r[2], r[3], UUID(r[4]))
+        return found
+
+    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
+        raise NotImplementedError
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        rows = self._fetch(
+            self._sql(
+                "SELECT id, received_at, source, message_id, position, reason, raw"
+                " FROM {s}ledger_quarantine ORDER BY id"
+            )
+        )
+        names = ("id", "received_at", "source", "message_id", "position", "reason", "raw")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def feed_counts(self) -> list[dict[str, Any]]:
+        rows = self._fetch(
+            self._sql(
+                "SELECT source, accepted, duplicates, quarantined, last_message_at"
+                " FROM {s}ledger_feed_counts ORDER BY source"
+            )
+        )
+        names = ("source", "accepted", "duplicates", "quarantined", "last_message_at")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + [self._sql(t) for t in _TABLES]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        self._write_extras(c, kwargs)
+        return ids
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [tuple(r) for r in c.fetchall()]
+
+    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
+        out: dict[UUID, int] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = [u.hex for u in unique[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for oid, version in self._fetch(
+                f"SELECT originator_id, MAX(originator_version) FROM {self.events_table_name}"
+                f" WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                chunk,
+            ):
+                out[UUID(oid)] = version
+        return out
+
+
+class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
+    placeholder = "%s"
+    serial = "BIGSERIAL"
+    blob = "BYTEA"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        from psycopg.sql import SQL
+
+        self.schema_prefix = f'"{self.datastore.schema}".'
+        self.sql_create_statements.extend(SQL(self._sql(t)) for t in _TABLES)  # type: ignore[arg-type]
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        self._write_extras(curs, kwargs)
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql.encode(), params, prepare=False)
+            return [tuple(r.values()) for r in c.fetchall()]
+
+    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        rows = self._fetch(
+            f'SELECT originator_id, MAX(originator_version) FROM {self.schema_prefix}"'
+            f'{self.events_table_name}" WHERE originator_id = ANY(%s) GROUP BY originator_id',
+            [unique],
+        )
+        return {UUID(str(oid)): version for oid, version in rows}
