@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,7 +90,7 @@ class _Batch:
 class Ingestor:
     """Validates raw messages and appends them to the ledger in batches."""
 
-    max_attempts = 8
+    max_attempts = 20
 
     def __init__(self, ledger: Ledger, *, now: Callable[[], datetime] | None = None):
         self.ledger = ledger
@@ -132,6 +134,7 @@ class Ingestor:
                     raise
                 log.info("batch conflicted with another writer (attempt %d); judging again", attempt)
                 self._versions.clear()
+                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 7)))  # back off, de-synchronise
                 continue
             self._versions.update(decided.versions)
             return decided.totals()

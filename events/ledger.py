@@ -6,6 +6,7 @@ one transaction, read a patient's stream, and page through the notification log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 from uuid import UUID
@@ -32,7 +33,16 @@ class Ledger(Application):
         self.store = store
         settings = store.eventsourcing_env(RECORDER_TOPICS[store.kind])
         settings.update(env or {})
-        super().__init__(env=settings)
+        for attempt in range(3):
+            try:
+                super().__init__(env=settings)
+                break
+            except Exception as exc:  # noqa: BLE001
+                # Another process creating the same tables at the same instant makes CREATE ...
+                # IF NOT EXISTS collide; once it has finished, the tables exist.
+                if attempt == 2 or "already exists" not in str(exc) and "Failed to record" not in str(exc):
+                    raise
+                time.sleep(0.2)
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()

@@ -43,7 +43,7 @@ class Store:
                     f"store URL {url!r}: an SQLite URL needs an absolute path, "
                     "as in sqlite:///home/me/ledger.db"
                 )
-            return cls(url=url, kind="sqlite", path=Path(raw))
+            return cls(url=url, kind="sqlite", path=Path("/" + raw.lstrip("/")))
         if parsed.scheme in ("postgresql", "postgres"):
             if not parsed.hostname or not parsed.path.strip("/"):
                 raise StoreURLError(

@@ -1,0 +1,65 @@
+"""Plain DB-API connections to the store, for read models and the queries on them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from events.store import Store
+
+
+class ReadDB:
+    """One database of the store: the ledger file (or a sibling file) on SQLite, a schema on PostgreSQL."""
+
+    def __init__(self, store: Store, sqlite_path: Path | None = None):
+        self.store = store
+        self.kind = store.kind
+        self.sqlite_path = sqlite_path or store.path
+        self.prefix = "" if store.kind == "sqlite" else f'"{store.schema}".'
+        self.placeholder = "?" if store.kind == "sqlite" else "%s"
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            conn: Any = sqlite3.connect(self.sqlite_path, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+        else:
+            import psycopg
+
+            s = self.store
+            conn = psycopg.connect(
+                host=s.host, port=s.port, user=s.user, password=s.password or None, dbname=s.dbname,
+                connect_timeout=10,
+            )
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def sql(self, template: str) -> str:
+        """Fill ``{t}`` (table prefix) and ``{p}`` (parameter placeholder) in a statement."""
+        return template.replace("{t}", self.prefix).replace("{p}", self.placeholder)
+
+    def query(self, template: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(self.sql(template), params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def table_exists(self, name: str) -> bool:
+        if self.kind == "sqlite":
+            rows = self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name={p}", [name])
+        else:
+            rows = self.query(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema={p} AND table_name={p}",
+                [self.store.schema, name],
+            )
+        return bool(rows)

@@ -1,0 +1,26 @@
+"""Feed health: per-source counts and the quarantine, as kept by ingest beside the ledger."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from projections.db import ReadDB
+
+
+def feed_counts(db: ReadDB) -> pd.DataFrame:
+    columns = ["source", "accepted", "duplicates", "quarantined", "last_message_at"]
+    if not db.table_exists("ledger_feed_counts"):
+        return pd.DataFrame(columns=columns)
+    rows = db.query("SELECT " + ", ".join(columns) + " FROM {t}ledger_feed_counts ORDER BY source")
+    return pd.DataFrame(rows, columns=columns)
+
+
+def quarantine(db: ReadDB, limit: int = 500) -> pd.DataFrame:
+    columns = ["id", "received_at", "source", "message_id", "position", "reason"]
+    if not db.table_exists("ledger_quarantine"):
+        return pd.DataFrame(columns=columns)
+    rows = db.query(
+        "SELECT " + ", ".join(columns) + " FROM {t}ledger_quarantine ORDER BY id DESC LIMIT {p}",
+        [limit],
+    )
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,104 @@
+"""The command line as a registry engineer uses it: ingest, quarantine, history, schema, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from safety.cli import app, demo_feed_path
+from tests.messages import message, ndjson
+
+runner = CliRunner()
+
+
+def run(*args: str, store_url: str | None = None) -> tuple[int, str]:
+    full = [*args, "--store", store_url] if store_url else list(args)
+    result = runner.invoke(app, full)
+    return result.exit_code, result.stdout
+
+
+def test_ingest_prints_the_counts_and_quarantine_lists_bad_lines(tmp_path: Path, store_url: str):
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text(ndjson(
+        message("a"),
+        "this is not json",
+        message("b", data={"analyte": "PLT", "value": 5, "unit": "mg/dL"}),
+        message("a"),
+    ))
+    code, out = run("ingest", str(feed), store_url=store_url)
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1]) == {"accepted": 1, "duplicates": 1, "quarantined": 2}
+
+    code, out = run("quarantine", "--format", "json", store_url=store_url)
+    items = json.loads(out)
+    assert code == 0 and len(items) == 2
+    assert items[0]["position"] == {"file": str(feed), "line": 2}
+    assert items[0]["raw"] == "this is not json" and items[0]["source"] is None
+    assert items[1]["source"] == "reg-a" and "data.unit" in items[1]["reason"]
+
+    code, out = run("quarantine", "--format", "raw", store_url=store_url)
+    assert out.splitlines()[0] == "this is not json"
+
+
+def test_history_lists_the_patient_in_clinical_time_order(tmp_path: Path, sqlite_url: str):
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text(ndjson(
+        message("late", occurred_at="2024-03-05"),
+        message("early", occurred_at="2024-03-01"),
+        message("r", type="retraction", occurred_at="2024-03-06",
+                data={"target_message_id": "late", "reason": "duplicate entry"}),
+    ))
+    run("ingest", str(feed), store_url=sqlite_url)
+    code, out = run("history", "--source", "reg-a", "--patient", "P1", "--format", "json",
+                    store_url=sqlite_url)
+    rows = json.loads(out)
+    assert code == 0
+    assert [r["message_id"] for r in rows] == ["early", "late", "r"]
+    assert [r["retracted"] for r in rows] == [False, True, False]
+    assert {"message_id", "type", "occurred_at", "recorded_at", "retracted", "corrected"} <= set(rows[0])
+
+
+def test_missing_file_and_bad_store_url_fail_with_a_clear_message(tmp_path: Path, sqlite_url: str):
+    code, _ = run("ingest", str(tmp_path / "nope.ndjson"), store_url=sqlite_url)
+    assert code == 1
+    result = runner.invoke(app, ["quarantine", "--store", "sqlite:relative.db"])
+    assert result.exit_code == 1
+    assert "absolute path" in result.stderr
+
+
+def test_store_comes_from_the_environment_when_no_option(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SAFETY_MONITOR_STORE", f"sqlite:///{tmp_path}/env.db")
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text(ndjson(message("a")))
+    assert run("ingest", str(feed))[0] == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_default_store_is_a_file_under_the_working_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("SAFETY_MONITOR_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, _ = run("demo", "--no-board")
+    assert code == 0
+    assert (tmp_path / "safety-monitor-data" / "ledger.db").exists()
+
+
+def test_schema_is_json_schema_of_every_type():
+    code, out = run("schema")
+    schema = json.loads(out)
+    assert code == 0 and len(schema["oneOf"]) == 11
+
+
+def test_the_shipped_demo_feed_is_what_the_builder_writes():
+    from scripts.build_seed_study import render
+
+    assert demo_feed_path().read_text(encoding="utf-8") == render()
+
+
+@pytest.mark.parametrize("patient", [f"MSC-0{i}" for i in range(1, 7)])
+def test_every_demo_patient_has_an_enrolment_and_an_msc_infusion(patient: str):
+    lines = [json.loads(line) for line in demo_feed_path().read_text().splitlines()]
+    types = {m["type"] for m in lines if m["patient_id"] == patient}
+    assert {"enrolment", "intervention", "treatment", "lab_result"} <= types

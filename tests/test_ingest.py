@@ -1,0 +1,138 @@
+"""Ingest into the ledger, on SQLite and on PostgreSQL alike: idempotency, conflicts,
+quarantine, amendments and concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from events.files import read_ndjson
+from events.history import patient_history
+from events.ingest import Ingestor
+from events.ledger import Ledger
+from events.store import Store
+from safety.cli import demo_feed_path
+from tests.messages import message, raw
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    return Ledger(store)
+
+
+def test_the_demo_study_ingested_twice_is_all_duplicates_the_second_time(ledger):
+    first = Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
+    position = ledger.position()
+    second = Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
+    assert first.accepted == 272 and first.quarantined == 0
+    assert second.as_dict() == {"accepted": 0, "duplicates": 272, "quarantined": 0}
+    assert ledger.position() == position
+
+
+def test_same_id_different_content_is_quarantined_as_a_conflict_and_the_first_stays(ledger):
+    first = message("lab-1", data={"analyte": "PLT", "value": 170, "unit": "10^9/L"})
+    second = message("lab-1", data={"analyte": "PLT", "value": 89, "unit": "10^9/L"})
+    counts = Ingestor(ledger).ingest([raw(first, 1), raw(second, 2)])
+    assert counts.as_dict() == {"accepted": 1, "duplicates": 0, "quarantined": 1}
+    [q] = ledger.tables.quarantined()
+    assert "message_id lab-1 conflict" in q["reason"]
+    assert q["source"] == "reg-a"
+    history = patient_history(ledger, "reg-a", "P1")
+    assert [h["data"]["value"] for h in history] == [170.0]
+
+
+def test_a_conflict_across_restarts_is_still_caught(store):
+    Ingestor(Ledger(store)).ingest([raw(message("a", data={"analyte": "PLT", "value": 1, "unit": "10^9/L"}))])
+    again = Ingestor(Ledger(store)).ingest(
+        [raw(message("a", data={"analyte": "PLT", "value": 2, "unit": "10^9/L"}))]
+    )
+    assert again.quarantined == 1
+
+
+def test_bad_lines_are_quarantined_with_position_and_raw_bytes_and_valid_lines_stored(ledger):
+    lines = [
+        raw(message("ok-1"), 1),
+        raw(b"{not json", 2),
+        raw(message("bad-unit", data={"analyte": "PLT", "value": 5, "unit": "mg/dL"}), 3),
+        raw(message("ok-2", patient_id="P2"), 4),
+    ]
+    counts = Ingestor(ledger).ingest(lines)
+    assert counts.as_dict() == {"accepted": 2, "duplicates": 0, "quarantined": 2}
+    q = ledger.tables.quarantined()
+    assert [item["position"] for item in q] == [
+        '{"file": "test.ndjson", "line": 2}', '{"file": "test.ndjson", "line": 3}'
+    ]
+    assert bytes(q[0]["raw"]) == b"{not json"
+    assert q[0]["source"] is None and q[1]["source"] == "reg-a"
+    assert "unknown unit mg/dL for PLT" in q[1]["reason"]
+
+
+def test_retraction_and_correction_show_in_history_and_never_remove_the_original(ledger):
+    ingestor = Ingestor(ledger)
+    ingestor.ingest([raw(message("ae-1", type="adverse_event")),
+                     raw(message("lab-1", data={"analyte": "TG", "value": 2.8, "unit": "mmol/L"}))])
+    ingestor.ingest([
+        raw(message("r-1", type="retraction", data={"target_message_id": "ae-1", "reason": "wrong patient"})),
+        raw(message("c-1", type="correction", data={
+            "target_message_id": "lab-1", "reason": "unit was mg/dL",
+            "data": {"analyte": "TG", "value": 248, "unit": "mg/dL"}})),
+    ])
+    rows = {r["message_id"]: r for r in patient_history(ledger, "reg-a", "P1")}
+    assert set(rows) == {"ae-1", "lab-1", "r-1", "c-1"}
+    assert rows["ae-1"]["retracted"] and not rows["ae-1"]["corrected"]
+    assert rows["lab-1"]["corrected"] and not rows["lab-1"]["retracted"]
+    assert rows["c-1"]["data"]["data"]["value"] == pytest.approx(2.800045)
+    assert rows["ae-1"]["data"]["term"] == "Pneumonia"  # the original is kept as it was
+
+
+@pytest.mark.parametrize(
+    ("amendment", "words"),
+    [
+        (message("r", type="retraction", data={"target_message_id": "nope", "reason": "x"}),
+         "unknown target nope"),
+        (message("r", type="retraction", patient_id="P2", data={"target_message_id": "lab-1", "reason": "x"}),
+         "belongs to patient P1"),
+        (message("c", type="correction", data={"target_message_id": "lab-1", "reason": "x",
+                                               "data": {"analyte": "PLT", "value": 5, "unit": "mg/dL"}}),
+         "unknown unit mg/dL for PLT"),
+    ],
+)
+def test_amendments_with_a_bad_target_or_data_are_quarantined(ledger, amendment, words):
+    ingestor = Ingestor(ledger)
+    ingestor.ingest([raw(message("lab-1"))])
+    counts = ingestor.ingest([raw(amendment)])
+    assert counts.quarantined == 1
+    assert words in ledger.tables.quarantined()[0]["reason"]
+
+
+def test_two_writers_on_the_same_patients_lose_nothing(store):
+    """Two ingestors, each with its own ledger connection, write the same patients at once."""
+    def feed(prefix: str) -> list:
+        return [raw(message(f"{prefix}-{i}", patient_id=f"P{i % 5}")) for i in range(300)]
+
+    errors: list[BaseException] = []
+
+    def run(prefix: str) -> None:
+        try:
+            Ingestor(Ledger(store)).ingest(feed(prefix), batch_size=20)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ledger = Ledger(store)
+    ids = [h["message_id"] for p in range(5) for h in patient_history(ledger, "reg-a", f"P{p}")]
+    assert sorted(ids) == sorted([f"a-{i}" for i in range(300)] + [f"b-{i}" for i in range(300)])
+
+
+def test_counts_per_source_add_up(ledger):
+    Ingestor(ledger).ingest([raw(message("a")), raw(message("a")), raw(message("b", source="reg-b")),
+                             raw(b"[]")])
+    counts = {c["source"]: (c["accepted"], c["duplicates"], c["quarantined"])
+              for c in ledger.tables.feed_counts()}
+    assert counts == {"reg-a": (1, 1, 0), "reg-b": (1, 0, 0), "(unknown)": (0, 0, 1)}
