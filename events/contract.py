@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -256,7 +257,7 @@ def json_schema() -> dict[str, Any]:
 # --- the validated message -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # not slots: cached_property needs the instance __dict__
 class Message:
     """A message that passed the contract, normalised (UTC times, canonical lab units)."""
 
@@ -270,7 +271,7 @@ class Message:
     content_hash: str
     raw: bytes = field(repr=False, default=b"")
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The idempotency key: unique per source (``source`` cannot contain ``/``)."""
         return f"{self.source}/{self.message_id}"

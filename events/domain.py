@@ -7,6 +7,7 @@ the contract type. Nothing is updated or deleted: a retraction or correction is 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -16,6 +17,7 @@ from eventsourcing.domain import Aggregate
 PATIENT_NAMESPACE = UUID("6b3f6f0e-0d7e-4c55-9a8e-4f1d2c0b9a11")
 
 
+@lru_cache(maxsize=65536)
 def patient_uuid(source: str, patient_id: str) -> UUID:
     return uuid5(PATIENT_NAMESPACE, f"{source}/{patient_id}")
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
 from events.contract import ContractViolation, Message, parse_message, validate_data
@@ -61,18 +64,79 @@ class IngestCounts:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "quarantined": self.quarantined}
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A valid message, ready to store: its keys and its event's serialised state.
+
+    Amendments keep the message itself: they are judged and encoded once their target is known.
+    """
+
+    key: str
+    source: str
+    message_id: str
+    patient_id: str
+    type: str
+    content_hash: str
+    target_key: str | None
+    topic: str
+    state: bytes
+    message: Message | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that broke the contract (a picklable stand-in for ContractViolation)."""
+
+    reason: str
+    source: str | None
+    message_id: str | None
+
+
+def event_for(m: Message, now: datetime, version: int = 0) -> Patient.Recorded:
+    return EVENT_CLASS[m.type](
+        originator_id=patient_uuid(m.source, m.patient_id),
+        originator_version=version,
+        timestamp=now,
+        source=m.source,
+        patient_id=m.patient_id,
+        message_id=m.message_id,
+        occurred_at=m.occurred_at,
+        reported_at=m.reported_at,
+        data=m.data,
+        content_hash=m.content_hash,
+    )
+
+
+def prepare(raw: bytes, now: datetime, mapper: Mapper[UUID]) -> Prepared | Rejected:
+    """Parse, validate and serialise one message: the part of ingest that needs no database."""
+    try:
+        m = parse_message(raw, now=now)
+    except ContractViolation as exc:
+        return Rejected(exc.reason, exc.source, exc.message_id)
+    if m.type in AMENDMENT_TYPES:
+        return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
+                        m.target_key, "", b"", m)
+    stored = mapper.to_stored_event(event_for(m, now))
+    return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
+                    None, stored.topic, stored.state, None)
+
+
 @dataclass
 class _Batch:
     """What one pass over a batch decided, ready to append."""
 
-    events: list[Patient.Event] = field(default_factory=list)
+    stored: list[StoredEvent] = field(default_factory=list)
     admissions: list[AdmissionRow] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
     per_source: dict[str, Counter[str]] = field(default_factory=dict)
     versions: dict[UUID, int] = field(default_factory=dict)
 
     def count(self, source: str | None, outcome: str) -> None:
-        self.per_source.setdefault(source or UNKNOWN_SOURCE, Counter())[outcome] += 1
+        key = source or UNKNOWN_SOURCE
+        counter = self.per_source.get(key)
+        if counter is None:
+            counter = self.per_source[key] = Counter()
+        counter[outcome] += 1
 
     def totals(self) -> IngestCounts:
         c: Counter[str] = Counter()
@@ -104,11 +168,19 @@ class Ingestor:
         raws: Iterable[RawMessage],
         *,
         batch_size: int = 1000,
+        workers: int = 0,
         on_batch: Callable[[IngestCounts], None] | None = None,
     ) -> IngestCounts:
+        """Ingest in batches; ``workers`` > 0 parses in that many processes while this one stores."""
         total = IngestCounts()
-        for batch in _chunks(raws, batch_size):
-            counts = self.ingest_batch(batch)
+        batches = _chunks(raws, batch_size)
+        if workers > 0:
+            prepared = _parallel_prepare(batches, workers, self.now, self.ledger.mapper_settings())
+        else:
+            prepared = ((b, [prepare(r.raw, now, self.ledger.mapper) for r in b], now)
+                        for b in batches for now in (self.now(),))
+        for batch, items, now in prepared:
+            counts = self._store(batch, items, now, None)
             total.add(counts)
             if on_batch:
                 on_batch(counts)
@@ -117,13 +189,23 @@ class Ingestor:
     def ingest_batch(
         self, batch: Sequence[RawMessage], tracking: Tracking | None = None
     ) -> IngestCounts:
+        """One batch in one transaction (with the source position, for Kafka)."""
         now = self.now()
-        parsed = [self._parse(item, now) for item in batch]
+        items = [prepare(item.raw, now, self.ledger.mapper) for item in batch]
+        return self._store(batch, items, now, tracking)
+
+    def _store(
+        self,
+        batch: Sequence[RawMessage],
+        items: Sequence[Prepared | Rejected],
+        now: datetime,
+        tracking: Tracking | None,
+    ) -> IngestCounts:
         for attempt in range(1, self.max_attempts + 1):
-            decided = self._decide(batch, parsed, now)
+            decided = self._decide(batch, items, now)
             try:
-                self.ledger.append(
-                    decided.events,
+                self.ledger.append_stored(
+                    decided.stored,
                     admissions=decided.admissions,
                     quarantine=decided.quarantine,
                     counts=decided.count_rows(now.isoformat()),
@@ -144,56 +226,52 @@ class Ingestor:
         current = self.ledger.recorder.max_tracking_id(tracking.application_name)  # type: ignore[attr-defined]
         return current is not None and current >= tracking.notification_id
 
-    @staticmethod
-    def _parse(item: RawMessage, now: datetime) -> Message | ContractViolation:
-        try:
-            return parse_message(item.raw, now=now)
-        except ContractViolation as exc:
-            return exc
-
     def _decide(
-        self, batch: Sequence[RawMessage], parsed: Sequence[Message | ContractViolation], now: datetime
+        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime
     ) -> _Batch:
-        valid = [m for m in parsed if isinstance(m, Message)]
-        wanted = [m.key for m in valid] + [m.target_key for m in valid if m.target_key]
+        valid = [p for p in items if isinstance(p, Prepared)]
+        wanted = [p.key for p in valid] + [p.target_key for p in valid if p.target_key]
         known = self.ledger.tables.lookup_messages(wanted)
-        self._load_versions({patient_uuid(m.source, m.patient_id) for m in valid})
+        self._load_versions({patient_uuid(p.source, p.patient_id) for p in valid})
         out = _Batch()
         in_batch: dict[str, IndexedMessage] = {}
         received = now.isoformat()
-        for item, result in zip(batch, parsed, strict=True):
-            if isinstance(result, ContractViolation):
-                self._quarantine(out, item, result, received)
+        for item, p in zip(batch, items, strict=True):
+            if isinstance(p, Rejected):
+                self._quarantine(out, item, p, received)
                 continue
             try:
-                message = self._judge(result, known, in_batch)
+                admitted = self._judge(p, known, in_batch, now)
             except ContractViolation as exc:
-                exc.source, exc.message_id = result.source, result.message_id
-                self._quarantine(out, item, exc, received)
+                self._quarantine(out, item, Rejected(exc.reason, p.source, p.message_id), received)
                 continue
-            if message is None:
-                out.count(result.source, "duplicates")
+            if admitted is None:
+                out.count(p.source, "duplicates")
                 continue
-            indexed = self._admit(out, message, now)
-            in_batch[message.key] = indexed
-            out.count(message.source, "accepted")
+            in_batch[p.key] = self._admit(out, admitted, now)
+            out.count(p.source, "accepted")
         return out
 
     def _judge(
-        self, m: Message, known: dict[str, IndexedMessage], in_batch: dict[str, IndexedMessage]
-    ) -> Message | None:
-        """The message to admit (possibly normalised further), None for a duplicate, or raise."""
-        prior = in_batch.get(m.key) or known.get(m.key)
+        self,
+        p: Prepared,
+        known: dict[str, IndexedMessage],
+        in_batch: dict[str, IndexedMessage],
+        now: datetime,
+    ) -> Prepared | None:
+        """The message to admit (amendments encoded now), None for a duplicate, or raise."""
+        prior = in_batch.get(p.key) or known.get(p.key)
         if prior is not None:
-            if prior.content_hash == m.content_hash:
+            if prior.content_hash == p.content_hash:
                 return None
             raise ContractViolation(
-                f"message_id {m.message_id} conflict: source {m.source} already sent it with "
+                f"message_id {p.message_id} conflict: source {p.source} already sent it with "
                 "different content (the first is kept); send new facts under a new message_id, "
                 "or a correction that targets it"
             )
-        if m.type not in AMENDMENT_TYPES:
-            return m
+        if p.message is None:
+            return p
+        m = p.message
         target_id = m.data["target_message_id"]
         target = in_batch.get(m.target_key or "") or known.get(m.target_key or "")
         if target is None:
@@ -210,53 +288,40 @@ class Ingestor:
             raise ContractViolation(
                 f"data.target_message_id: {target_id} is a {target.type}; target the original message"
             )
+        data = {**m.data, "target_type": target.type}
         if m.type == "correction":
-            corrected = validate_data(target.type, m.data["data"], prefix="data.data.")
-            return replace(m, data={**m.data, "data": corrected, "target_type": target.type})
-        return replace(m, data={**m.data, "target_type": target.type})
+            data["data"] = validate_data(target.type, m.data["data"], prefix="data.data.")
+        stored = self.ledger.mapper.to_stored_event(event_for(replace(m, data=data), now))
+        return replace(p, topic=stored.topic, state=stored.state, message=None)
 
-    def _admit(self, out: _Batch, m: Message, now: datetime) -> IndexedMessage:
-        oid = patient_uuid(m.source, m.patient_id)
-        version = out.versions.get(oid, self._versions.get(oid, 0))
+    def _admit(self, out: _Batch, p: Prepared, now: datetime) -> IndexedMessage:
+        oid = patient_uuid(p.source, p.patient_id)
+        version = out.versions.get(oid) or self._versions.get(oid, 0)
         if version == 0:
             version = 1
-            out.events.append(
-                Patient.Registered(
-                    originator_id=oid,
-                    originator_version=1,
-                    timestamp=now,
-                    originator_topic=PATIENT_TOPIC,
-                    source=m.source,
-                    patient_id=m.patient_id,
-                )
+            registered = Patient.Registered(
+                originator_id=oid,
+                originator_version=1,
+                timestamp=now,
+                originator_topic=PATIENT_TOPIC,
+                source=p.source,
+                patient_id=p.patient_id,
             )
+            out.stored.append(self.ledger.mapper.to_stored_event(registered))
         version += 1
         out.versions[oid] = version
-        out.events.append(
-            EVENT_CLASS[m.type](
-                originator_id=oid,
-                originator_version=version,
-                timestamp=now,
-                source=m.source,
-                patient_id=m.patient_id,
-                message_id=m.message_id,
-                occurred_at=m.occurred_at,
-                reported_at=m.reported_at,
-                data=m.data,
-                content_hash=m.content_hash,
-            )
-        )
+        out.stored.append(StoredEvent(oid, version, p.topic, p.state))
         out.admissions.append(
-            (m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash, oid.hex, version)
+            (p.key, p.source, p.message_id, p.patient_id, p.type, p.content_hash, oid.hex, version)
         )
-        return IndexedMessage(m.key, m.patient_id, m.type, m.content_hash, oid)
+        return IndexedMessage(p.key, p.patient_id, p.type, p.content_hash, oid)
 
     @staticmethod
-    def _quarantine(out: _Batch, item: RawMessage, exc: ContractViolation, received: str) -> None:
+    def _quarantine(out: _Batch, item: RawMessage, r: Rejected, received: str) -> None:
         out.quarantine.append(
-            (received, exc.source, exc.message_id, json.dumps(item.position), exc.reason, item.raw)
+            (received, r.source, r.message_id, json.dumps(item.position), r.reason, item.raw)
         )
-        out.count(exc.source, "quarantined")
+        out.count(r.source, "quarantined")
 
     def _load_versions(self, oids: set[UUID]) -> None:
         missing = [oid for oid in oids if oid not in self._versions]
@@ -264,6 +329,43 @@ class Ingestor:
             found = self.ledger.tables.patient_versions(missing)
             for oid in missing:
                 self._versions[oid] = found.get(oid, 0)
+
+
+# --- parsing in worker processes ---------------------------------------------------------------
+
+_worker_mapper: Mapper[UUID] | None = None
+
+
+def _init_worker(settings: dict[str, str]) -> None:
+    global _worker_mapper
+    _worker_mapper = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **settings}).mapper
+
+
+def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejected]:
+    assert _worker_mapper is not None
+    return [prepare(line, now, _worker_mapper) for line in lines]
+
+
+def _parallel_prepare(
+    batches: Iterator[list[RawMessage]],
+    workers: int,
+    now: Callable[[], datetime],
+    settings: dict[str, str],
+) -> Iterator[tuple[list[RawMessage], list[Prepared | Rejected], datetime]]:
+    """Prepare batches in worker processes, a few ahead, yielding them in input order."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(settings,)) as pool:
+        window: deque[tuple[list[RawMessage], Future[list[Prepared | Rejected]], datetime]] = deque()
+        for batch in batches:
+            stamp = now()
+            window.append((batch, pool.submit(_prepare_chunk, [r.raw for r in batch], stamp), stamp))
+            if len(window) > 2 * workers:
+                done_batch, future, stamp = window.popleft()
+                yield done_batch, future.result(), stamp
+        while window:
+            done_batch, future, stamp = window.popleft()
+            yield done_batch, future.result(), stamp
 
 
 def _chunks(items: Iterable[RawMessage], size: int) -> Iterator[list[RawMessage]]:

@@ -12,7 +12,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification, ProcessRecorder, Tracking
+from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
 
 from events.domain import Patient, patient_uuid
 from events.recorders import AdmissionRow, CountRow, LedgerTables, QuarantineRow
@@ -69,6 +69,29 @@ class Ledger(Application):
             counts=list(counts),
             tracking=tracking,
         )
+
+    def append_stored(
+        self,
+        stored: Sequence[StoredEvent],
+        *,
+        admissions: Sequence[AdmissionRow] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+        counts: Sequence[CountRow] = (),
+        tracking: Tracking | None = None,
+    ) -> Sequence[int] | None:
+        """Like :meth:`append`, for events the caller already serialised with this mapper."""
+        return self.recorder.insert_events(
+            list(stored),
+            admissions=list(admissions),
+            quarantine=list(quarantine),
+            counts=list(counts),
+            tracking=tracking,
+        )
+
+    def mapper_settings(self) -> dict[str, str]:
+        """The settings that shape serialised state (cipher, compressor), for worker processes."""
+        keys = ("CIPHER_TOPIC", "CIPHER_KEY", "COMPRESSOR_TOPIC", "TRANSCODER_TOPIC", "MAPPER_TOPIC")
+        return {k: v for k in keys if (v := self.env.get(k))}
 
     def patient_events(self, source: str, patient_id: str) -> list[Patient.Event]:
         """Every event of a patient's stream, in the order they were recorded."""

@@ -85,7 +85,10 @@ def schema() -> None:
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="NDJSON files; - reads standard input")],
     store: StoreOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="messages per transaction")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, max=20000, help="messages per transaction")] = 2000,
+    workers: Annotated[
+        int, typer.Option(min=-1, max=16, help="parser processes; -1: 2 for inputs over 8 MB, else 0")
+    ] = -1,
 ) -> None:
     """Validate NDJSON messages and append them; bad lines go to the quarantine.
 
@@ -102,14 +105,16 @@ def ingest(
     total = IngestCounts()
     with _progress() as progress:
         for path in paths:
-            task = progress.add_task(f"ingest {Path(path).name}", total=size_of(path))
+            size = size_of(path)
+            parsers = workers if workers >= 0 else (2 if (size or 0) > 8_000_000 else 0)
+            task = progress.add_task(f"ingest {Path(path).name}", total=size)
 
             def tracked(p: str = path, t: Any = task) -> Iterator[Any]:
                 for item in read_ndjson(p):
                     progress.advance(t, len(item.raw) + 1)
                     yield item
 
-            total.add(ingestor.ingest(tracked(), batch_size=batch_size))
+            total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers))
     typer.echo(json.dumps(total.as_dict()))
 
 
