@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -204,6 +205,127 @@ def dashboard(
     from events.store import Store
 
     _run_board(Store.resolve(store).url, port)
+
+
+class ReportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    table = "table"
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from events.contract import parse_timestamp
+
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise fail(f"--as-of: {exc}") from None
+
+
+def _data_cut(value: str | None) -> datetime | None:
+    """A clinical data cut DATE: everything that occurred on or before that day."""
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--data-cut: {value!r} is not a date; write YYYY-MM-DD") from None
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+
+
+def _projector(ledger: Any, model: Any) -> Any:
+    from projections.runner import Projector
+
+    return Projector(ledger, model)
+
+
+def _catch_up(ledger: Any, *models: Any) -> None:
+    """Bring read models up to date (with a progress bar when there is much to do)."""
+    for model in models:
+        projector = _projector(ledger, model)
+        behind = ledger.position() - projector.view.position(ledger.name)
+        with _progress() as progress:
+            task = progress.add_task(f"project {model.name}", total=max(behind, 1))
+            projector.catch_up(lambda n, _pos, t=task: progress.advance(t, n))
+
+
+AnchorOption = Annotated[str, typer.Option(help="intervention name that anchors the windows")]
+PreOption = Annotated[int, typer.Option(min=1, max=120, help="months before the anchor")]
+PostOption = Annotated[int, typer.Option(min=1, max=120, help="months from the anchor")]
+AsOfOption = Annotated[
+    str | None, typer.Option(help="knowledge time (ISO 8601; UTC when no offset): what the ledger had recorded then")
+]
+DataCutOption = Annotated[str | None, typer.Option(help="clinical data cut YYYY-MM-DD: events that occurred by then")]
+
+
+def _incidence_answer(
+    store: str | None, anchor: str, pre_months: int, post_months: int, as_of: str | None, data_cut: str | None
+) -> dict[str, Any]:
+    from projections.incidence import IncidenceModel, incidence
+    from projections.runner import View
+    from safety.incidence import Settings
+
+    ledger = open_ledger(store)
+    _catch_up(ledger, IncidenceModel())
+    settings = Settings(anchor, pre_months, post_months, _data_cut(data_cut))
+    view = View(ledger.store, IncidenceModel())
+    return incidence(view.db, settings, _as_of(as_of))
+
+
+@app.command(name="incidence")
+def incidence_command(
+    store: StoreOption = None,
+    anchor: AnchorOption = "MSC infusion",
+    pre_months: PreOption = 3,
+    post_months: PostOption = 12,
+    as_of: AsOfOption = None,
+    data_cut: DataCutOption = None,
+    format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
+) -> None:
+    """Monthly incidence before and after the anchor intervention, with exact tests (Table 2)."""
+    from projections.report import incidence_csv, incidence_table
+
+    answer = _incidence_answer(store, anchor, pre_months, post_months, as_of, data_cut)
+    if format is ReportFormat.json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+    elif format is ReportFormat.csv:
+        typer.echo(incidence_csv(answer), nl=False)
+    else:
+        Console().print(incidence_table(answer))
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option("--out", help="the HTML file to write")],
+    store: StoreOption = None,
+    anchor: AnchorOption = "MSC infusion",
+    pre_months: PreOption = 3,
+    post_months: PostOption = 12,
+    as_of: AsOfOption = None,
+    data_cut: DataCutOption = None,
+) -> None:
+    """Write the DSMB report: one self-contained HTML file."""
+    from projections.report import dsmb_html
+
+    answer = _incidence_answer(store, anchor, pre_months, post_months, as_of, data_cut)
+    out.write_text(dsmb_html(answer), encoding="utf-8")
+    err.print(f"report written to {out} (fingerprint {answer['fingerprint']})")
+
+
+@app.command()
+def rebuild(store: StoreOption = None) -> None:
+    """Replay every read model from the start of the ledger."""
+    from projections.incidence import IncidenceModel
+
+    ledger = open_ledger(store)
+    for model in (IncidenceModel(),):
+        projector = _projector(ledger, model)
+        with _progress() as progress:
+            task = progress.add_task(f"rebuild {model.name}", total=max(ledger.position(), 1))
+            n = projector.rebuild(lambda k, _pos, t=task: progress.advance(t, k))
+        err.print(f"{model.name}: {n} events replayed")
 
 
 def _run_board(store_url: str, port: int) -> None:

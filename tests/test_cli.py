@@ -102,3 +102,39 @@ def test_every_demo_patient_has_an_enrolment_and_an_msc_infusion(patient: str):
     lines = [json.loads(line) for line in demo_feed_path().read_text().splitlines()]
     types = {m["type"] for m in lines if m["patient_id"] == patient}
     assert {"enrolment", "intervention", "treatment", "lab_result"} <= types
+
+
+def test_incidence_json_has_the_documented_keys_and_report_is_self_contained(tmp_path: Path, sqlite_url: str):
+    assert run("demo", "--no-board", store_url=sqlite_url)[0] == 0
+    code, out = run("incidence", "--format", "json", store_url=sqlite_url)
+    a = json.loads(out)
+    assert code == 0
+    assert {"anchor", "pre_months", "post_months", "as_of", "fingerprint", "patients", "categories",
+            "per_patient", "episodes"} <= set(a)
+    serious = a["categories"]["serious"]
+    assert {"pre", "post", "rate_ratio", "rate_ratio_ci95_low", "rate_ratio_ci95_high",
+            "p_exact_conditional", "p_fisher_person_months"} <= set(serious)
+    assert {"events", "person_months", "monthly_incidence", "incidence_per_person_month", "ci95_low",
+            "ci95_high"} <= set(serious["pre"])
+    assert {"source", "patient_id", "anchor_date", "serious"} <= set(a["per_patient"][0])
+
+    code, out = run("incidence", "--format", "csv", "--pre-months", "6", store_url=sqlite_url)
+    assert code == 0 and out.splitlines()[0].startswith("fingerprint,source,patient_id")
+    code, _ = run("incidence", "--as-of", "2030-01-01T00:00:00+01:00", "--data-cut", "2015-12-31",
+                  store_url=sqlite_url)
+    assert code == 0
+    assert run("incidence", "--data-cut", "31/12/2015", store_url=sqlite_url)[0] == 1
+
+    out_file = tmp_path / "dsmb.html"
+    assert run("report", "--out", str(out_file), store_url=sqlite_url)[0] == 0
+    page = out_file.read_text()
+    assert a["fingerprint"] in page and "<svg" in page and "Fisher" in page
+    assert "<script" not in page and "src=" not in page and "http" not in page.split("<body>")[1]
+
+
+def test_rebuild_replays_the_read_models(sqlite_url: str):
+    run("demo", "--no-board", store_url=sqlite_url)
+    before = json.loads(run("incidence", "--format", "json", store_url=sqlite_url)[1])
+    assert run("rebuild", store_url=sqlite_url)[0] == 0
+    after = json.loads(run("incidence", "--format", "json", store_url=sqlite_url)[1])
+    assert after["categories"] == before["categories"]

@@ -1,0 +1,164 @@
+"""The incidence read model: the ledger's clinical facts that incidence counts, one row each, with
+their clinical and recording times; and the query that turns them into the DSMB comparison.
+
+Rows keep both times so one table answers every data cut: ``--as-of`` (knowledge time: rows recorded
+by then, amendments included only if recorded by then) and ``--data-cut`` (clinical time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.utils import get_topic
+
+from events.domain import Patient
+from projections.db import ReadDB
+from safety.incidence import Fact, PatientIncidence, Settings, patient_incidence, summarise
+
+TYPES = ("enrolment", "intervention", "treatment", "adverse_event", "hospitalisation",
+         "withdrawal", "retraction", "correction")
+COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occurred_at",
+           "recorded_at", "name", "term", "serious", "severity", "grade", "action", "dose",
+           "linked_ae", "target", "corrected")
+#: Bump when the rows this model writes change meaning: a rebuild is then required.
+VERSION = "incidence-1"
+
+
+def utc_text(when: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order on both stores."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fields(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
+    """(name, term, serious, severity, grade, action, dose, linked_ae) of a fact's data."""
+    return (
+        data.get("name") or data.get("drug"),
+        data.get("term") or data.get("reason"),
+        None if data.get("serious") is None else int(bool(data["serious"])),
+        data.get("severity"),
+        data.get("ctcae_grade"),
+        data.get("action"),
+        data.get("dose"),
+        data.get("adverse_event_message_id"),
+    )
+
+
+def _data(row: dict[str, Any]) -> dict[str, Any]:
+    """The data fields back from a row (for rules in safety.incidence)."""
+    data = {"name": row["name"], "drug": row["name"], "term": row["term"], "reason": row["term"],
+            "severity": row["severity"], "ctcae_grade": row["grade"], "action": row["action"],
+            "dose": row["dose"], "adverse_event_message_id": row["linked_ae"]}
+    if row["serious"] is not None:
+        data["serious"] = bool(row["serious"])
+    return {k: v for k, v in data.items() if v is not None}
+
+
+class IncidenceModel:
+    name = "incidence"
+    tables = ("incidence_facts",)
+    topics = tuple(
+        get_topic(cls) for cls in (
+            Patient.Enrolment, Patient.Intervention, Patient.Treatment, Patient.AdverseEvent,
+            Patient.Hospitalisation, Patient.Withdrawal, Patient.Retraction, Patient.Correction,
+        )
+    )
+
+    def create_statements(self, db: ReadDB) -> list[str]:
+        return [
+            db.sql(
+                "CREATE TABLE IF NOT EXISTS {t}incidence_facts ("
+                " notification_id BIGINT PRIMARY KEY, source TEXT NOT NULL, patient_id TEXT NOT NULL,"
+                " message_id TEXT NOT NULL, type TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+                " recorded_at TEXT NOT NULL, name TEXT, term TEXT, serious INTEGER, severity TEXT,"
+                " grade INTEGER, action TEXT, dose TEXT, linked_ae TEXT, target TEXT, corrected TEXT)"
+            ),
+            db.sql("CREATE INDEX IF NOT EXISTS incidence_facts_recorded ON {t}incidence_facts (recorded_at)"),
+        ]
+
+    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
+        rows = []
+        for notification_id, e in events:
+            if not isinstance(e, Patient.Recorded):
+                continue
+            corrected = None
+            target = e.data.get("target_message_id")
+            if e.type == "correction":
+                corrected = json.dumps(e.data["data"])
+            rows.append((
+                notification_id, e.source, e.patient_id, e.message_id, e.type,
+                utc_text(e.occurred_at), utc_text(e.timestamp), *_fields(e.type, e.data),
+                target, corrected,
+            ))
+        if rows:
+            marks = ",".join([db.placeholder] * len(COLUMNS))
+            cursor.executemany(db.sql(f"INSERT INTO {{t}}incidence_facts VALUES ({marks})"), rows)
+
+
+Facts = dict[tuple[str, str], list[Fact]]
+
+
+def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[str, str], set[str]], int]:
+    """Amended facts per patient as known at ``as_of``, the retracted message ids per patient, and
+    the last notification included."""
+    sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}incidence_facts"
+    params: list[Any] = []
+    if as_of is not None:
+        sql += " WHERE recorded_at <= {p}"
+        params.append(utc_text(as_of))
+    sql += " ORDER BY notification_id"
+    rows = [dict(zip(COLUMNS, r, strict=True)) for r in db.query(sql, params)]
+    position = rows[-1]["notification_id"] if rows else 0
+    retracted: set[tuple[str, str]] = set()
+    corrected: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["type"] == "retraction":
+            retracted.add((r["source"], r["target"]))
+        elif r["type"] == "correction":
+            corrected[(r["source"], r["target"])] = json.loads(r["corrected"])
+    facts: Facts = defaultdict(list)
+    retracted_ids: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        if (r["source"], r["message_id"]) in retracted:
+            retracted_ids[(r["source"], r["patient_id"])].add(r["message_id"])
+        key = (r["source"], r["message_id"])
+        if r["type"] in ("retraction", "correction") or key in retracted:
+            continue
+        data = corrected.get(key) or _data(r)
+        occurred = datetime.strptime(r["occurred_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        facts[(r["source"], r["patient_id"])].append(Fact(r["message_id"], r["type"], occurred, data))
+    return facts, retracted_ids, position
+
+
+def incidence(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
+    """The DSMB comparison as of a knowledge time and clinical data cut, with its fingerprint."""
+    facts, retracted, position = load_facts(db, as_of)
+    patients: list[PatientIncidence] = []
+    for (source, patient_id), patient_facts in sorted(facts.items()):
+        p = patient_incidence(source, patient_id, patient_facts, settings,
+                              retracted.get((source, patient_id), set()))
+        if p is not None:
+            patients.append(p)
+    result = summarise(patients, settings)
+    inputs = {
+        "model": VERSION, "ledger_position": position, "anchor": settings.anchor,
+        "pre_months": settings.pre_months, "post_months": settings.post_months,
+        "as_of": utc_text(as_of) if as_of else None,
+        "data_cut": utc_text(settings.data_cut) if settings.data_cut else None,
+    }
+    fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "anchor": settings.anchor,
+        "pre_months": settings.pre_months,
+        "post_months": settings.post_months,
+        "as_of": as_of.isoformat() if as_of else None,
+        "data_cut": (settings.data_cut - timedelta(microseconds=1)).date().isoformat()
+        if settings.data_cut else None,
+        "ledger_position": position,
+        "fingerprint": f"{position}-{fingerprint}",
+        **result,
+    }

@@ -1,0 +1,180 @@
+"""Renderings of the incidence answer: a terminal table, CSV, and the self-contained DSMB HTML report."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from rich.table import Table
+
+from safety.incidence import CATEGORIES
+
+LABELS = {"serious": "Serious adverse events", "moderate_severe": "Moderate-severe adverse events",
+          "all": "All adverse events"}
+
+
+def software_version() -> str:
+    try:
+        return version("safety-monitor")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def incidence_table(answer: dict[str, Any]) -> Table:
+    table = Table(title=f"Incidence around '{answer['anchor']}' (fingerprint {answer['fingerprint']})")
+    for col in ("category", "window", "events", "person-months", "monthly incidence",
+                "per person-month (95% CI)", "rate ratio post/pre (95% CI)", "p exact", "p Fisher"):
+        table.add_column(col)
+    for c in CATEGORIES:
+        b = answer["categories"][c]
+        for side in ("pre", "post"):
+            s = b[side]
+            first = side == "pre"
+            table.add_row(
+                c if first else "", f"{side} ({answer[side + '_months']} mo)", str(s["events"]),
+                fmt(s["person_months"], 1), fmt(s["monthly_incidence"], 2),
+                f"{fmt(s['incidence_per_person_month'])} ({fmt(s['ci95_low'])}-{fmt(s['ci95_high'])})",
+                f"{fmt(b['rate_ratio'], 2)} ({fmt(b['rate_ratio_ci95_low'], 2)}-{fmt(b['rate_ratio_ci95_high'], 2)})"
+                if first else "",
+                fmt(b["p_exact_conditional"], 2) if first else "",
+                fmt(b["p_fisher_person_months"], 2) if first else "",
+            )
+    return table
+
+
+def incidence_csv(answer: dict[str, Any]) -> str:
+    """Per-patient rows (Table 2) and the cohort totals, one line per patient and category."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["fingerprint", "source", "patient_id", "anchor_date", "category", "events_pre",
+                "months_pre", "monthly_incidence_pre", "events_post", "months_post",
+                "monthly_incidence_post"])
+    for row in answer["per_patient"]:
+        for c in CATEGORIES:
+            pre, post = row[c]["pre"], row[c]["post"]
+            w.writerow([answer["fingerprint"], row["source"], row["patient_id"], row["anchor_date"], c,
+                        pre["events"], pre["months"], pre["monthly_incidence"],
+                        post["events"], post["months"], post["monthly_incidence"]])
+    for c in CATEGORIES:
+        pre, post = answer["categories"][c]["pre"], answer["categories"][c]["post"]
+        w.writerow([answer["fingerprint"], "", "Total", "", c, pre["events"], pre["person_months"],
+                    pre["monthly_incidence"], post["events"], post["person_months"],
+                    post["monthly_incidence"]])
+    return out.getvalue()
+
+
+def _chart_svg(answer: dict[str, Any]) -> str:
+    """Incidence per person-month with 95% intervals, before and after, per category (inline SVG)."""
+    width, height, left, bottom = 640, 260, 60, 40
+    values = [answer["categories"][c][s] for c in CATEGORIES for s in ("pre", "post")]
+    top = max([v["ci95_high"] or 0 for v in values] + [0.01])
+    scale = (height - bottom - 20) / top
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="Incidence per person-month before and after">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#333"/>']
+    for i in range(5):
+        y = height - bottom - i * (height - bottom - 20) / 4
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.0f}" font-size="10" text-anchor="end">'
+                     f'{top * i / 4:.3f}</text>')
+    group = (width - left - 20) / len(CATEGORIES)
+    for gi, c in enumerate(CATEGORIES):
+        for si, (side, colour) in enumerate((("pre", "#8da0cb"), ("post", "#fc8d62"))):
+            v = answer["categories"][c][side]
+            x = left + 10 + gi * group + si * 50
+            rate = v["incidence_per_person_month"] or 0
+            h = rate * scale
+            parts.append(f'<rect x="{x:.0f}" y="{height - bottom - h:.1f}" width="40" height="{h:.1f}" '
+                         f'fill="{colour}"><title>{c} {side}: {rate:.3f}</title></rect>')
+            if v["ci95_high"] is not None:
+                y1 = height - bottom - (v["ci95_low"] or 0) * scale
+                y2 = height - bottom - v["ci95_high"] * scale
+                parts.append(f'<line x1="{x + 20:.0f}" x2="{x + 20:.0f}" y1="{y1:.1f}" y2="{y2:.1f}" '
+                             'stroke="#222"/>')
+            parts.append(f'<text x="{x + 20:.0f}" y="{height - bottom + 14}" font-size="10" '
+                         f'text-anchor="middle">{side}</text>')
+        parts.append(f'<text x="{left + 10 + gi * group + 45:.0f}" y="{height - 8}" font-size="11" '
+                     f'text-anchor="middle">{html.escape(c)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def dsmb_html(answer: dict[str, Any]) -> str:
+    """One self-contained HTML file: no scripts, no fonts, no network."""
+    e = html.escape
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cohort_rows = []
+    for c in CATEGORIES:
+        b = answer["categories"][c]
+        for side in ("pre", "post"):
+            s = b[side]
+            cohort_rows.append(
+                f"<tr><td>{e(LABELS[c]) if side == 'pre' else ''}</td><td>{side}</td><td>{s['events']}</td>"
+                f"<td>{fmt(s['person_months'], 1)}</td><td>{fmt(s['monthly_incidence'], 2)}</td>"
+                f"<td>{fmt(s['incidence_per_person_month'])} ({fmt(s['ci95_low'])}–{fmt(s['ci95_high'])})</td>"
+                + (f"<td rowspan=2>{fmt(b['rate_ratio'], 2)} ({fmt(b['rate_ratio_ci95_low'], 2)}–"
+                   f"{fmt(b['rate_ratio_ci95_high'], 2)})</td><td rowspan=2>{fmt(b['p_exact_conditional'], 2)}</td>"
+                   f"<td rowspan=2>{fmt(b['p_fisher_person_months'], 2)}</td>" if side == "pre" else "")
+                + "</tr>"
+            )
+    patient_rows = []
+    for row in answer["per_patient"]:
+        cells = "".join(
+            f"<td>{row[c]['pre']['events']}</td><td>{fmt(row[c]['pre']['monthly_incidence'], 2)}</td>"
+            f"<td>{row[c]['post']['events']}</td><td>{fmt(row[c]['post']['monthly_incidence'], 2)}</td>"
+            for c in ("serious", "moderate_severe")
+        )
+        patient_rows.append(f"<tr><td>{e(row['patient_id'])}</td><td>{e(row['anchor_date'])}</td>{cells}</tr>")
+    labels = list(dict.fromkeys(ep["episode"] for ep in answer["episodes"]))
+    episodes: dict[str, dict[str, Any]] = {}
+    for ep in answer["episodes"]:
+        episodes.setdefault(ep["patient_id"], {})[ep["episode"]] = ep
+
+    def cell(items: list[str]) -> str:
+        return "<br>".join(e(i) for i in items) or "–"
+
+    episode_rows = []
+    for kind, title in (("serious", "Serious adverse events"), ("moderate_severe", "Adverse events (moderate-severe)"),
+                        ("treatments", "Anti-rheumatic therapy")):
+        episode_rows.append(f'<tr class="section"><th colspan="{len(labels) + 1}">{title}</th></tr>')
+        for pid, eps in episodes.items():
+            episode_rows.append(f"<tr><td>{e(pid)}</td>" + "".join(
+                f"<td>{cell(eps[label][kind]) if label in eps else '–'}</td>" for label in labels) + "</tr>")
+    methods = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in answer["methods"].items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>DSMB safety report</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:4px 8px;font-size:13px;vertical-align:top}} th{{background:#f0f0f0}}
+tr.section th{{text-align:left;background:#e4e9f2}} .meta td{{border:none;padding:2px 8px}}
+</style></head><body>
+<h1>DSMB safety report: adverse events before and after {e(answer['anchor'])}</h1>
+<table class="meta">
+<tr><td>Windows</td><td>{answer['pre_months']} months before, {answer['post_months']} months from the first {e(answer['anchor'])}</td></tr>
+<tr><td>Clinical data cut</td><td>{e(answer['data_cut'] or 'none (all events known)')}</td></tr>
+<tr><td>Knowledge time (as of)</td><td>{e(answer['as_of'] or 'latest')}</td></tr>
+<tr><td>Fingerprint</td><td><code>{e(answer['fingerprint'])}</code> (ledger position {answer['ledger_position']})</td></tr>
+<tr><td>Patients with an anchor</td><td>{answer['patients']}</td></tr>
+<tr><td>Generated</td><td>{generated} by safety-monitor {e(software_version())}</td></tr>
+</table>
+<h2>Cohort comparison</h2>
+<table><tr><th>Category</th><th>Window</th><th>Events</th><th>Person-months</th><th>Monthly incidence</th>
+<th>Incidence per person-month (95% CI)</th><th>Rate ratio post/pre (95% CI)</th><th>p (exact conditional)</th>
+<th>p (Fisher, person-months)</th></tr>{''.join(cohort_rows)}</table>
+<h2>Incidence per person-month</h2>{_chart_svg(answer)}
+<h2>Per patient (Table 2)</h2>
+<table><tr><th rowspan=2>Patient</th><th rowspan=2>Anchor</th><th colspan=4>Serious</th><th colspan=4>Moderate-severe</th></tr>
+<tr><th>events pre</th><th>monthly pre</th><th>events post</th><th>monthly post</th>
+<th>events pre</th><th>monthly pre</th><th>events post</th><th>monthly post</th></tr>{''.join(patient_rows)}</table>
+<h2>Episodes (months from the anchor)</h2>
+<table><tr><th>Patient</th>{''.join(f'<th>{e(label)}</th>' for label in labels)}</tr>{''.join(episode_rows)}</table>
+<h2>Methods</h2><ul>{methods}</ul>
+</body></html>
+"""

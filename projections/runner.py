@@ -1,0 +1,122 @@
+"""Projections: read models that follow the ledger, each with its own tracked position.
+
+Built on eventsourcing's tracking recorders: a batch of rows and the tracking position of its last
+ledger notification commit in one transaction, so a projection resumes where it stopped and never
+counts an event twice. On SQLite each read model lives in its own file next to the ledger (the
+library's SQLite tracking table is not namespaced); on PostgreSQL in ``<name>_tracking`` and its
+tables in the store's schema. eventsourcing's SQLite recorder has no subscriptions, so projectors
+follow by polling (``follow``), which works on both stores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+
+from events.ledger import Ledger
+from events.store import Store
+from projections.db import ReadDB
+
+
+class ReadModel(Protocol):
+    """What a projection writes: its tables, and rows for a page of ledger events."""
+
+    name: str
+    topics: tuple[str, ...]
+    tables: tuple[str, ...]
+
+    def create_statements(self, db: ReadDB) -> list[str]: ...
+
+    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None: ...
+
+
+class View:
+    """A read model's database and tracking position."""
+
+    def __init__(self, store: Store, model: ReadModel):
+        self.store = store
+        self.model = model
+        if store.kind == "sqlite":
+            path = store.sibling(model.name)
+            self.db = ReadDB(store, sqlite_path=path)
+            env = Environment(name=model.name, env={"SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "30"})
+            self.recorder: Any = SQLiteFactory(env).tracking_recorder(SQLiteTrackingRecorder)
+        else:
+            self.db = ReadDB(store)
+            settings = store.eventsourcing_env("")
+            settings.pop("PROCESS_RECORDER_TOPIC")
+            env = Environment(name=model.name, env=settings)
+            self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        with self.recorder.datastore.transaction(commit=True) as c:
+            for statement in self.model.create_statements(self.db):
+                c.execute(statement)
+
+    def position(self, upstream: str) -> int:
+        return self.recorder.max_tracking_id(upstream) or 0
+
+    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
+        """Rows for ``events`` and the tracking position, in one transaction."""
+        with self.recorder.datastore.transaction(commit=True) as c:
+            self.model.write(c, self.db, events)
+            self.recorder._insert_tracking(c, tracking)  # noqa: SLF001 - the library's view pattern
+
+    def reset(self) -> None:
+        """Empty the read model and forget its position (for a rebuild from zero)."""
+        with self.recorder.datastore.transaction(commit=True) as c:
+            for table in self.model.tables:
+                c.execute(self.db.sql(f"DELETE FROM {{t}}{table}"))
+            if self.store.kind == "sqlite":
+                c.execute("DELETE FROM tracking WHERE application_name != '__migration__'")
+            else:
+                c.execute(
+                    self.db.sql(f'DELETE FROM {{t}}"{self.model.name}_tracking" '
+                                "WHERE application_name != '__migration__'")
+                )
+
+    def close(self) -> None:
+        self.recorder.datastore.close()
+
+
+class Projector:
+    """Brings one read model up to date with the ledger, page by page."""
+
+    def __init__(self, ledger: Ledger, model: ReadModel, page: int = 2000):
+        self.ledger = ledger
+        self.view = View(ledger.store, model)
+        self.page = page
+
+    def catch_up(self, on_page: Callable[[int, int], None] | None = None) -> int:
+        """Process every ledger event after the tracked position; returns how many it processed."""
+        upstream = self.ledger.name
+        start = self.view.position(upstream)
+        processed = 0
+        topics = self.view.model.topics
+        while True:
+            notes = self.ledger.notifications(start, self.page, topics=topics)
+            if not notes:
+                return processed
+            events = [(n.id, self.ledger.decode(n)) for n in notes]
+            self.view.write(events, Tracking(upstream, notes[-1].id))
+            start = notes[-1].id
+            processed += len(notes)
+            if on_page:
+                on_page(len(notes), start)
+
+    def rebuild(self, on_page: Callable[[int, int], None] | None = None) -> int:
+        self.view.reset()
+        return self.catch_up(on_page)
+
+    def follow(self, interval: float = 0.02, stop: Callable[[], bool] = lambda: False) -> None:
+        """Poll for new events until ``stop()`` says so (SQLite has no subscriptions)."""
+        while not stop():
+            if not self.catch_up():
+                time.sleep(interval)
