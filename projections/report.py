@@ -77,7 +77,7 @@ def _chart_svg(answer: dict[str, Any]) -> str:
     values = [answer["categories"][c][s] for c in CATEGORIES for s in ("pre", "post")]
     top = max([v["ci95_high"] or 0 for v in values] + [0.01])
     scale = (height - bottom - 20) / top
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+    parts = [f'<svg width="{width}" height="{height}" role="img" '
              'aria-label="Incidence per person-month before and after">',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#333"/>']
     for i in range(5):
