@@ -17,8 +17,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.report import write_section
@@ -194,7 +194,8 @@ def main() -> None:
             rows.append((kind, our, our_runs, slow, ceiling, targets[kind]))
             print(f"{kind}: ours {our:,.0f}/s naive {slow:,.0f}/s raw {ceiling:,.0f}/s")
     table = [
-        "| store | ours (events/s, median) | runs | naive `save()` per event | ours ÷ naive | raw executemany ceiling | ours ÷ ceiling | target | gap |",
+        "| store | ours (events/s, median) | runs | naive `save()` per event | ours ÷ naive "
+        "| raw executemany ceiling | ours ÷ ceiling | target | gap |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for kind, our, our_runs, slow, ceiling, target in rows:

@@ -40,8 +40,6 @@ def write_section(title: str, command: str, body: str) -> None:
     section = (f"## {title}\n\nCommand: `.venv/bin/python -m {command.removeprefix('python -m ')}`"
                f"  \nMeasured: {stamp}  \nMachine: {machine()}\n\n{body.strip()}\n")
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section
+    found = pattern.search(text)
+    text = pattern.sub(lambda _: section + "\n", text) if found else text.rstrip() + "\n\n" + section
     PATH.write_text(text)

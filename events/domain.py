@@ -60,7 +60,7 @@ class Patient(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Patient)
             aggregate.messages[self.message_id] = self.type
-            target = self.data.get("target_message_id")
+            target = str(self.data.get("target_message_id"))
             if isinstance(self, Patient.Retraction):
                 aggregate.retracted.add(target)
             elif isinstance(self, Patient.Correction):
@@ -115,3 +115,78 @@ EVENT_CLASS: dict[str, type[Patient.Recorded]] = {
     "correction": Patient.Correction,
 }
 MESSAGE_TYPE_OF: dict[type, str] = {cls: name for name, cls in EVENT_CLASS.items()}
+
+
+SIGNAL_NAMESPACE = UUID("0d7c1e52-3b8a-4f0e-9d51-2a6c8f4b7e30")
+SIGNAL_STATUSES = ("open", "acknowledged", "under_review", "closed")
+CLOSE_REASONS = ("confirmed MAS", "not MAS", "duplicate", "other")
+
+
+class SignalReview(Aggregate):
+    """What people did with one signal: who acknowledged, reviewed or closed it, when and why.
+
+    Signals themselves are derived (a read model); the human actions on them are facts and live
+    here, in the ledger, so the audit trail survives any rebuild.
+    """
+
+    @staticmethod
+    def create_id(signal_id: str) -> UUID:
+        return uuid5(SIGNAL_NAMESPACE, signal_id)
+
+    class Opened(Aggregate.Created):
+        signal_id: str
+
+    def __init__(self, signal_id: str):
+        self.signal_id = signal_id
+        self.status = "open"
+
+    class Action(Aggregate.Event):
+        signal_id: str
+        by: str
+        note: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, SignalReview)
+            aggregate.status = STATUS_AFTER[type(self)]
+
+    class Acknowledged(Action):
+        pass
+
+    class ReviewStarted(Action):
+        pass
+
+    class Closed(Action):
+        reason: str
+
+    def act(self, action: str, by: str, note: str, reason: str | None = None) -> None:
+        """Record an action if the signal's status allows it (raises ValueError if not)."""
+        event_class = ACTIONS.get(action)
+        if event_class is None:
+            raise ValueError(f"unknown action {action!r}: use ack, review or close")
+        allowed = ALLOWED_FROM[event_class]
+        if self.status not in allowed:
+            raise ValueError(f"signal {self.signal_id} is {self.status}; {action} needs {' or '.join(allowed)}")
+        if event_class is SignalReview.Closed:
+            if reason not in CLOSE_REASONS:
+                raise ValueError(f"--reason: closing needs one of {', '.join(CLOSE_REASONS)}")
+            self.trigger_event(event_class, signal_id=self.signal_id, by=by, note=note, reason=reason)
+        else:
+            self.trigger_event(event_class, signal_id=self.signal_id, by=by, note=note)
+
+
+STATUS_AFTER: dict[type, str] = {
+    SignalReview.Acknowledged: "acknowledged",
+    SignalReview.ReviewStarted: "under_review",
+    SignalReview.Closed: "closed",
+}
+ALLOWED_FROM: dict[type, tuple[str, ...]] = {
+    SignalReview.Acknowledged: ("open",),
+    SignalReview.ReviewStarted: ("open", "acknowledged"),
+    SignalReview.Closed: ("open", "acknowledged", "under_review"),
+}
+ACTIONS: dict[str, type[SignalReview.Action]] = {
+    "ack": SignalReview.Acknowledged,
+    "review": SignalReview.ReviewStarted,
+    "close": SignalReview.Closed,
+}
+ACTION_NAME: dict[type, str] = {cls: name for name, cls in ACTIONS.items()}

@@ -37,10 +37,10 @@ class Ledger(Application):
             try:
                 super().__init__(env=settings)
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 # Another process creating the same tables at the same instant makes CREATE ...
                 # IF NOT EXISTS collide; once it has finished, the tables exist.
-                if attempt == 2 or "already exists" not in str(exc) and "Failed to record" not in str(exc):
+                if attempt == 2 or ("already exists" not in str(exc) and "Failed to record" not in str(exc)):
                     raise
                 time.sleep(0.2)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -182,7 +182,7 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         from psycopg.sql import SQL
 
         self.schema_prefix = f'"{self.datastore.schema}".'
-        self.sql_create_statements.extend(SQL(self._sql(t)) for t in _TABLES)  # type: ignore[arg-type]
+        self.sql_create_statements.extend(cast(Any, SQL(self._sql(t))) for t in _TABLES)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)

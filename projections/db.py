@@ -54,6 +54,11 @@ class ReadDB:
             cur.execute(self.sql(template), params)
             return [tuple(r) for r in cur.fetchall()]
 
+    @staticmethod
+    def fetch(cursor: Any) -> list[tuple[Any, ...]]:
+        """Rows of a cursor as tuples, whichever row factory it has (psycopg dict rows, sqlite3.Row)."""
+        return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cursor.fetchall()]
+
     def table_exists(self, name: str) -> bool:
         if self.kind == "sqlite":
             rows = self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name={p}", [name])

@@ -60,7 +60,7 @@ def _data(row: dict[str, Any]) -> dict[str, Any]:
 
 class IncidenceModel:
     name = "incidence"
-    tables = ("incidence_facts",)
+    tables: tuple[str, ...] = ("incidence_facts",)
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Intervention, Patient.Treatment, Patient.AdverseEvent,

@@ -67,7 +67,14 @@ class View:
         """Rows for ``events`` and the tracking position, in one transaction."""
         with self.recorder.datastore.transaction(commit=True) as c:
             self.model.write(c, self.db, events)
-            self.recorder._insert_tracking(c, tracking)  # noqa: SLF001 - the library's view pattern
+            self.recorder._insert_tracking(c, tracking)
+
+    def finish(self) -> None:
+        """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
+        finish = getattr(self.model, "finish", None)
+        if finish is not None:
+            with self.recorder.datastore.transaction(commit=True) as c:
+                finish(c, self.db)
 
     def reset(self) -> None:
         """Empty the read model and forget its position (for a rebuild from zero)."""
@@ -97,6 +104,7 @@ class Projector:
     def catch_up(self, on_page: Callable[[int, int], None] | None = None) -> int:
         """Process every ledger event after the tracked position; returns how many it processed."""
         upstream = self.ledger.name
+        self.view.finish()  # work left by an interrupted run
         start = self.view.position(upstream)
         processed = 0
         topics = self.view.model.topics
@@ -112,8 +120,18 @@ class Projector:
                 on_page(len(notes), start)
 
     def rebuild(self, on_page: Callable[[int, int], None] | None = None) -> int:
+        """Replay from zero; models that can defer per-patient work do it once, at the end."""
         self.view.reset()
-        return self.catch_up(on_page)
+        model = self.view.model
+        deferrable = hasattr(model, "defer")
+        if deferrable:
+            model.defer = True  # type: ignore[attr-defined]
+        try:
+            return self.catch_up(on_page)
+        finally:
+            if deferrable:
+                model.defer = False  # type: ignore[attr-defined]
+            self.view.finish()
 
     def follow(self, interval: float = 0.02, stop: Callable[[], bool] = lambda: False) -> None:
         """Poll for new events until ``stop()`` says so (SQLite has no subscriptions)."""

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time as time_module
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -314,13 +315,121 @@ def report(
     err.print(f"report written to {out} (fingerprint {answer['fingerprint']})")
 
 
+def read_models() -> list[Any]:
+    from projections.incidence import IncidenceModel
+    from projections.signals import SignalsModel
+
+    return [IncidenceModel(), SignalsModel()]
+
+
+@app.command(name="signals")
+def signals_command(
+    store: StoreOption = None,
+    status: Annotated[str | None, typer.Option(help="open, acknowledged, under_review or closed")] = None,
+    patient: Annotated[str | None, typer.Option(help="a patient_id")] = None,
+    source: Annotated[str | None, typer.Option(help="a source")] = None,
+    kind: Annotated[str | None, typer.Option(help="mas_trend, mas_criteria_2016, ms_score, ...")] = None,
+    as_of: AsOfOption = None,
+    format: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """Safety signals: open first, by level and time, each with its evidence."""
+    from projections.runner import View
+    from projections.signals import SignalsModel, query_signals
+
+    if status is not None and status not in ("open", "acknowledged", "under_review", "closed"):
+        raise fail(f"--status {status!r}: use open, acknowledged, under_review or closed")
+    ledger = open_ledger(store)
+    model = SignalsModel()
+    _catch_up(ledger, model)
+    rows = query_signals(View(ledger.store, model).db, status=status, patient=patient, source=source,
+                         kind=kind, as_of=_as_of(as_of))
+    if format is Format.json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "patient", "kind", "level", "priority", "status", "occurred_at", "evidence")
+    for r in rows:
+        evidence = "; ".join(
+            f"{e['analyte']} {e['previous']:g}->{e['current']:g} {e['unit']}" if "analyte" in e else e.get("term", "")
+            for e in r["evidence"]
+        )
+        table.add_row(r["id"], f"{r['source']}/{r['patient_id']}", r["kind"], r["level"], r["priority"],
+                      r["status"], r["occurred_at"][:16], evidence)
+    Console().print(table)
+
+
+class SignalAction(StrEnum):
+    ack = "ack"
+    review = "review"
+    close = "close"
+
+
+@app.command()
+def signal(
+    action: Annotated[SignalAction, typer.Argument(help="ack, review or close")],
+    signal_id: Annotated[str, typer.Argument(metavar="ID", help="the signal's id")],
+    by: Annotated[str, typer.Option("--by", help="who acts (recorded in the audit trail)")],
+    note: Annotated[str, typer.Option(help="what was seen or decided")] = "",
+    reason: Annotated[str | None, typer.Option(help="for close: confirmed MAS, not MAS, duplicate, other")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Acknowledge, review or close a signal; recorded as an event with the user and the note."""
+    from events.workflow import act_on_signal
+    from projections.runner import View
+    from projections.signals import SignalsModel, query_signals
+
+    ledger = open_ledger(store)
+    model = SignalsModel()
+    _catch_up(ledger, model)
+    if not query_signals(View(ledger.store, model).db, signal_id=signal_id):
+        raise fail(f"no signal with id {signal_id}: list them with safety-monitor signals")
+    try:
+        status = act_on_signal(ledger, signal_id, action.value, by, note, reason)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    _catch_up(ledger, model)
+    typer.echo(json.dumps({"id": signal_id, "status": status, "by": by}))
+
+
+@app.command()
+def project(
+    store: StoreOption = None,
+    follow: Annotated[bool, typer.Option("--follow", help="keep following new events until stopped")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.02,
+) -> None:
+    """Bring the read models up to date; with --follow, keep them so (polling)."""
+    from projections.runner import Projector
+
+    ledger = open_ledger(store)
+    projectors = [Projector(ledger, model) for model in read_models()]
+    if not follow:
+        _catch_up(ledger, *[p.view.model for p in projectors])
+        return
+    stopping = _stop_flag()
+    err.print("following the ledger; Ctrl+C or SIGTERM stops")
+    while not stopping():
+        busy = sum(p.catch_up() for p in projectors)
+        if not busy:
+            time_module.sleep(interval)
+
+
+def _stop_flag() -> Any:
+    import signal as signals
+
+    flag = {"stop": False}
+
+    def handler(*_: Any) -> None:
+        flag["stop"] = True
+
+    signals.signal(signals.SIGINT, handler)
+    signals.signal(signals.SIGTERM, handler)
+    return lambda: flag["stop"]
+
+
 @app.command()
 def rebuild(store: StoreOption = None) -> None:
     """Replay every read model from the start of the ledger."""
-    from projections.incidence import IncidenceModel
-
     ledger = open_ledger(store)
-    for model in (IncidenceModel(),):
+    for model in read_models():
         projector = _projector(ledger, model)
         with _progress() as progress:
             task = progress.add_task(f"rebuild {model.name}", total=max(ledger.position(), 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from safety.statistics import (
@@ -106,12 +107,12 @@ def find_anchor(facts: Iterable[Fact], name: str) -> datetime | None:
 
 def episodes_for(anchor: datetime, pre_months: int, post_months: int) -> list[Episode]:
     """3-month episodes over both windows, labelled in months from the anchor ("-3-0", "0-3")."""
-    bounds = list(range(-pre_months, post_months, EPISODE_MONTHS)) + [post_months]
+    bounds = [*range(-pre_months, post_months, EPISODE_MONTHS), post_months]
     if 0 not in bounds:
         bounds = sorted({*bounds, 0})
     return [
         Episode(f"{a}-{b}", Window(add_months(anchor, a), add_months(anchor, b)))
-        for a, b in zip(bounds, bounds[1:], strict=False)
+        for a, b in pairwise(bounds)
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,8 @@ from tests.messages import message, raw
 SERIOUS = {"term": "Pneumonia", "severity": "severe", "serious": True}
 
 
-def answer(ledger: Ledger, s: Settings = Settings(), as_of: datetime | None = None) -> dict:
+def answer(ledger: Ledger, s: Settings | None = None, as_of: datetime | None = None) -> dict:
+    s = s or Settings()
     projector = Projector(ledger, IncidenceModel())
     projector.catch_up()
     return incidence(projector.view.db, s, as_of)
@@ -128,9 +130,11 @@ def test_a_linked_hospitalisation_is_not_counted_twice_and_an_unlinked_one_is_se
 
 def test_grade_two_counts_as_moderate_severe_and_withdrawal_stops_person_time():
     facts = anchor_facts(
-        Fact("a", "adverse_event", datetime(2020, 2, 1, tzinfo=UTC), {"term": "Rash", "ctcae_grade": 2, "serious": False}),
+        Fact("a", "adverse_event", datetime(2020, 2, 1, tzinfo=UTC),
+             {"term": "Rash", "ctcae_grade": 2, "serious": False}),
         Fact("w", "withdrawal", datetime(2020, 7, 1, tzinfo=UTC), {"reason": "moved"}),
-        Fact("b", "adverse_event", datetime(2020, 8, 1, tzinfo=UTC), {"term": "Rash", "severity": "severe", "serious": False}),
+        Fact("b", "adverse_event", datetime(2020, 8, 1, tzinfo=UTC),
+             {"term": "Rash", "severity": "severe", "serious": False}),
     )
     p = patient_incidence("s", "p", facts, Settings())
     assert p is not None
@@ -159,7 +163,7 @@ def test_incremental_projection_equals_rebuild(tmp_path_factory, cuts, page):
     lines = list(read_ndjson(str(demo_feed_path())))
     projector = Projector(ledger, IncidenceModel(), page=page)
     bounds = [0, *sorted(cuts), len(lines)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in pairwise(bounds):
         Ingestor(ledger).ingest(lines[a:b], batch_size=50)
         projector.catch_up()
     projector.catch_up()  # nothing left: counts nothing twice

@@ -1,0 +1,247 @@
+"""The signals read model: MAS warnings, classification criteria, scores and serious adverse events,
+with the workflow status people gave them.
+
+For every patient touched by new events, the whole history is evaluated again in clinical order
+(``safety.mas.evaluate``), so a late-arriving earlier panel re-evaluates the later one. Touched
+patients are noted in ``signal_dirty`` in the same transaction as the facts, and cleared when
+their signals are written, so a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from eventsourcing.utils import get_topic
+
+from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview
+from projections.db import ReadDB
+from projections.incidence import utc_text
+from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
+
+SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
+                  "raised_at", "updated_at", "evidence", "context", "criteria_2016", "details",
+                  "rules_version")
+FACT_TYPES = ("enrolment", "treatment", "adverse_event", "hospitalisation", "lab_result",
+              "clinical_finding", "retraction", "correction")
+
+
+def load_config(text: str | None = None) -> Config:
+    """The MAS rules configuration: the packaged ``mas_rules.toml`` unless given."""
+    raw = text if text is not None else (resources.files("safety") / "mas_rules.toml").read_text()
+    return Config.from_dict(tomllib.loads(raw))
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, str, str]]) -> History:
+    """A patient's History from (message_id, type, occurred_at, data) rows, amendments applied."""
+    retracted: set[str] = set()
+    corrected: dict[str, dict[str, Any]] = {}
+    parsed = [(mid, typ, at, json.loads(data)) for mid, typ, at, data in rows]
+    for _mid, typ, _at, data in parsed:
+        if typ == "retraction":
+            retracted.add(data["target_message_id"])
+        elif typ == "correction":
+            corrected[data["target_message_id"]] = data["data"]
+    h = History(source, patient_id)
+    adverse_events = {mid for mid, typ, _, _ in parsed if typ == "adverse_event" and mid not in retracted}
+    for mid, typ, at_text, data in parsed:
+        if typ in ("retraction", "correction") or mid in retracted:
+            continue
+        data = corrected.get(mid, data)
+        at = parse_time(at_text)
+        if typ == "lab_result":
+            h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at))
+        elif typ == "clinical_finding":
+            h.findings.append(Finding(at, data))
+        elif typ == "enrolment":
+            h.diagnosis, h.mas_history = data.get("diagnosis"), data.get("mas_history")
+        elif typ == "treatment":
+            h.treatments.append(Treatment(data["drug"], data["action"], data.get("drug_class"), at))
+        elif typ == "adverse_event" and data.get("serious"):
+            h.serious_events.append(SeriousEvent(mid, data["term"], at, tuple(data.get("seriousness", []))))
+        elif typ == "hospitalisation" and data.get("adverse_event_message_id") not in adverse_events:
+            if data.get("adverse_event_message_id") in retracted:
+                continue
+            h.serious_events.append(SeriousEvent(mid, f"hospitalisation: {data['reason']}", at, ("hospitalisation",)))
+    return h
+
+
+class SignalsModel:
+    name = "signals"
+    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions")
+    topics = tuple(
+        get_topic(cls) for cls in (
+            Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
+            Patient.LabResult, Patient.ClinicalFinding, Patient.Retraction, Patient.Correction,
+            SignalReview.Acknowledged, SignalReview.ReviewStarted, SignalReview.Closed,
+        )
+    )
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or load_config()
+        #: during a rebuild, patients are evaluated once at the end instead of after every page
+        self.defer = False
+
+    def create_statements(self, db: ReadDB) -> list[str]:
+        return [db.sql(s) for s in (
+            "CREATE TABLE IF NOT EXISTS {t}signal_facts (notification_id BIGINT PRIMARY KEY,"
+            " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL,"
+            " type TEXT NOT NULL, occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS signal_facts_patient ON {t}signal_facts (source, patient_id)",
+            "CREATE TABLE IF NOT EXISTS {t}signal_dirty (source TEXT NOT NULL, patient_id TEXT NOT NULL,"
+            " recorded_at TEXT NOT NULL, PRIMARY KEY (source, patient_id))",
+            "CREATE TABLE IF NOT EXISTS {t}signals (id TEXT PRIMARY KEY, source TEXT NOT NULL,"
+            " patient_id TEXT NOT NULL, kind TEXT NOT NULL, level TEXT NOT NULL, priority TEXT NOT NULL,"
+            " status TEXT NOT NULL, occurred_at TEXT NOT NULL, raised_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, evidence TEXT NOT NULL, context TEXT NOT NULL,"
+            " criteria_2016 TEXT, details TEXT, rules_version TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS signals_patient ON {t}signals (source, patient_id)",
+            "CREATE TABLE IF NOT EXISTS {t}signal_actions (notification_id BIGINT PRIMARY KEY,"
+            " signal_id TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, by_user TEXT NOT NULL,"
+            " note TEXT NOT NULL, reason TEXT, at TEXT NOT NULL)",
+        )]
+
+    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
+        facts, dirty, actions = [], {}, []
+        for nid, e in events:
+            if isinstance(e, Patient.Recorded):
+                facts.append((nid, e.source, e.patient_id, e.message_id, e.type, utc_text(e.occurred_at),
+                              utc_text(e.timestamp), json.dumps(e.data)))
+                dirty[(e.source, e.patient_id)] = utc_text(e.timestamp)
+            elif isinstance(e, SignalReview.Action):
+                actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
+                                e.note, getattr(e, "reason", None), utc_text(e.timestamp)))
+        p = db.placeholder
+        if facts:
+            cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)
+            upsert = ("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT (source, patient_id)"
+                      " DO UPDATE SET recorded_at = excluded.recorded_at")
+            cursor.executemany(db.sql(upsert), [(s, pid, at) for (s, pid), at in dirty.items()])
+        if actions:
+            cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_actions VALUES ({','.join([p] * 8)})"), actions)
+            for _nid, signal_id, _action, status, _by, _note, _reason, at in actions:
+                cursor.execute(db.sql("UPDATE {t}signals SET status = {p}, updated_at = {p} WHERE id = {p}"),
+                               (status, at, signal_id))
+        if not self.defer:
+            self.finish(cursor, db)
+
+    def finish(self, cursor: Any, db: ReadDB) -> None:
+        """Evaluate every touched patient again and write their signals."""
+        cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
+        dirty = db.fetch(cursor)
+        for start in range(0, len(dirty), 500):
+            self._evaluate_patients(cursor, db, dirty[start:start + 500])
+        cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+
+    def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]) -> None:
+        p = db.placeholder
+        keys = {(s, pid): at for s, pid, at in patients}
+        where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(keys))
+        params = [v for key in keys for v in key]
+        cursor.execute(db.sql("SELECT source, patient_id, message_id, type, occurred_at, data FROM"
+                              " {t}signal_facts WHERE " + where + " ORDER BY notification_id"), params)
+        rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
+        for s, pid, mid, typ, at, data in db.fetch(cursor):
+            rows[(s, pid)].append((mid, typ, at, data))
+        cursor.execute(db.sql("SELECT id, status, raised_at FROM {t}signals WHERE " + where), params)
+        existing = {r[0]: (r[1], r[2]) for r in db.fetch(cursor)}
+        produced = []
+        for key, recorded_at in keys.items():
+            for s in evaluate(history_from(key[0], key[1], rows.get(key, [])), self.config):
+                status, raised_at = existing.get(s.id, ("open", recorded_at))
+                produced.append((
+                    s.id, s.source, s.patient_id, s.kind, s.level, s.priority, status,
+                    utc_text(s.occurred_at), raised_at, recorded_at, json.dumps(s.evidence),
+                    json.dumps(s.context), json.dumps(s.criteria_2016), json.dumps(s.details, default=str),
+                    self.config.version,
+                ))
+        keep = {row[0] for row in produced}
+        gone = [sid for sid, (status, _) in existing.items() if sid not in keep and status == "open"]
+        for sid in gone:  # no longer supported by the data and nobody acted on it
+            cursor.execute(db.sql("DELETE FROM {t}signals WHERE id = {p}"), (sid,))
+        if produced:
+            ids = [row[0] for row in produced]
+            cursor.execute(db.sql("SELECT signal_id, status FROM {t}signal_actions WHERE signal_id IN ("
+                                  + ",".join([p] * len(ids)) + ") ORDER BY notification_id"), ids)
+            acted = {sid: status for sid, status in db.fetch(cursor)}
+            produced = [(*row[:6], acted.get(row[0], row[6]), *row[7:]) for row in produced]
+            cols = ", ".join(SIGNAL_COLUMNS)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in SIGNAL_COLUMNS[1:] if c != "raised_at")
+            cursor.executemany(
+                db.sql(f"INSERT INTO {{t}}signals ({cols}) VALUES ({','.join([p] * len(SIGNAL_COLUMNS))})"
+                       f" ON CONFLICT (id) DO UPDATE SET {updates}"),
+                produced,
+            )
+
+
+LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}
+STATUS_ORDER = {"open": 0, "acknowledged": 1, "under_review": 2, "closed": 3}
+
+
+def query_signals(
+    db: ReadDB,
+    *,
+    status: str | None = None,
+    patient: str | None = None,
+    source: str | None = None,
+    kind: str | None = None,
+    as_of: datetime | None = None,
+    signal_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Signals for the board and the CLI: open first, then by level and time."""
+    clauses, params = [], []
+    for column, value in (("patient_id", patient), ("source", source), ("kind", kind), ("id", signal_id)):
+        if value is not None:
+            clauses.append(f"{column} = {{p}}")
+            params.append(value)
+    if as_of is not None:
+        clauses.append("raised_at <= {p}")
+        params.append(utc_text(as_of))
+    sql = "SELECT " + ", ".join(SIGNAL_COLUMNS) + " FROM {t}signals"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    rows = [dict(zip(SIGNAL_COLUMNS, r, strict=True)) for r in db.query(sql, params)]
+    if as_of is not None:
+        rows = [_status_as_of(db, r, as_of) for r in rows]
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    out = []
+    for r in rows:
+        for column in ("evidence", "context", "criteria_2016", "details"):
+            r[column] = json.loads(r[column]) if r[column] is not None else None
+        for column in ("occurred_at", "raised_at", "updated_at"):
+            r[column] = parse_time(r[column]).isoformat()
+        out.append(r)
+    out.sort(key=lambda r: (STATUS_ORDER[r["status"]] > 0, LEVEL_ORDER.get(r["level"], 9),
+                            r["priority"] != "high", _descending(r["occurred_at"])))
+    return out
+
+
+def _descending(text: str) -> float:
+    return -datetime.fromisoformat(text).timestamp()
+
+
+def _status_as_of(db: ReadDB, row: dict[str, Any], as_of: datetime) -> dict[str, Any]:
+    actions = db.query("SELECT status FROM {t}signal_actions WHERE signal_id = {p} AND at <= {p}"
+                       " ORDER BY notification_id", [row["id"], utc_text(as_of)])
+    return {**row, "status": actions[-1][0] if actions else "open"}
+
+
+def signal_actions(db: ReadDB, signal_id: str | None = None) -> list[dict[str, Any]]:
+    """The audit trail of the workflow: who did what to which signal, and when."""
+    cols = ("notification_id", "signal_id", "action", "status", "by_user", "note", "reason", "at")
+    sql = "SELECT " + ", ".join(cols) + " FROM {t}signal_actions"
+    params: list[Any] = []
+    if signal_id:
+        sql += " WHERE signal_id = {p}"
+        params.append(signal_id)
+    return [dict(zip(cols, r, strict=True)) for r in db.query(sql + " ORDER BY notification_id", params)]

@@ -1,0 +1,464 @@
+"""Macrophage activation syndrome (MAS) warnings: lab-trend rules, the 2016 classification criteria,
+the MS score and the ferritin:ESR ratio. Pure functions over one patient's history.
+
+Everything is evaluated in clinical (sample-collection) order over the whole history, so the
+result does not depend on the order in which results arrived. Sources: clinical.md sections 1-3;
+the trend thresholds are expert heuristics (``mas_rules.toml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+# 2016 EULAR/ACR/PRINTO criteria (Ravelli 2016; clinical.md s1), canonical units; the published
+# operators are kept: > for ferritin, AST, triglycerides; <= for platelets and fibrinogen.
+FERRITIN_ABOVE = 684.0  # ug/L (= ng/mL)
+CRITERIA_ITEMS = (
+    # item, analyte, operator, threshold (canonical unit), as published
+    ("platelets", "PLT", "<=", 181.0, "platelets <= 181 x10^9/L"),
+    ("ast", "AST", ">", 48.0, "AST > 48 U/L"),
+    ("triglycerides", "TG", ">", 156 / 88.57, "triglycerides > 156 mg/dL (1.76 mmol/L)"),
+    ("fibrinogen", "FIBRINOGEN", "<=", 3.6, "fibrinogen <= 360 mg/dL (3.6 g/L)"),
+)
+# MS score (Minoia 2019; clinical.md s2a): coefficients; fibrinogen in mg/dL, no intercept.
+MS_COEFFICIENTS = {
+    "cns_involvement": 2.44, "haemorrhage": 1.54, "active_arthritis": -1.30,
+    "PLT": -0.003, "LDH": 0.001, "FIBRINOGEN_mg_dl": -0.004, "FERRITIN": 0.0001,
+}
+BLUNTING_NOTE = (
+    "on tocilizumab or within weeks of stopping it, fever and ferritin may be blunted "
+    "(Shimizu 2020; Schulert 2018): the criteria may miss MAS"
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    analyte: str
+    direction: str  # "rise" or "fall"
+    relative: float
+    absolute: float
+    core: bool
+    source: str
+    requires_crp_high: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    version: str
+    rules: tuple[Rule, ...]
+    look_back: timedelta = timedelta(days=14)
+    together: timedelta = timedelta(hours=72)
+    episode: timedelta = timedelta(days=14)
+    crp_high_mg_l: float = 20.0
+    watch_at: int = 2
+    warning_at: int = 3
+    biologic_stopped: timedelta = timedelta(weeks=12)
+    tocilizumab_blunting: timedelta = timedelta(weeks=12)
+    fever_cutoff_c: float = 38.0
+    criteria_window: timedelta = timedelta(hours=72)
+    ms_score_cutoff: float = -2.1
+    ferritin_esr_cutoff: float = 21.5
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        rules = tuple(
+            Rule(name, r["analyte"], r["direction"], float(r["relative"]), float(r["absolute"]),
+                 bool(r["core"]), r["source"], bool(r.get("requires_crp_high", False)))
+            for name, r in d["rules"].items()
+        )
+        return cls(
+            version=d["version"],
+            rules=rules,
+            look_back=timedelta(days=d["look_back_days"]),
+            together=timedelta(hours=d["together_hours"]),
+            episode=timedelta(days=d["episode_days"]),
+            crp_high_mg_l=float(d["crp_high_mg_l"]),
+            watch_at=int(d["levels"]["watch"]),
+            warning_at=int(d["levels"]["warning"]),
+            biologic_stopped=timedelta(weeks=d["context"]["biologic_stopped_weeks"]),
+            tocilizumab_blunting=timedelta(weeks=d["context"]["tocilizumab_blunting_weeks"]),
+            fever_cutoff_c=float(d["criteria_2016"]["fever_cutoff_c"]),
+            criteria_window=timedelta(hours=d["criteria_2016"]["window_hours"]),
+            ms_score_cutoff=float(d["scores"]["ms_score_cutoff"]),
+            ferritin_esr_cutoff=float(d["scores"]["ferritin_esr_cutoff"]),
+        )
+
+
+@dataclass(frozen=True)
+class Lab:
+    message_id: str
+    analyte: str
+    value: float
+    unit: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Finding:
+    at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Treatment:
+    drug: str
+    action: str
+    drug_class: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SeriousEvent:
+    message_id: str
+    term: str
+    at: datetime
+    seriousness: tuple[str, ...]
+
+
+@dataclass
+class History:
+    """What the rules need of one patient; any order, evaluated in clinical order."""
+
+    source: str
+    patient_id: str
+    diagnosis: str | None = None
+    mas_history: bool | None = None
+    labs: list[Lab] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    treatments: list[Treatment] = field(default_factory=list)
+    serious_events: list[SeriousEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Signal:
+    id: str
+    source: str
+    patient_id: str
+    kind: str
+    level: str
+    occurred_at: datetime
+    priority: str
+    evidence: list[dict[str, Any]]
+    context: list[str]
+    criteria_2016: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+
+
+def signal_id(source: str, patient_id: str, kind: str, key: str) -> str:
+    """Stable id: the same patient, kind and episode give the same id in every replay."""
+    return hashlib.sha256(f"{source}/{patient_id}/{kind}/{key}".encode()).hexdigest()[:16]
+
+
+# --- trend rules -------------------------------------------------------------------------------
+
+
+class LabIndex:
+    """A patient's results per analyte in time order, for fast look-ups by time."""
+
+    def __init__(self, labs: Sequence[Lab]):
+        self.by_analyte: dict[str, list[Lab]] = {}
+        for lab in sorted(labs, key=lambda lab: lab.at):
+            self.by_analyte.setdefault(lab.analyte, []).append(lab)
+        self.times = {a: [lab.at for lab in ls] for a, ls in self.by_analyte.items()}
+
+    def latest(self, analyte: str, at: datetime, window: timedelta) -> Lab | None:
+        """The last result of ``analyte`` in [at - window, at]."""
+        times = self.times.get(analyte)
+        if not times:
+            return None
+        i = bisect_right(times, at) - 1
+        if i < 0 or times[i] < at - window:
+            return None
+        return self.by_analyte[analyte][i]
+
+    def previous(self, current: Lab, look_back: timedelta) -> Lab | None:
+        """The last earlier result of the same analyte within the look-back."""
+        times = self.times[current.analyte]
+        i = bisect_left(times, current.at) - 1
+        if i < 0 or times[i] < current.at - look_back:
+            return None
+        return self.by_analyte[current.analyte][i]
+
+    def first(self, analyte: str) -> Lab | None:
+        labs = self.by_analyte.get(analyte)
+        return labs[0] if labs else None
+
+
+def rule_fires(rule: Rule, previous: Lab, current: Lab) -> bool:
+    change = current.value - previous.value
+    if rule.direction == "fall":
+        change = -change
+    if change <= 0:
+        return False
+    relative = change / previous.value if previous.value else float("inf")
+    return relative >= rule.relative and change >= rule.absolute
+
+
+def _evidence(rule: Rule, previous: Lab, current: Lab, baseline: Lab | None) -> dict[str, Any]:
+    change_pct = (current.value - previous.value) / previous.value * 100 if previous.value else None
+    item = {
+        "rule": rule.name,
+        "analyte": rule.analyte,
+        "previous": previous.value,
+        "current": current.value,
+        "unit": current.unit,
+        "change_pct": None if change_pct is None else round(change_pct, 1),
+        "previous_at": previous.at.isoformat(),
+        "current_at": current.at.isoformat(),
+        "core": rule.core,
+        "heuristic": True,
+        "source": rule.source,
+    }
+    if baseline is not None and baseline.value:
+        item["baseline"] = baseline.value
+        item["baseline_at"] = baseline.at.isoformat()
+        item["change_from_baseline_pct"] = round((current.value - baseline.value) / baseline.value * 100, 1)
+    return item
+
+
+def fired_at(labs: LabIndex, at: datetime, config: Config) -> list[dict[str, Any]]:
+    """Evidence of every rule that fires on the results of the assessment ending at ``at``."""
+    out = []
+    for rule in config.rules:
+        current = labs.latest(rule.analyte, at, config.together)
+        if current is None:
+            continue
+        previous = labs.previous(current, config.look_back)
+        if previous is None or not rule_fires(rule, previous, current):
+            continue
+        if rule.requires_crp_high:
+            crp = labs.latest("CRP", current.at, config.look_back)
+            if crp is None or crp.value < config.crp_high_mg_l:
+                continue
+        baseline = labs.first(rule.analyte)
+        out.append(_evidence(rule, previous, current, baseline if baseline is not previous else None))
+    return out
+
+
+def _level(core: int, config: Config) -> str | None:
+    if core >= config.warning_at:
+        return "warning"
+    if core >= config.watch_at:
+        return "watch"
+    return None
+
+
+# --- context -------------------------------------------------------------------------------------
+
+
+def _stopped_biologics(h: History, at: datetime, within: timedelta) -> list[Treatment]:
+    return [t for t in h.treatments
+            if t.action == "stop" and t.drug_class == "biologic" and at - within <= t.at <= at]
+
+
+def _on_tocilizumab(h: History, at: datetime, config: Config) -> bool:
+    last = None
+    for t in sorted(h.treatments, key=lambda t: t.at):
+        if t.drug.lower() == "tocilizumab" and t.at <= at:
+            last = t
+    if last is None:
+        return False
+    return last.action in ("start", "change") or at - last.at <= config.tocilizumab_blunting
+
+
+def context_of(h: History, at: datetime, config: Config) -> list[str]:
+    """Why this patient's signals deserve priority (the issue's three context factors)."""
+    reasons = []
+    if h.diagnosis == "systemic":
+        reasons.append("systemic JIA")
+    if h.mas_history:
+        reasons.append("history of MAS")
+    for t in _stopped_biologics(h, at, config.biologic_stopped):
+        weeks = (at - t.at).days // 7
+        reasons.append(f"biologic {t.drug} stopped {weeks} weeks before")
+    return reasons
+
+
+# --- 2016 classification criteria, MS score, ferritin:ESR ----------------------------------------
+
+
+def _fever(h: History, at: datetime, config: Config) -> tuple[bool | None, str]:
+    fever: bool | None = None
+    said = "no clinical finding in the assessment window"
+    for f in sorted(h.findings, key=lambda f: f.at):
+        if not at - config.criteria_window <= f.at <= at:
+            continue
+        temperature = f.data.get("temperature_c")
+        if f.data.get("fever") is True or (temperature is not None and temperature >= config.fever_cutoff_c):
+            said = f"temperature {temperature:.1f} C" if temperature is not None else "fever reported"
+            fever, said = True, f"febrile ({said})"
+        elif f.data.get("fever") is False or temperature is not None:
+            fever = False
+            said = "afebrile" + (f" (temperature {temperature:.1f} C)" if temperature is not None else "")
+    return fever, said
+
+
+def criteria_2016(h: History, at: datetime, config: Config, labs: LabIndex | None = None) -> dict[str, Any]:
+    """The 2016 EULAR/ACR/PRINTO classification: met, not met, or not evaluable (None)."""
+    labs = labs or LabIndex(h.labs)
+    fever, fever_said = _fever(h, at, config)
+    ferritin = labs.latest("FERRITIN", at, config.criteria_window)
+    items: dict[str, Any] = {}
+    missing = []
+    holding = 0
+    for item, analyte, op, threshold, published in CRITERIA_ITEMS:
+        lab = labs.latest(analyte, at, config.criteria_window)
+        if lab is None:
+            missing.append(item)
+            items[item] = {"value": None, "holds": None, "criterion": published}
+            continue
+        holds = lab.value <= threshold if op == "<=" else lab.value > threshold
+        holding += holds
+        items[item] = {"value": lab.value, "unit": lab.unit, "holds": holds, "criterion": published}
+    ferritin_holds = None if ferritin is None else ferritin.value > FERRITIN_ABOVE
+    items["ferritin"] = {"value": None if ferritin is None else ferritin.value, "unit": "ug/L",
+                         "holds": ferritin_holds, "criterion": "ferritin > 684 ng/mL (mandatory)"}
+    if fever is None:
+        missing.insert(0, "fever")
+    if ferritin is None:
+        missing.insert(0, "ferritin")
+    reasons = []
+    if fever is False:
+        reasons.append(fever_said)
+    if ferritin_holds is False:
+        reasons.append(f"ferritin {ferritin.value:g} ug/L not above 684" if ferritin else "")
+    possible_items = holding + sum(1 for i in missing if i not in ("fever", "ferritin"))
+    if fever is False or ferritin_holds is False or possible_items < 2:
+        met: bool | None = False
+        if possible_items < 2:
+            reasons.append(f"only {holding} of the four laboratory items hold")
+    elif fever and ferritin_holds and holding >= 2:
+        met = True
+        reasons.append(f"febrile, ferritin {ferritin.value:g} > 684 and {holding} items hold" if ferritin else "")
+    else:
+        met = None
+        reasons.append("not evaluable: missing " + ", ".join(missing))
+    out: dict[str, Any] = {"met": met, "items": items, "missing": missing,
+                           "fever": fever, "fever_assessment": fever_said,
+                           "reasons": [r for r in reasons if r],
+                           "applies_to": "a febrile patient with known or suspected systemic JIA"}
+    if _on_tocilizumab(h, at, config):
+        out["note"] = BLUNTING_NOTE
+    return out
+
+
+def ms_score(h: History, at: datetime, config: Config, labs: LabIndex | None = None) -> dict[str, Any]:
+    """MS score (Minoia 2019): computed when every input exists, else the missing inputs."""
+    labs = labs or LabIndex(h.labs)
+    window = config.criteria_window
+    values: dict[str, float] = {}
+    missing = []
+    for analyte in ("PLT", "LDH", "FIBRINOGEN", "FERRITIN"):
+        lab = labs.latest(analyte, at, window)
+        if lab is None:
+            missing.append(analyte)
+        else:
+            values[analyte] = lab.value
+    for flag in ("cns_involvement", "haemorrhage", "active_arthritis"):
+        known = [f.data[flag] for f in sorted(h.findings, key=lambda f: f.at)
+                 if at - window <= f.at <= at and flag in f.data]
+        if known:
+            values[flag] = float(known[-1])
+        else:
+            missing.append(flag)
+    if missing:
+        return {"computable": False, "missing": missing, "cutoff": config.ms_score_cutoff}
+    score = (
+        MS_COEFFICIENTS["cns_involvement"] * values["cns_involvement"]
+        + MS_COEFFICIENTS["haemorrhage"] * values["haemorrhage"]
+        + MS_COEFFICIENTS["active_arthritis"] * values["active_arthritis"]
+        + MS_COEFFICIENTS["PLT"] * values["PLT"]
+        + MS_COEFFICIENTS["LDH"] * values["LDH"]
+        + MS_COEFFICIENTS["FIBRINOGEN_mg_dl"] * values["FIBRINOGEN"] * 100  # g/L -> mg/dL
+        + MS_COEFFICIENTS["FERRITIN"] * values["FERRITIN"]
+    )
+    return {"computable": True, "score": round(score, 2), "flagged": score >= config.ms_score_cutoff,
+            "cutoff": config.ms_score_cutoff, "inputs": values}
+
+
+def ferritin_esr_ratio(h: History, at: datetime, config: Config, labs: LabIndex | None = None) -> dict[str, Any]:
+    """Ferritin (ng/mL) : ESR (mm/h), flagged above 21.5 (Eloseily 2019; clinical.md s2b)."""
+    labs = labs or LabIndex(h.labs)
+    ferritin = labs.latest("FERRITIN", at, config.criteria_window)
+    esr = labs.latest("ESR", at, config.criteria_window)
+    if ferritin is None or esr is None or esr.value == 0:
+        missing = [n for n, v in (("FERRITIN", ferritin), ("ESR", esr)) if v is None]
+        return {"computable": False, "missing": missing or ["ESR above 0"]}
+    ratio = ferritin.value / esr.value
+    return {"computable": True, "ratio": round(ratio, 2), "flagged": ratio > config.ferritin_esr_cutoff,
+            "cutoff": config.ferritin_esr_cutoff, "ferritin": ferritin.value, "esr": esr.value}
+
+
+# --- all signals of a patient ----------------------------------------------------------------------
+
+
+def _episodes(times: list[tuple[datetime, Any]], gap: timedelta) -> list[list[tuple[datetime, Any]]]:
+    groups: list[list[tuple[datetime, Any]]] = []
+    for t, payload in sorted(times, key=lambda x: x[0]):
+        if groups and t - groups[-1][-1][0] <= gap:
+            groups[-1].append((t, payload))
+        else:
+            groups.append([(t, payload)])
+    return groups
+
+
+def evaluate(h: History, config: Config) -> list[Signal]:
+    """Every signal the patient's history raises, in clinical order."""
+    labs = LabIndex(h.labs)
+    moments = sorted({lab.at for lab in h.labs} | {f.at for f in h.findings})
+    trend, criteria, ms, ratio = [], [], [], []
+    for at in moments:
+        evidence = fired_at(labs, at, config)
+        core = sum(1 for e in evidence if e["core"])
+        level = _level(core, config)
+        if level:
+            trend.append((at, (core, level, evidence)))
+        c = criteria_2016(h, at, config, labs)
+        if c["met"]:
+            criteria.append((at, c))
+        s = ms_score(h, at, config, labs)
+        if s.get("flagged"):
+            ms.append((at, s))
+        r = ferritin_esr_ratio(h, at, config, labs)
+        if r.get("flagged"):
+            ratio.append((at, r))
+    signals = []
+    for group in _episodes(trend, config.episode):
+        start = group[0][0]
+        at, (core, level, evidence) = max(group, key=lambda g: (g[1][0], g[0]))
+        signals.append(Signal(
+            signal_id(h.source, h.patient_id, "mas_trend", start.isoformat()), h.source, h.patient_id,
+            "mas_trend", level, at, _priority(h, at, config), evidence, context_of(h, at, config),
+            criteria_2016=criteria_2016(h, at, config, labs),
+            details={"core_rules": core, "rules_version": config.version,
+                     "ms_score": ms_score(h, at, config, labs),
+                     "ferritin_esr": ferritin_esr_ratio(h, at, config, labs)},
+        ))
+    for kind, level, found in (("mas_criteria_2016", "alert", criteria), ("ms_score", "warning", ms),
+                               ("ferritin_esr_ratio", "watch", ratio)):
+        for group in _episodes(found, config.episode):
+            at, payload = group[-1]
+            signals.append(Signal(
+                signal_id(h.source, h.patient_id, kind, group[0][0].isoformat()), h.source, h.patient_id,
+                kind, level, at, _priority(h, at, config), [], context_of(h, at, config),
+                criteria_2016=criteria_2016(h, at, config, labs), details=payload,
+            ))
+    for e in h.serious_events:
+        signals.append(Signal(
+            signal_id(h.source, h.patient_id, "serious_adverse_event", e.message_id), h.source,
+            h.patient_id, "serious_adverse_event", "alert", e.at, _priority(h, e.at, config),
+            [{"rule": "serious adverse event", "term": e.term, "message_id": e.message_id,
+              "seriousness": list(e.seriousness), "current_at": e.at.isoformat()}],
+            context_of(h, e.at, config),
+        ))
+    return sorted(signals, key=lambda s: s.occurred_at)
+
+
+def _priority(h: History, at: datetime, config: Config) -> str:
+    return "high" if context_of(h, at, config) else "normal"
