@@ -190,3 +190,17 @@ ACTIONS: dict[str, type[SignalReview.Action]] = {
     "close": SignalReview.Closed,
 }
 ACTION_NAME: dict[type, str] = {cls: name for name, cls in ACTIONS.items()}
+
+
+class AuditEntry(Aggregate):
+    """One human action on the board that is not a signal action (sign-in, report download, users)."""
+
+    class Recorded(Aggregate.Created):
+        by: str
+        action: str
+        detail: str
+
+    def __init__(self, by: str, action: str, detail: str):
+        self.by = by
+        self.action = action
+        self.detail = detail

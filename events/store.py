@@ -104,5 +104,5 @@ class Store:
     def display(self) -> str:
         """The URL without its password, for logs and reports."""
         if self.kind == "sqlite":
-            return self.url
+            return f"sqlite://{self.path}"
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}?schema={self.schema}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eventsourcing.application import AggregateNotFoundError
 
-from events.domain import SignalReview
+from events.domain import AuditEntry, SignalReview
 from events.ledger import Ledger
 
 
@@ -21,3 +21,8 @@ def act_on_signal(
     review.act(action, by=by, note=note, reason=reason)
     ledger.save(review)
     return review.status
+
+
+def record_audit(ledger: Ledger, by: str, action: str, detail: str = "") -> None:
+    """Record a human action (sign-in, download, user change) as an immutable ledger event."""
+    ledger.save(AuditEntry(by=by, action=action, detail=detail))

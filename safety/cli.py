@@ -180,21 +180,89 @@ def history(
     Console().print(table)
 
 
+DEMO_USERS = (("physician", "safety_physician"), ("dsmb", "dsmb"), ("admin", "admin"))
+
+
 @app.command()
 def demo(
     store: StoreOption = None,
     port: Annotated[int, typer.Option(help="port of the board")] = 8501,
     no_board: Annotated[bool, typer.Option("--no-board", help="load the study, do not start the board")] = False,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="feed the study message by message in clinical-time order")
+    ] = False,
+    delay: Annotated[float, typer.Option(help="seconds between replayed messages")] = 0.3,
 ) -> None:
     """Load the seed study (six MSC-treated JIA patients) and start the board on it."""
+    import threading
+
+    from dashboard.auth import UserStore, users_path
     from events.files import read_ndjson
     from events.ingest import Ingestor
 
     ledger = open_ledger(store)
-    counts = Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
-    err.print(f"demo study loaded into {ledger.store.display()}: {json.dumps(counts.as_dict())}")
+    users = UserStore(users_path(ledger.store))
+    if not users.list():
+        for name, role in DEMO_USERS:
+            users.add(name, role, f"demo-{name}")
+    messages = list(read_ndjson(str(demo_feed_path())))
+    if replay and not no_board:
+        messages.sort(key=lambda m: json.loads(m.raw)["occurred_at"])
+
+        def feed() -> None:
+            ingestor = Ingestor(ledger)
+            for m in messages:
+                ingestor.ingest([m])
+                time_module.sleep(delay)
+
+        threading.Thread(target=feed, daemon=True).start()
+        err.print(f"replaying {len(messages)} messages in clinical-time order, one every {delay:g} s")
+    else:
+        counts = Ingestor(ledger).ingest(messages)
+        _catch_up(ledger, *read_models())
+        err.print(f"demo study loaded into {ledger.store.display()}: {json.dumps(counts.as_dict())}")
     if not no_board:
+        err.print("demo sign-in: physician / demo-physician (also dsmb / demo-dsmb, admin / demo-admin)")
         _run_board(ledger.store.url, port)
+
+
+users_app = typer.Typer(help="Local users of the board (Argon2-hashed passwords in a file).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="the user's sign-in name")],
+    role: Annotated[str, typer.Option(help="safety_physician, dsmb or admin")],
+    store: StoreOption = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Add a user (or set a new password and role); the password is asked for, never echoed."""
+    from dashboard.auth import UserStore, users_path
+    from events.store import Store
+    from events.workflow import record_audit
+
+    resolved = Store.resolve(store)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        UserStore(users_path(resolved)).add(name, role, password)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    record_audit(open_ledger(store), os.environ.get("USER", "cli"), "user change", f"{name} as {role}")
+    err.print(f"{name} saved as {role} in {users_path(resolved)}")
+
+
+@users_app.command("list")
+def users_list(store: StoreOption = None) -> None:
+    """List the board's users and roles."""
+    from dashboard.auth import UserStore, users_path
+    from events.store import Store
+
+    for user in UserStore(users_path(Store.resolve(store))).list():
+        typer.echo(f"{user.name}\t{user.role}")
 
 
 @app.command()
@@ -316,10 +384,11 @@ def report(
 
 
 def read_models() -> list[Any]:
+    from projections.audit import AuditModel
     from projections.incidence import IncidenceModel
     from projections.signals import SignalsModel
 
-    return [IncidenceModel(), SignalsModel()]
+    return [IncidenceModel(), SignalsModel(), AuditModel()]
 
 
 @app.command(name="signals")
@@ -438,18 +507,27 @@ def rebuild(store: StoreOption = None) -> None:
 
 
 def _run_board(store_url: str, port: int) -> None:
+    """Start the board and a projector that keeps its read models up to date; stop both together."""
     script = Path(str(resources.files("dashboard") / "app.py"))
-    env = {**os.environ, "SAFETY_MONITOR_STORE": store_url}
+    root = Path(str(resources.files("dashboard"))).parent
+    env = {**os.environ, "SAFETY_MONITOR_STORE": store_url,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "safety.cli", "project", "--follow", "--store", store_url], env=env)
     err.print(f"board at http://localhost:{port}  (Ctrl+C stops it)")
     command = [
         sys.executable, "-m", "streamlit", "run", str(script),
         "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]
     try:
-        raise typer.Exit(subprocess.call(command, env=env))
+        code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        code = 0
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    raise typer.Exit(code)
 
 
 def _progress() -> Progress:

@@ -276,7 +276,7 @@ def context_of(h: History, at: datetime, config: Config) -> list[str]:
         reasons.append("history of MAS")
     for t in _stopped_biologics(h, at, config.biologic_stopped):
         weeks = (at - t.at).days // 7
-        reasons.append(f"biologic {t.drug} stopped {weeks} weeks before")
+        reasons.append(f"biologic {t.drug} stopped {weeks} week{'s' if weeks != 1 else ''} before")
     return reasons
 
 

@@ -1,0 +1,328 @@
+"""The board's pages. Each reads read models through ``BoardData`` and renders them."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.auth import ROLES, User
+from dashboard.state import act, record_download, user_store
+from projections.board import BoardData
+from projections.report import dsmb_html, incidence_csv
+from safety.incidence import CATEGORIES, Settings
+from safety.mas import CRITERIA_ITEMS, FERRITIN_ABOVE
+
+LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
+STATUSES = ("open", "acknowledged", "under_review", "closed")
+KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "serious_adverse_event")
+
+
+def refresh_seconds() -> float | None:
+    """Seconds between live refreshes (``SAFETY_MONITOR_BOARD_REFRESH``; 0 turns it off)."""
+    seconds = float(os.environ.get("SAFETY_MONITOR_BOARD_REFRESH", "5"))
+    return seconds or None
+
+
+def _when(text: str) -> str:
+    return datetime.fromisoformat(text).strftime("%d %b %Y %H:%M")
+
+
+def evidence_sentence(e: dict[str, Any]) -> str:
+    if "analyte" not in e:
+        return f"{e.get('rule', '')}: {e.get('term', '')}"
+    verb = "rose" if e["current"] > e["previous"] else "fell"
+    change = f" {abs(e['change_pct']):.0f}%" if e.get("change_pct") is not None else ""
+    return (f"{e['analyte']} {verb}{change} from {e['previous']:g} to {e['current']:g} {e['unit']} "
+            f"({_when(e['previous_at'])} → {_when(e['current_at'])})"
+            + ("" if e.get("core", True) else " · supportive"))
+
+
+def criteria_sentence(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    verdict = {True: "met", False: "not met", None: "not evaluable"}[c["met"]]
+    reasons = "; ".join(c.get("reasons", []))
+    return f"2016 classification criteria: **{verdict}**" + (f" — {reasons}" if reasons else "")
+
+
+# --- Signals -------------------------------------------------------------------------------------
+
+
+def signals_page(data: BoardData, user: User) -> None:
+    st.title("Signals")
+    st.caption("Open signals first, by level and time. Trend thresholds are expert heuristics "
+               "(no validated cut-offs exist); the 2016 criteria and scores are as published.")
+    c1, c2, c3, c4 = st.columns(4)
+    kinds = c1.multiselect("Kind", KINDS, key="filter_kind")
+    levels = c2.multiselect("Level", list(LEVEL_COLOUR), key="filter_level")
+    statuses = c3.multiselect("Status", STATUSES, default=["open", "acknowledged", "under_review"],
+                              key="filter_status")
+    sources = c4.multiselect("Source", sorted({s for s, _ in data.patients()}), key="filter_source")
+
+    @st.fragment(run_every=refresh_seconds())
+    def live() -> None:
+        rows = [s for s in data.signals()
+                if (not kinds or s["kind"] in kinds) and (not levels or s["level"] in levels)
+                and (not statuses or s["status"] in statuses) and (not sources or s["source"] in sources)]
+        st.caption(f"{len(rows)} signals · updated {datetime.now(UTC).strftime('%H:%M:%S')} UTC")
+        for s in rows:
+            render_signal(s, user)
+
+    live()
+
+
+def render_signal(s: dict[str, Any], user: User) -> None:
+    with st.container(border=True):
+        colour = LEVEL_COLOUR.get(s["level"], "gray")
+        head = (f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · "
+                f"**{s['patient_id']}** ({s['source']}) · {s['status'].replace('_', ' ')}")
+        if s["priority"] == "high":
+            head += " · :red[high priority]"
+        st.markdown(head)
+        st.caption(f"occurred {_when(s['occurred_at'])} · first raised {_when(s['raised_at'])} · id {s['id']}")
+        for e in s["evidence"]:
+            st.markdown(f"- {evidence_sentence(e)}")
+        if s["kind"] != "serious_adverse_event" and s.get("criteria_2016"):
+            st.markdown(criteria_sentence(s["criteria_2016"]))
+            if s["criteria_2016"].get("note"):
+                st.caption("Note: " + s["criteria_2016"]["note"])
+        if s["context"]:
+            st.caption("Context: " + "; ".join(s["context"]))
+        cols = st.columns([1, 3])
+        if cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
+            st.session_state["patient"] = (s["source"], s["patient_id"])
+            st.switch_page(st.session_state["pages"]["patient"])
+        if user.role == "safety_physician" and s["status"] != "closed":
+            with cols[1].expander("Act on this signal"):
+                note = st.text_input("Note", key=f"note-{s['id']}")
+                reason = st.selectbox("Reason (to close)", ("confirmed MAS", "not MAS", "duplicate", "other"),
+                                      key=f"reason-{s['id']}")
+                b1, b2, b3 = st.columns(3)
+                for column, action, label in ((b1, "ack", "Acknowledge"), (b2, "review", "Start review"),
+                                              (b3, "close", "Close")):
+                    if column.button(label, key=f"{action}-{s['id']}"):
+                        try:
+                            status = act(s["id"], action, user, note, reason if action == "close" else None)
+                        except ValueError as exc:
+                            st.error(str(exc))
+                        else:
+                            st.success(f"{label}d by {user.name}: now {status.replace('_', ' ')}")
+
+
+# --- Incidence (DSMB) --------------------------------------------------------------------------
+
+
+def _as_of_input(label: str, key: str) -> datetime | None:
+    text = st.text_input(label, key=key, placeholder="e.g. 2026-03-01T12:00 (UTC if no offset)")
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        st.error(f"{label}: not an ISO 8601 time")
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def incidence_page(data: BoardData) -> None:
+    st.title("Incidence before and after the intervention")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    anchor = c1.text_input("Anchor intervention", "MSC infusion")
+    pre = c2.number_input("Months before", 1, 120, 3)
+    post = c3.number_input("Months from", 1, 120, 12)
+    with c4:
+        as_of = _as_of_input("As of (knowledge time)", "as_of")
+    cut: date | None = c5.date_input("Clinical data cut", value=None)
+    cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
+    answer = data.incidence(Settings(anchor, int(pre), int(post), cut_at), as_of)
+    st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
+               f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")
+    if answer["patients"] == 0:
+        st.info(f"No patient has an intervention named '{anchor}'.")
+        return
+    rows = []
+    for c in CATEGORIES:
+        b = answer["categories"][c]
+        for side in ("pre", "post"):
+            s = b[side]
+            rows.append({"category": c, "window": side, "events": s["events"],
+                         "person-months": round(s["person_months"], 1),
+                         "monthly incidence": s["monthly_incidence"],
+                         "per person-month": s["incidence_per_person_month"],
+                         "95% CI low": s["ci95_low"], "95% CI high": s["ci95_high"],
+                         "rate ratio (post/pre)": b["rate_ratio"] if side == "pre" else None,
+                         "p exact conditional": b["p_exact_conditional"] if side == "pre" else None,
+                         "p Fisher (person-months)": b["p_fisher_person_months"] if side == "pre" else None})
+    cohort = pd.DataFrame(rows)
+    st.subheader("Cohort comparison")
+    st.dataframe(cohort, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in
+        ("monthly incidence", "per person-month", "95% CI low", "95% CI high", "rate ratio (post/pre)",
+         "p exact conditional", "p Fisher (person-months)")})
+    st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))
+    chart = alt.Chart(cohort).encode(x=alt.X("window:N", sort=["pre", "post"], title=None),
+                                     color=alt.Color("window:N", legend=None))
+    bars = chart.mark_bar().encode(y=alt.Y("per person-month:Q", title="events per person-month"))
+    whiskers = chart.mark_errorbar().encode(y="95% CI low:Q", y2="95% CI high:Q")
+    st.altair_chart((bars + whiskers).properties(width=160, height=220).facet(column="category:N"))
+
+    st.subheader("Per patient (Table 2)")
+    table = pd.DataFrame([
+        {"patient": r["patient_id"], "anchor": r["anchor_date"],
+         **{f"{c} {side}": r[c][side]["monthly_incidence"] for c in ("serious", "moderate_severe")
+            for side in ("pre", "post")}}
+        for r in answer["per_patient"]])
+    st.dataframe(table, hide_index=True, column_config={
+        col: st.column_config.NumberColumn(format="%.2f") for col in table.columns[2:]})
+    st.subheader("Episodes (months from the anchor)")
+    episodes = pd.DataFrame(answer["episodes"])
+    for column in ("serious", "moderate_severe", "treatments"):
+        episodes[column] = episodes[column].map(lambda items: "; ".join(items) or "–")
+    st.dataframe(episodes.drop(columns=["source"]), hide_index=True)
+    user: User = st.session_state["user"]
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", incidence_csv(answer), f"incidence-{answer['fingerprint']}.csv",
+                       "text/csv", on_click=record_download, args=(user, f"incidence CSV {answer['fingerprint']}"))
+    d2.download_button("Download DSMB report (HTML)", dsmb_html(answer), f"dsmb-{answer['fingerprint']}.html",
+                       "text/html", on_click=record_download, args=(user, f"DSMB report {answer['fingerprint']}"))
+
+
+# --- Patient -------------------------------------------------------------------------------------
+
+CRITERIA_THRESHOLDS = {analyte: threshold for _, analyte, _, threshold, _ in CRITERIA_ITEMS}
+CRITERIA_THRESHOLDS["FERRITIN"] = FERRITIN_ABOVE
+
+
+def patient_page(data: BoardData) -> None:
+    st.title("Patient")
+    patients = data.patients()
+    if not patients:
+        st.info("No patients yet.")
+        return
+    chosen = st.session_state.get("patient", patients[0])
+    index = patients.index(chosen) if chosen in patients else 0
+    source, patient_id = st.selectbox("Patient", patients, index=index, format_func=lambda p: f"{p[1]} ({p[0]})")
+    st.session_state["patient"] = (source, patient_id)
+    events = data.patient_events(source, patient_id)
+    signals = data.signals(source=source, patient=patient_id)
+
+    st.subheader("Timeline")
+    clinical = events[~events["type"].isin(["lab_result", "retraction", "correction"])].copy()
+    if not clinical.empty:
+        clinical["lane"] = clinical["type"].map(lambda t: t.replace("_", " "))
+        bands = clinical[clinical["type"].isin(["intervention", "treatment"])]
+        marks = clinical[~clinical["type"].isin(["intervention", "treatment"])]
+        base = alt.Chart(clinical).encode(x=alt.X("occurred_at:T", title=None))
+        layers = [alt.Chart(bands).mark_rule(strokeWidth=3, opacity=0.5).encode(
+                      x="occurred_at:T", color=alt.Color("lane:N", title=None), tooltip=["summary", "occurred_at"]),
+                  alt.Chart(marks).mark_point(filled=True, size=120).encode(
+                      x="occurred_at:T", y=alt.Y("lane:N", title=None), color="lane:N",
+                      shape=alt.Shape("retracted:N"), tooltip=["type", "summary", "occurred_at", "retracted"])]
+        st.altair_chart(alt.layer(*layers, base.mark_point(opacity=0)).properties(height=220),
+                        use_container_width=True)
+
+    st.subheader("Lab trajectories")
+    labs = data.patient_labs(source, patient_id)
+    retracted = set(events.loc[events["retracted"], "message_id"]) if not events.empty else set()
+    labs = labs[~labs["message_id"].isin(retracted)]
+    fired: dict[str, list[str]] = {}
+    for s in signals:
+        for e in s["evidence"]:
+            if "analyte" in e:
+                fired.setdefault(e["analyte"], []).append(e["current_at"])
+    analytes = list(dict.fromkeys(labs["analyte"]))
+    columns = st.columns(3)
+    for i, analyte in enumerate(analytes):
+        series = labs[labs["analyte"] == analyte]
+        unit = series["unit"].iloc[0]
+        layers = [alt.Chart(series).mark_line(point=True).encode(
+            x=alt.X("occurred_at:T", title=None), y=alt.Y("value:Q", title=unit),
+            tooltip=["occurred_at", "value", "raw_value", "raw_unit"])]
+        ref = series.dropna(subset=["reference_low", "reference_high"])
+        if not ref.empty:
+            layers.insert(0, alt.Chart(ref).mark_area(opacity=0.15).encode(
+                x="occurred_at:T", y="reference_low:Q", y2="reference_high:Q"))
+        if analyte in CRITERIA_THRESHOLDS:
+            layers.append(alt.Chart(pd.DataFrame({"y": [CRITERIA_THRESHOLDS[analyte]]})).mark_rule(
+                strokeDash=[4, 4], color="red").encode(y="y:Q"))
+        if analyte in fired:
+            points = series[series["occurred_at"].map(lambda t: t.isoformat()).isin(fired[analyte])]
+            layers.append(alt.Chart(points).mark_point(size=200, color="red", shape="diamond").encode(
+                x="occurred_at:T", y="value:Q"))
+        with columns[i % 3]:
+            notes = [n for n, shown in (("red dashes: 2016 criteria threshold", analyte in CRITERIA_THRESHOLDS),
+                                        ("diamonds: a rule fired", analyte in fired)) if shown]
+            st.caption(f"{analyte} ({unit})" + (" — " + "; ".join(notes) if notes else ""))
+            st.altair_chart(alt.layer(*layers).properties(height=180), use_container_width=True)
+
+    st.subheader("Signals")
+    for s in signals:
+        render_signal(s, st.session_state["user"])
+    if not signals:
+        st.caption("No signals for this patient.")
+    st.subheader("History")
+    st.dataframe(events[["occurred_at", "type", "message_id", "summary", "recorded_at", "retracted", "corrected"]],
+                 hide_index=True)
+
+
+# --- Feed health, audit, users ------------------------------------------------------------------
+
+
+def feed_page(data: BoardData) -> None:
+    st.title("Feed health")
+    counts = data.feed_counts()
+    st.subheader("Messages per source")
+    st.dataframe(counts, hide_index=True)
+    if not counts.empty:
+        long = counts.melt(id_vars=["source"], value_vars=["accepted", "duplicates", "quarantined"],
+                           var_name="outcome", value_name="messages")
+        st.altair_chart(alt.Chart(long).mark_bar().encode(x="messages:Q", y="source:N", color="outcome:N"),
+                        use_container_width=True)
+    st.subheader("Quarantine")
+    quarantine = data.quarantine()
+    st.dataframe(quarantine, hide_index=True)
+    if not quarantine.empty:
+        item = st.selectbox("Show the raw message of", quarantine["id"].tolist())
+        st.code(data.quarantined_raw(int(item)), language="json")
+
+
+def audit_page(data: BoardData) -> None:
+    st.title("Audit")
+    st.subheader("Signal workflow: who did what")
+    st.dataframe(pd.DataFrame(data.actions()), hide_index=True)
+    st.subheader("Sign-ins, downloads and user changes")
+    st.dataframe(pd.DataFrame(data.audit()), hide_index=True)
+    st.subheader("Event history")
+    patients = data.patients()
+    if patients:
+        source, patient_id = st.selectbox("Patient", patients, key="audit_patient",
+                                          format_func=lambda p: f"{p[1]} ({p[0]})")
+        as_of = _as_of_input("As of (what the ledger had recorded then)", "audit_as_of")
+        st.dataframe(data.patient_events(source, patient_id, as_of), hide_index=True)
+
+
+def users_page() -> None:
+    from dashboard.state import ledger
+    from events.workflow import record_audit
+
+    st.title("Users")
+    users = user_store()
+    st.dataframe(pd.DataFrame([{"name": u.name, "role": u.role} for u in users.list()]), hide_index=True)
+    with st.form("add-user"):
+        name = st.text_input("Name")
+        role = st.selectbox("Role", ROLES)
+        password = st.text_input("Password (8 characters or more)", type="password")
+        if st.form_submit_button("Add or update user"):
+            try:
+                users.add(name, role, password)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                admin: User = st.session_state["user"]
+                record_audit(ledger(), admin.name, "user change", f"{name} as {role}")
+                st.success(f"{name} saved as {role}")

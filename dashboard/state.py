@@ -1,0 +1,58 @@
+"""Shared, cached resources of the board: the read models, users, and the write side for actions.
+
+Each cache is keyed by the store URL, so one process can serve (or test) several stores.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.auth import SignInLimiter, User, UserStore, users_path
+from events.ledger import Ledger
+from events.store import Store
+from events.workflow import act_on_signal, record_audit
+from projections.board import BoardData
+
+
+def store() -> Store:
+    return Store.resolve()
+
+
+@st.cache_resource
+def _board_data(url: str) -> BoardData:
+    return BoardData(Store.parse(url))
+
+
+@st.cache_resource
+def _ledger(url: str) -> Ledger:
+    return Ledger(Store.parse(url))
+
+
+@st.cache_resource
+def limiter() -> SignInLimiter:
+    return SignInLimiter()
+
+
+def board_data() -> BoardData:
+    return _board_data(store().url)
+
+
+def ledger() -> Ledger:
+    return _ledger(store().url)
+
+
+def user_store() -> UserStore:
+    return UserStore(users_path(store()))
+
+
+def act(signal_id: str, action: str, user: User, note: str, reason: str | None = None) -> str:
+    """A signal workflow command, attributed to the signed-in user (raises ValueError if refused)."""
+    return act_on_signal(ledger(), signal_id, action, user.name, note, reason)
+
+
+def record_sign_in(user: User) -> None:
+    record_audit(ledger(), user.name, "sign-in", f"role {user.role}")
+
+
+def record_download(user: User, what: str) -> None:
+    record_audit(ledger(), user.name, "download", what)

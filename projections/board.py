@@ -1,0 +1,99 @@
+"""Read-only access to every read model, as the board needs it (one object per store)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from events.store import Store
+from projections.audit import AuditModel, audit_log
+from projections.db import ReadDB
+from projections.feed import feed_counts, quarantine
+from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
+from projections.incidence import IncidenceModel, incidence
+from projections.runner import View
+from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
+from safety.incidence import Settings
+
+
+class BoardData:
+    def __init__(self, store: Store):
+        self.store = store
+        self.ledger_db = ReadDB(store)
+        self.incidence_db = View(store, IncidenceModel()).db
+        self.signals_db = View(store, SignalsModel()).db
+        self.audit_db = View(store, AuditModel()).db
+
+    def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return audit_log(self.audit_db, limit)
+
+    def signals(self, **filters: Any) -> list[dict[str, Any]]:
+        return query_signals(self.signals_db, **filters)
+
+    def actions(self, signal_id: str | None = None) -> list[dict[str, Any]]:
+        return signal_actions(self.signals_db, signal_id)
+
+    def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
+        return incidence(self.incidence_db, settings, as_of)
+
+    def feed_counts(self) -> pd.DataFrame:
+        return feed_counts(self.ledger_db)
+
+    def quarantine(self, limit: int = 500) -> pd.DataFrame:
+        return quarantine(self.ledger_db, limit)
+
+    def quarantined_raw(self, item_id: int) -> str:
+        rows = self.ledger_db.query("SELECT raw FROM {t}ledger_quarantine WHERE id = {p}", [item_id])
+        return bytes(rows[0][0]).decode("utf-8", errors="replace") if rows else ""
+
+    def patients(self) -> list[tuple[str, str]]:
+        rows = self.signals_db.query("SELECT DISTINCT source, patient_id FROM {t}signal_facts")
+        rows += self.incidence_db.query("SELECT DISTINCT source, patient_id FROM {t}incidence_facts")
+        return sorted({(s, p) for s, p in rows})
+
+    def patient_events(self, source: str, patient_id: str, as_of: datetime | None = None) -> pd.DataFrame:
+        """Every fact of the patient (labs and findings too), with amendment marks."""
+        cols = ["notification_id", "message_id", "type", "occurred_at", "recorded_at", "summary", "target"]
+        rows: list[tuple[Any, ...]] = []
+        sql = ("SELECT " + ", ".join(INCIDENCE_COLUMNS) + " FROM {t}incidence_facts"
+               " WHERE source = {p} AND patient_id = {p} ORDER BY notification_id")
+        for r in self.incidence_db.query(sql, [source, patient_id]):
+            d = dict(zip(INCIDENCE_COLUMNS, r, strict=True))
+            summary = " ".join(str(x) for x in (d["name"], d["action"], d["term"], d["severity"]) if x)
+            if d["serious"]:
+                summary += " (serious)"
+            rows.append((d["notification_id"], d["message_id"], d["type"], d["occurred_at"], d["recorded_at"],
+                         summary, d["target"]))
+        sql = ("SELECT notification_id, message_id, type, occurred_at, recorded_at, data FROM {t}signal_facts"
+               " WHERE source = {p} AND patient_id = {p} AND type IN ('lab_result', 'clinical_finding')")
+        for nid, mid, typ, at, rec, data in self.signals_db.query(sql, [source, patient_id]):
+            d = json.loads(data)
+            summary = (f"{d['analyte']} {d['value']:g} {d['unit']}" if typ == "lab_result"
+                       else ", ".join(f"{k}={v}" for k, v in d.items()))
+            rows.append((nid, mid, typ, at, rec, summary, None))
+        frame = pd.DataFrame(rows, columns=cols)
+        if frame.empty:
+            return frame.assign(retracted=[], corrected=[])
+        for column in ("occurred_at", "recorded_at"):
+            frame[column] = [parse_time(t) for t in frame[column]]
+        if as_of is not None:
+            frame = frame[frame["recorded_at"] <= as_of]
+        retracted = set(frame.loc[frame["type"] == "retraction", "target"])
+        corrected = set(frame.loc[frame["type"] == "correction", "target"])
+        frame["retracted"] = frame["message_id"].isin(retracted)
+        frame["corrected"] = frame["message_id"].isin(corrected)
+        return frame.sort_values(["occurred_at", "notification_id"]).reset_index(drop=True)
+
+    def patient_labs(self, source: str, patient_id: str) -> pd.DataFrame:
+        sql = ("SELECT message_id, occurred_at, data FROM {t}signal_facts WHERE source = {p}"
+               " AND patient_id = {p} AND type = 'lab_result' ORDER BY occurred_at")
+        rows = []
+        for mid, at, data in self.signals_db.query(sql, [source, patient_id]):
+            d = json.loads(data)
+            rows.append((mid, parse_time(at), d["analyte"], d["value"], d["unit"], d.get("raw_value"),
+                         d.get("raw_unit"), d.get("reference_low"), d.get("reference_high")))
+        return pd.DataFrame(rows, columns=["message_id", "occurred_at", "analyte", "value", "unit", "raw_value",
+                                           "raw_unit", "reference_low", "reference_high"])

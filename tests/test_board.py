@@ -1,0 +1,137 @@
+"""The board with Streamlit's AppTest: sign-in first, each role sees what it may, every page renders
+on the demo study, and acting on a signal records the signed-in user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+from dashboard.auth import PAGES_BY_ROLE, SignInLimiter
+from events.ledger import Ledger
+from events.store import Store
+from projections.board import BoardData
+from safety.cli import app as cli
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def demo_store(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    monkeypatch.setenv("SAFETY_MONITOR_STORE", url)
+    monkeypatch.setenv("SAFETY_MONITOR_BOARD_REFRESH", "0")
+    monkeypatch.setenv("SAFETY_MONITOR_USERS", str(tmp_path / "users.json"))
+    assert CliRunner().invoke(cli, ["demo", "--no-board", "--store", url]).exit_code == 0
+    return url
+
+
+def signed_in(name: str, password: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.text_input(key="sign_in_name").input(name)
+    at.text_input(key="sign_in_password").input(password)
+    at.button[0].click()
+    at.run()
+    return at
+
+
+def test_nobody_sees_data_before_signing_in(demo_store):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Safety monitor"]
+    assert not any("MSC-06" in m.value for m in at.markdown)
+
+
+def test_a_wrong_password_is_refused(demo_store):
+    at = signed_in("physician", "wrong-password")
+    assert "Unknown user or wrong password." in [e.value for e in at.error]
+    assert "user" not in at.session_state
+
+
+def test_failed_sign_ins_are_rate_limited():
+    limiter = SignInLimiter()
+    for _ in range(5):
+        limiter.failed("eve", now=1000.0)
+    assert limiter.locked("eve", now=1001.0)
+    assert not limiter.locked("eve", now=1000.0 + 301)
+
+
+@pytest.mark.parametrize(("name", "role"), [("physician", "safety_physician"), ("dsmb", "dsmb"), ("admin", "admin")])
+def test_each_role_gets_its_pages_only(demo_store, name, role):
+    at = signed_in(name, f"demo-{name}")
+    assert not at.exception
+    assert at.session_state["user"].role == role
+    assert list(at.session_state["pages"]) == list(PAGES_BY_ROLE[role])
+
+
+PAGE_SCRIPT = """
+import streamlit as st
+from dashboard import pages
+from dashboard.auth import User
+from dashboard.state import board_data
+user = User("{name}", "{role}")
+st.session_state["user"] = user
+st.session_state.setdefault("pages", {{}})
+data = board_data()
+{call}
+"""
+CALLS = {
+    "signals": "pages.signals_page(data, user)",
+    "incidence": "pages.incidence_page(data)",
+    "patient": "st.session_state['patient'] = ('umcu-msc-jia', 'MSC-06')\npages.patient_page(data)",
+    "feed": "pages.feed_page(data)",
+    "audit": "pages.audit_page(data)",
+    "users": "pages.users_page()",
+}
+
+
+def page(name: str, user: str = "physician", role: str = "safety_physician") -> AppTest:
+    at = AppTest.from_string(PAGE_SCRIPT.format(name=user, role=role, call=CALLS[name]), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_signals_page_shows_patient_6s_warning_with_its_evidence(demo_store):
+    at = page("signals")
+    text = " ".join(m.value for m in at.markdown)
+    assert "**WARNING**] · mas_trend · **MSC-06**" in text
+    assert "WBC fell 47% from 3.2 to 1.7" in text and "PLT fell 48% from 170 to 89" in text
+    assert "ESR rose 105% from 40 to 82" in text and "TG rose 133% from 1.2 to 2.8" in text
+    assert "2016 classification criteria: **not met**" in text
+
+
+def test_the_incidence_page_shows_table_2(demo_store):
+    at = page("incidence", "dsmb", "dsmb")
+    cohort = at.dataframe[0].value
+    serious = cohort[cohort["category"] == "serious"].set_index("window")
+    assert serious.loc["pre", "events"] == 2 and serious.loc["post", "events"] == 4
+    assert round(serious.loc["pre", "p Fisher (person-months)"], 2) == 0.60
+    assert any("Fingerprint" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users"])
+def test_every_other_page_renders(demo_store, name):
+    page(name, "admin" if name == "users" else "physician", "admin" if name == "users" else "safety_physician")
+
+
+def test_acting_on_a_signal_records_the_user_and_dsmb_cannot_act(demo_store):
+    dsmb = page("signals", "dsmb", "dsmb")
+    assert not [b for b in dsmb.button if b.label == "Acknowledge"]
+    at = page("signals")
+    data = BoardData(Store.parse(demo_store))
+    mas = data.signals(kind="mas_trend")[0]
+    at.button(key=f"ack-{mas['id']}").click()
+    at.run()
+    assert not at.exception
+    assert [s.value for s in at.success] == ["Acknowledged by physician: now acknowledged"]
+    trail = BoardData(Store.parse(demo_store))
+    from projections.runner import Projector
+    from projections.signals import SignalsModel
+
+    Projector(Ledger(Store.parse(demo_store)), SignalsModel()).catch_up()
+    assert [(a["action"], a["by_user"]) for a in trail.actions(mas["id"])] == [("ack", "physician")]
