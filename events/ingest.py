@@ -130,6 +130,7 @@ class _Batch:
     quarantine: list[QuarantineRow] = field(default_factory=list)
     per_source: dict[str, Counter[str]] = field(default_factory=dict)
     versions: dict[UUID, int] = field(default_factory=dict)
+    rejected: list[tuple[RawMessage, str]] = field(default_factory=list)
 
     def count(self, source: str | None, outcome: str) -> None:
         key = source or UNKNOWN_SOURCE
@@ -162,6 +163,7 @@ class Ingestor:
         # Next free version per patient stream; valid while this process is the only writer,
         # corrected by re-reading after any conflict.
         self._versions: dict[UUID, int] = {}
+        self._last_quarantined: list[tuple[RawMessage, str]] = []
 
     def ingest(
         self,
@@ -194,6 +196,13 @@ class Ingestor:
         items = [prepare(item.raw, now, self.ledger.mapper) for item in batch]
         return self._store(batch, items, now, tracking)
 
+    def ingest_tracked(
+        self, batch: Sequence[RawMessage], tracking: Tracking
+    ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
+        """Like ``ingest_batch``, also returning the quarantined messages with their reasons."""
+        counts = self.ingest_batch(batch, tracking)
+        return counts, self._last_quarantined
+
     def _store(
         self,
         batch: Sequence[RawMessage],
@@ -219,6 +228,7 @@ class Ingestor:
                 time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 7)))  # back off, de-synchronise
                 continue
             self._versions.update(decided.versions)
+            self._last_quarantined = decided.rejected
             return decided.totals()
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
 
@@ -321,6 +331,7 @@ class Ingestor:
         out.quarantine.append(
             (received, r.source, r.message_id, json.dumps(item.position), r.reason, item.raw)
         )
+        out.rejected.append((item, r.reason))
         out.count(r.source, "quarantined")
 
     def _load_versions(self, oids: set[UUID]) -> None:

@@ -120,6 +120,28 @@ class LedgerTables:
         names = ("id", "received_at", "source", "message_id", "position", "reason", "raw")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def tracking_table(self) -> str:
+        raise NotImplementedError
+
+    def tracking_positions(self, prefix: str) -> dict[str, int]:
+        """Stored upstream positions whose name starts with ``prefix`` (e.g. ``kafka:``)."""
+        rows = self._fetch(
+            f"SELECT application_name, notification_id FROM {self.tracking_table()}"
+            f" WHERE application_name LIKE {self.placeholder}",
+            [prefix.replace("%", "") + "%"],
+        )
+        return {name: position for name, position in rows}
+
+    def message_digest(self) -> tuple[int, str]:
+        """How many messages the ledger accepted, and a digest of their keys and contents."""
+        import hashlib
+
+        rows = self._fetch(self._sql("SELECT message_key, content_hash FROM {s}ledger_message_index"))
+        digest = hashlib.sha256()
+        for key, content in sorted(rows):
+            digest.update(f"{key}\t{content}\n".encode())
+        return len(rows), digest.hexdigest()
+
     def feed_counts(self) -> list[dict[str, Any]]:
         rows = self._fetch(
             self._sql(
@@ -155,6 +177,9 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             return [tuple(r) for r in c.fetchall()]
+
+    def tracking_table(self) -> str:
+        return "tracking"
 
     def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
         out: dict[UUID, int] = {}
@@ -192,6 +217,10 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql.encode(), params, prepare=False)
             return [tuple(r.values()) for r in c.fetchall()]
+
+    def tracking_table(self) -> str:
+        return f'{self.schema_prefix}"{self.tracking_table_name}"'
+
 
     def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
         unique = list(dict.fromkeys(ids))

@@ -481,6 +481,108 @@ def project(
             time_module.sleep(interval)
 
 
+BootstrapOption = Annotated[str, typer.Option("--bootstrap", help="Kafka bootstrap server HOST:PORT")]
+TopicOption = Annotated[str, typer.Option("--topic", help="the feed topic")]
+
+
+@app.command()
+def consume(
+    bootstrap: BootstrapOption,
+    topic: TopicOption = "pv.events",
+    group: Annotated[str | None, typer.Option(help="consumer group, to share partitions between consumers")] = None,
+    dlq_topic: Annotated[str | None, typer.Option(help="dead-letter topic (default: TOPIC.dlq)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=20000, help="records per poll and transaction")] = 500,
+    poll_timeout: Annotated[int, typer.Option(min=1, help="poll timeout in milliseconds")] = 200,
+    with_projections: Annotated[bool, typer.Option("--project", help="also keep the read models up to date")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Consume the registry feed from Kafka into the ledger, exactly once; stops cleanly on SIGINT/SIGTERM."""
+    import logging
+
+    stopping = _stop_flag()  # first: a stop asked for during start-up is honoured too
+    from events.kafka import FeedConsumer
+    from projections.runner import Projector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ledger = open_ledger(store)
+    after = None
+    if with_projections:
+        projectors = [Projector(ledger, model) for model in read_models()]
+
+        def after() -> None:
+            for p in projectors:
+                p.catch_up()
+
+    feed = FeedConsumer(ledger, bootstrap, topic=topic, group=group, dlq_topic=dlq_topic,
+                        batch_size=batch_size, poll_timeout_ms=poll_timeout, client=_kafka_client(),
+                        after_batch=after)
+    err.print(f"consuming {topic} from {bootstrap} into {ledger.store.display()}")
+    stats = feed.run(stopping)
+    typer.echo(json.dumps({**stats.counts.as_dict(), "dead_letters": stats.dead_letters,
+                           "reconnects": stats.reconnects}))
+
+
+@app.command()
+def publish(
+    paths: Annotated[list[str], typer.Argument(help="NDJSON files; - reads standard input")],
+    bootstrap: BootstrapOption,
+    topic: TopicOption = "pv.events",
+) -> None:
+    """Validate NDJSON messages and publish the valid ones, keyed source/patient_id (acks=all, idempotent)."""
+    from events.files import read_ndjson
+    from events.kafka import publish as send
+
+    total_sent, invalid = 0, []
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            raise fail(f"no such file: {path}")
+        result = send(read_ndjson(path), bootstrap, topic, client=_kafka_client())
+        total_sent += result.sent
+        invalid += result.invalid
+    for position, reason in invalid:
+        err.print(f"not sent: {position.get('file')}:{position.get('line')}: {reason}")
+    typer.echo(json.dumps({"sent": total_sent, "invalid": len(invalid)}))
+
+
+@app.command()
+def status(
+    store: StoreOption = None,
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="also ask the broker for lag")] = None,
+    topic: TopicOption = "pv.events",
+    format: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """Feed status: per-partition offsets and lag, last message time, counts per source."""
+    from events.kafka import TRACKING_PREFIX, partition_lag
+
+    ledger = open_ledger(store)
+    stored = ledger.tables.tracking_positions(TRACKING_PREFIX)
+    if bootstrap:
+        partitions = partition_lag(bootstrap, topic, stored, client=_kafka_client())
+    else:
+        partitions = [{"tracking": name, "offset": offset} for name, offset in sorted(stored.items())]
+    sources = ledger.tables.feed_counts()
+    answer = {
+        "store": ledger.store.display(),
+        "ledger_position": ledger.position(),
+        "partitions": partitions,
+        "last_message_at": max((s["last_message_at"] for s in sources), default=None),
+        "sources": sources,
+    }
+    if format is Format.json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    Console().print_json(json.dumps(answer))
+
+
+def _kafka_client() -> dict[str, Any]:
+    """SASL settings from the environment (SAFETY_MONITOR_KAFKA_USER / _PASSWORD), if any."""
+    user = os.environ.get("SAFETY_MONITOR_KAFKA_USER")
+    if not user:
+        return {}
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user, "sasl_plain_password": os.environ.get("SAFETY_MONITOR_KAFKA_PASSWORD", "")}
+
+
 def _stop_flag() -> Any:
     import signal as signals
 

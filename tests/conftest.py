@@ -82,3 +82,13 @@ def store_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(store_url: str) -> Store:
     return Store.parse(store_url)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[object]:
+    """One Tansu broker for the session; tests isolate themselves by topic name."""
+    from tests.broker import Broker
+
+    b = Broker().start()
+    yield b
+    b.stop()

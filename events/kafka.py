@@ -1,0 +1,289 @@
+"""Kafka adapter for registry feeds: the exactly-once consumer, the dead-letter topic, the publisher.
+
+Offsets live in the ledger, not in the broker: each partition's records of a poll are appended in
+one transaction with an eventsourcing ``Tracking`` row (``kafka:TOPIC:TOPIC_ID:PARTITION`` ->
+offset). On start, and whenever partitions are assigned, the consumer seeks to the stored offset
++ 1, so a crash at any instant loses nothing and stores nothing twice. The topic id is part of the
+name: a topic deleted and created again (or an in-memory broker restarted) starts afresh instead of
+skipping its new records. Dead letters are produced after the batch commits: at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+
+from events.contract import ContractViolation, parse_message
+from events.ingest import IngestCounts, Ingestor, RawMessage
+from events.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "pv.events"
+TRACKING_PREFIX = "kafka:"
+
+
+def tracking_name(topic: str, topic_id: object, partition: int) -> str:
+    return f"{TRACKING_PREFIX}{topic}:{topic_id}:{partition}"
+
+
+@dataclass
+class ConsumerStats:
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    polls: int = 0
+    dead_letters: int = 0
+    reconnects: int = 0
+
+
+class _SeekOnAssign(ConsumerRebalanceListener):
+    def __init__(self, feed: FeedConsumer):
+        self.feed = feed
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        """Nothing to commit: offsets are stored with each batch in the ledger."""
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.feed.seek(list(assigned))
+
+
+class FeedConsumer:
+    """Consumes contract-v1 messages into the ledger, exactly once per message."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        bootstrap: str,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        group: str | None = None,
+        dlq_topic: str | None = None,
+        batch_size: int = 500,
+        poll_timeout_ms: int = 200,
+        client: dict[str, Any] | None = None,
+        after_batch: Callable[[], None] | None = None,
+    ):
+        self.ledger = ledger
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group = group
+        self.dlq_topic = dlq_topic or f"{topic}.dlq"
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        self.client = client or {}
+        self.after_batch = after_batch
+        self.ingestor = Ingestor(ledger)
+        self.stats = ConsumerStats()
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self._seek_topic_id: object = None
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,  # the test broker answers a waiting fetch late (perf notes)
+            max_poll_records=self.batch_size,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            **self.client,
+        )
+        self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **self.client)
+        self._ensure_topic(self.dlq_topic)
+        if self.group:
+            self.consumer.subscribe([self.topic], listener=_SeekOnAssign(self))
+        else:
+            partitions = self._partitions()
+            self.consumer.assign(partitions)
+            self.seek(partitions)
+
+    def _partitions(self, timeout: float = 30.0) -> list[TopicPartition]:
+        assert self.consumer is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.consumer.partitions_for_topic(self.topic)
+            if found:
+                return [TopicPartition(self.topic, p) for p in sorted(found)]
+            if time.monotonic() > deadline:
+                raise KafkaError(f"topic {self.topic} not found on {self.bootstrap}")
+            time.sleep(0.2)
+
+    def _ensure_topic(self, name: str) -> None:
+        """Create the dead-letter topic if the broker does not have it (not every broker auto-creates)."""
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, **self.client)
+        try:
+            if name not in admin.list_topics():
+                admin.create_topics([NewTopic(name, 1, 1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+
+    def _topic_id(self) -> object:
+        assert self.consumer is not None
+        return self.consumer._client.cluster.topic_id(self.topic)
+
+    def seek(self, partitions: Sequence[TopicPartition]) -> None:
+        """Position each partition after the last offset the ledger stored for it."""
+        assert self.consumer is not None
+        stored = self.ledger.tables.tracking_positions(f"{TRACKING_PREFIX}{self.topic}:")
+        topic_id = self._topic_id()
+        self._seek_topic_id = topic_id
+        for tp in partitions:
+            offset = stored.get(tracking_name(tp.topic, topic_id, tp.partition))
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset + 1)
+
+    def close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    log.debug("close failed", exc_info=True)
+        self.consumer = self.producer = None
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: Callable[[], bool], *, max_backoff: float = 10.0) -> ConsumerStats:
+        """Consume until ``stop()``; on broker trouble, reconnect with exponential back-off."""
+        backoff = 0.2
+        while not stop():
+            try:
+                if self.consumer is None:
+                    self.connect()
+                self.poll_once()
+                backoff = 0.2
+            except KafkaError as exc:
+                log.warning("broker unavailable (%s); reconnecting in %.1f s", exc, backoff)
+                self.close()
+                self.stats.reconnects += 1
+                slept = 0.0
+                while slept < backoff and not stop():
+                    time.sleep(0.1)
+                    slept += 0.1
+                backoff = min(max_backoff, backoff * 2)
+        self.close()
+        return self.stats
+
+    def poll_once(self) -> IngestCounts:
+        """One poll: each partition's records in one transaction with their offset."""
+        assert self.consumer is not None
+        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+        self.stats.polls += 1
+        total = IngestCounts()
+        topic_id = self._topic_id()
+        if topic_id != self._seek_topic_id and self.consumer.assignment():
+            # The topic was created anew (or an in-memory broker restarted): its offsets start
+            # again, so positions of the old topic mean nothing. Start the new one from its beginning;
+            # message ids make anything seen before a duplicate, never a loss.
+            log.warning("topic %s has a new id (%s): reading it from the beginning", self.topic, topic_id)
+            self.stats.reconnects += 1
+            self.seek(sorted(self.consumer.assignment()))
+            return total
+        for tp, records in polled.items():
+            if not records:
+                continue
+            raws = [RawMessage(r.value if r.value is not None else b"",
+                               {"topic": tp.topic, "partition": tp.partition, "offset": r.offset})
+                    for r in records]
+            tracking = Tracking(tracking_name(tp.topic, topic_id, tp.partition), records[-1].offset)
+            try:
+                counts, rejected = self.ingestor.ingest_tracked(raws, tracking)
+            except IntegrityError:
+                # Another consumer of the group stored these offsets first: continue after them.
+                log.info("offsets of %s already stored; seeking past them", tp)
+                self.seek([tp])
+                continue
+            total.add(counts)
+            self._dead_letters(rejected)
+        self.stats.counts.add(total)
+        if total.total and self.after_batch:
+            self.after_batch()
+        return total
+
+    def _dead_letters(self, rejected: Iterable[tuple[RawMessage, str]]) -> None:
+        assert self.producer is not None
+        sent = 0
+        for item, reason in rejected:
+            headers = [("reason", reason.encode()), ("source_topic", str(item.position["topic"]).encode()),
+                       ("source_partition", str(item.position["partition"]).encode()),
+                       ("source_offset", str(item.position["offset"]).encode())]
+            self.producer.send(self.dlq_topic, value=item.raw, headers=headers)
+            sent += 1
+        if sent:
+            self.producer.flush(timeout=30)
+            self.stats.dead_letters += sent
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PublishCounts:
+    sent: int = 0
+    invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+
+def publish(
+    messages: Iterable[RawMessage],
+    bootstrap: str,
+    topic: str = DEFAULT_TOPIC,
+    client: dict[str, Any] | None = None,
+) -> PublishCounts:
+    """Validate, then send each message keyed ``source/patient_id`` with the idempotent producer."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
+        batch_size=1 << 20, **(client or {}),
+    )
+    out = PublishCounts()
+    try:
+        for item in messages:
+            try:
+                m = parse_message(item.raw)
+            except ContractViolation as exc:
+                out.invalid.append((item.position, exc.reason))
+                continue
+            producer.send(topic, key=f"{m.source}/{m.patient_id}".encode(), value=item.raw)
+            out.sent += 1
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    return out
+
+
+def partition_lag(bootstrap: str, topic: str, stored: dict[str, int],
+                  client: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per partition: the offset stored in the ledger, the broker's end offset, and the lag."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             **(client or {}))
+    try:
+        found = consumer.partitions_for_topic(topic) or set()
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+        topic_id = consumer._client.cluster.topic_id(topic)
+        rows = []
+        for tp in partitions:
+            offset = stored.get(tracking_name(topic, topic_id, tp.partition))
+            consumed = 0 if offset is None else offset + 1
+            rows.append({"topic": topic, "partition": tp.partition, "offset": offset,
+                         "end_offset": ends.get(tp), "lag": max(0, (ends.get(tp) or 0) - consumed)})
+        return rows
+    finally:
+        consumer.close()

@@ -1,0 +1,203 @@
+"""The registry feed over a real Kafka-protocol broker (Tansu on loopback): exactly-once ingest,
+dead letters, crashes (SIGKILL), a broker restart, and two consumers sharing a group."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from events.files import read_ndjson
+from events.ingest import Ingestor, RawMessage
+from events.kafka import FeedConsumer, publish
+from events.ledger import Ledger
+from events.store import Store
+from projections.incidence import IncidenceModel, incidence
+from projections.runner import Projector
+from projections.signals import SignalsModel, query_signals
+from safety.cli import demo_feed_path
+from safety.incidence import Settings
+from tests.broker import Broker
+from tests.messages import message
+
+pytestmark = pytest.mark.kafka
+
+
+def topic_name() -> str:
+    return f"pv.events.{uuid.uuid4().hex[:8]}"
+
+
+def run_until(feed: FeedConsumer, done: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    feed.run(lambda: done() or time.time() > deadline)
+    assert done(), "the consumer did not finish in time"
+
+
+def accepted(ledger: Ledger) -> int:
+    return sum(c["accepted"] + c["duplicates"] + c["quarantined"] for c in ledger.tables.feed_counts())
+
+
+def synthetic_feed(n: int, patients: int = 50, seed: int = 1) -> list[bytes]:
+    from benchmarks.synthetic import feed_lines
+
+    return feed_lines(n, patients, seed)
+
+
+def test_the_demo_study_through_kafka_equals_file_ingest(broker: Broker, store: Store, tmp_path: Path):
+    topic = topic_name()
+    broker.create_topic(topic, 3)
+    sent = publish(read_ndjson(str(demo_feed_path())), broker.bootstrap, topic)
+    assert sent.sent == 272 and not sent.invalid
+    ledger = Ledger(store)
+    feed = FeedConsumer(ledger, broker.bootstrap, topic=topic)
+    run_until(feed, lambda: accepted(ledger) >= 272)
+    via_file = Ledger(Store.parse(f"sqlite:///{tmp_path}/file.db"))
+    Ingestor(via_file).ingest(read_ndjson(str(demo_feed_path())))
+    answers = []
+    for led in (ledger, via_file):
+        inc = Projector(led, IncidenceModel())
+        inc.catch_up()
+        sig = Projector(led, SignalsModel())
+        sig.catch_up()
+        answers.append((
+            incidence(inc.view.db, Settings())["categories"],
+            sorted((s["id"], s["kind"], s["level"]) for s in query_signals(sig.view.db)),
+        ))
+    assert answers[0] == answers[1]
+    assert ledger.tables.message_digest() == via_file.tables.message_digest()
+
+
+def test_invalid_messages_go_to_quarantine_and_the_dead_letter_topic(broker: Broker, sqlite_url: str):
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    producer.send(topic, key=b"reg-a/P1", value=json.dumps(message("ok-1")).encode())
+    producer.send(topic, key=b"reg-a/P1", value=b"{not json")
+    producer.send(topic, key=b"reg-a/P1", value=json.dumps(
+        message("bad", data={"analyte": "PLT", "value": 1, "unit": "mg/dL"})).encode())
+    producer.send(topic, key=b"reg-a/P1", value=json.dumps(message("ok-2")).encode())
+    producer.flush()
+    producer.close()
+    ledger = Ledger(Store.parse(sqlite_url))
+    feed = FeedConsumer(ledger, broker.bootstrap, topic=topic)
+    run_until(feed, lambda: accepted(ledger) >= 4)
+    assert feed.stats.counts.as_dict() == {"accepted": 2, "duplicates": 0, "quarantined": 2}
+    q = ledger.tables.quarantined()
+    assert [json.loads(item["position"]) for item in q] == [
+        {"topic": topic, "partition": 0, "offset": 1}, {"topic": topic, "partition": 0, "offset": 2}]
+    dlq = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=10)
+    tp = TopicPartition(f"{topic}.dlq", 0)
+    dlq.assign([tp])
+    dlq.seek_to_beginning(tp)
+    records: list = []
+    deadline = time.time() + 20
+    while len(records) < 2 and time.time() < deadline:
+        records += dlq.poll(500).get(tp, [])
+    dlq.close()
+    assert [r.value for r in records] == [b"{not json", q[1]["raw"]]
+    reasons = [dict(r.headers)["reason"].decode() for r in records]
+    assert "not JSON" in reasons[0] and "unknown unit mg/dL for PLT" in reasons[1]
+
+
+def consume_process(bootstrap: str, topic: str, store_url: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "safety.cli", "consume", "--bootstrap", bootstrap, "--topic", topic,
+         "--store", store_url, "--batch-size", "200", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(broker: Broker, tmp_path: Path):
+    topic = topic_name()
+    broker.create_topic(topic, 3)
+    lines = synthetic_feed(30000, patients=300)
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = Ledger(Store.parse(url))
+    rng = random.Random(42)
+    kills = 0
+    for chunk in range(10):  # the feed keeps arriving while the consumer is killed again and again
+        publish([RawMessage(line, {}) for line in lines[chunk * 3000:(chunk + 1) * 3000]], broker.bootstrap, topic)
+        proc = consume_process(broker.bootstrap, topic, url)
+        time.sleep(rng.uniform(0.6, 1.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = consume_process(broker.bootstrap, topic, url)
+    started = time.time()
+    deadline = started + 120
+    while (accepted(ledger) < len(lines) or time.time() < started + 3) and time.time() < deadline:
+        time.sleep(0.3)
+    final.send_signal(signal.SIGTERM)
+    assert final.wait(timeout=30) == 0
+    expected = Ledger(Store.parse(f"sqlite:///{tmp_path}/file.db"))
+    Ingestor(expected).ingest([RawMessage(line, {}) for line in lines])
+    assert kills == 10
+    assert ledger.tables.message_digest() == expected.tables.message_digest()
+    assert accepted(ledger) == len(lines)  # every message judged exactly once: none counted twice
+
+
+def test_the_consumer_survives_a_broker_restart(tmp_path: Path):
+    own = Broker().start()
+    topic = topic_name()
+    try:
+        own.create_topic(topic, 1)
+        lines = synthetic_feed(3000, seed=2)
+        publish([RawMessage(line, {}) for line in lines[:1500]], own.bootstrap, topic)
+        ledger = Ledger(Store.parse(f"sqlite:///{tmp_path}/ledger.db"))
+        feed = FeedConsumer(ledger, own.bootstrap, topic=topic)
+        stop = threading.Event()
+        worker = threading.Thread(target=feed.run, args=(stop.is_set,), kwargs={"max_backoff": 1.0})
+        worker.start()
+        deadline = time.time() + 60
+        while accepted(ledger) < 1500 and time.time() < deadline:
+            time.sleep(0.1)
+        own.stop()  # the broker goes away mid-feed, and comes back empty (in-memory storage) ...
+        time.sleep(1.5)
+        own.start()
+        own.create_topic(topic, 1)
+        # ... with its offsets starting again at 0: the rest of the feed must not be skipped.
+        publish([RawMessage(line, {}) for line in lines[1500:]], own.bootstrap, topic)
+        deadline = time.time() + 90
+        while accepted(ledger) < 3000 and time.time() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        worker.join(timeout=30)
+        expected = Ledger(Store.parse(f"sqlite:///{tmp_path}/file.db"))
+        Ingestor(expected).ingest([RawMessage(line, {}) for line in lines])
+        assert ledger.tables.message_digest() == expected.tables.message_digest()
+        counts = ledger.tables.feed_counts()[0]
+        assert (counts["accepted"], counts["duplicates"]) == (3000, 0)
+    finally:
+        own.stop()
+
+
+def test_two_consumers_in_a_group_store_each_message_once(broker: Broker, tmp_path: Path):
+    topic = topic_name()
+    broker.create_topic(topic, 3)
+    lines = synthetic_feed(3000, patients=90, seed=3)
+    publish([RawMessage(line, {}) for line in lines], broker.bootstrap, topic)
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = Ledger(Store.parse(url))
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    procs = [consume_process(broker.bootstrap, topic, url, "--group", group) for _ in range(2)]
+    deadline = time.time() + 120
+    while accepted(ledger) < len(lines) and time.time() < deadline:
+        time.sleep(0.3)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    assert ledger.tables.message_digest()[0] == len(lines)
+    assert accepted(ledger) == len(lines)
