@@ -30,8 +30,12 @@ VERSION = "incidence-1"
 
 
 def utc_text(when: datetime) -> str:
-    """Fixed-width UTC text, so that text order is time order on both stores."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text (``2015-10-26T14:10:00.000000Z``): text order is time order on both stores."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def parse_utc_text(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def _fields(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
@@ -129,7 +133,7 @@ def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[st
         if r["type"] in ("retraction", "correction") or key in retracted:
             continue
         data = corrected.get(key) or _data(r)
-        occurred = datetime.strptime(r["occurred_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        occurred = parse_utc_text(r["occurred_at"])
         facts[(r["source"], r["patient_id"])].append(Fact(r["message_id"], r["type"], occurred, data))
     return facts, retracted_ids, position
 

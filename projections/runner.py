@@ -102,10 +102,26 @@ class Projector:
         self.page = page
 
     def catch_up(self, on_page: Callable[[int, int], None] | None = None) -> int:
-        """Process every ledger event after the tracked position; returns how many it processed."""
+        """Process every ledger event after the tracked position; returns how many it processed.
+
+        With a backlog of more than one page, models that can defer per-patient work (signals) do
+        it once at the end instead of after every page; what is deferred is noted durably.
+        """
         upstream = self.ledger.name
         self.view.finish()  # work left by an interrupted run
         start = self.view.position(upstream)
+        model = self.view.model
+        deferring = hasattr(model, "defer") and self.ledger.position() - start > self.page
+        if deferring:
+            model.defer = True  # type: ignore[attr-defined]
+        try:
+            return self._pages(start, upstream, on_page)
+        finally:
+            if deferring:
+                model.defer = False  # type: ignore[attr-defined]
+                self.view.finish()
+
+    def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None) -> int:
         processed = 0
         topics = self.view.model.topics
         while True:
@@ -120,18 +136,9 @@ class Projector:
                 on_page(len(notes), start)
 
     def rebuild(self, on_page: Callable[[int, int], None] | None = None) -> int:
-        """Replay from zero; models that can defer per-patient work do it once, at the end."""
+        """Replay from zero."""
         self.view.reset()
-        model = self.view.model
-        deferrable = hasattr(model, "defer")
-        if deferrable:
-            model.defer = True  # type: ignore[attr-defined]
-        try:
-            return self.catch_up(on_page)
-        finally:
-            if deferrable:
-                model.defer = False  # type: ignore[attr-defined]
-            self.view.finish()
+        return self.catch_up(on_page)
 
     def follow(self, interval: float = 0.02, stop: Callable[[], bool] = lambda: False) -> None:
         """Poll for new events until ``stop()`` says so (SQLite has no subscriptions)."""

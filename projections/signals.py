@@ -13,7 +13,7 @@ import json
 import tomllib
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -38,7 +38,7 @@ def load_config(text: str | None = None) -> Config:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)
 
 
 def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, str, str]]) -> History:

@@ -481,6 +481,28 @@ def project(
             time_module.sleep(interval)
 
 
+@app.command()
+def generate(
+    patients: Annotated[int, typer.Option(min=1, help="number of patients")] = 1000,
+    years: Annotated[float, typer.Option(min=0.1, max=20, help="years of follow-up")] = 3.0,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 1,
+    sources: Annotated[int, typer.Option(min=1, max=100, help="number of registries")] = 1,
+    truth: Annotated[Path | None, typer.Option(help="write the known MAS trajectories here (JSON)")] = None,
+) -> None:
+    """Write a deterministic synthetic registry feed (contract v1, NDJSON) to standard output."""
+    from events.generator import Truth
+    from events.generator import generate as lines
+
+    known = Truth()
+    out = sys.stdout
+    for line in lines(patients, years, seed, sources, truth=known):
+        out.write(line + "\n")
+    out.flush()
+    if truth is not None:
+        truth.write_text(json.dumps({"mas": known.mas}, indent=1))
+    err.print(f"{patients} patients over {years:g} years; {len(known.mas)} evolving-MAS trajectories")
+
+
 BootstrapOption = Annotated[str, typer.Option("--bootstrap", help="Kafka bootstrap server HOST:PORT")]
 TopicOption = Annotated[str, typer.Option("--topic", help="the feed topic")]
 

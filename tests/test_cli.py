@@ -138,3 +138,25 @@ def test_rebuild_replays_the_read_models(sqlite_url: str):
     assert run("rebuild", store_url=sqlite_url)[0] == 0
     after = json.loads(run("incidence", "--format", "json", store_url=sqlite_url)[1])
     assert after["categories"] == before["categories"]
+
+
+def test_the_generator_is_deterministic_and_its_invalid_share_is_quarantined(tmp_path: Path, sqlite_url: str):
+    first = runner.invoke(app, ["generate", "--patients", "60", "--years", "1", "--seed", "5"]).stdout
+    second = runner.invoke(app, ["generate", "--patients", "60", "--years", "1", "--seed", "5"]).stdout
+    other = runner.invoke(app, ["generate", "--patients", "60", "--years", "1", "--seed", "6"]).stdout
+    assert first == second and first != other
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text(first)
+    from events.contract import ContractViolation, parse_message
+
+    invalid = 0
+    for line in first.splitlines():
+        try:
+            parse_message(line.encode())
+        except ContractViolation:
+            invalid += 1
+    code, out = run("ingest", str(feed), store_url=sqlite_url)
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert code == 0
+    assert counts["quarantined"] >= invalid > 0  # conflicts and unknown targets are quarantined too
+    assert counts["accepted"] > 0.95 * len(first.splitlines())
