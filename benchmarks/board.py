@@ -30,8 +30,9 @@ def render_times(store_url: str, runs: int = 3) -> dict[str, tuple[float, float]
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "SAFETY_MONITOR_USERS": str(users), "SAFETY_MONITOR_BOARD_REFRESH": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "safety.cli", "dashboard", "--port", str(port), "--store", store_url],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [sys.executable, "-m", "safety.cli", "dashboard", "--port", str(port), "--store", store_url]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

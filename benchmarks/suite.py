@@ -87,8 +87,9 @@ class Suite:
     # --- projections -------------------------------------------------------------------------
 
     def projections(self) -> str:
-        rows = ["| store | read model | events in its topics | rebuild (median) | events/s | baseline: read + decode only | "
-                "model's share | incremental, per new event (median) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        rows = ["| store | read model | events in its topics | rebuild (median) | events/s | "
+                "baseline: read + decode only | model's share | incremental, per new event (median) |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
         for kind in self.kinds:
             ledger = self.ledger(kind)
             for model_class in (IncidenceModel, SignalsModel):
@@ -98,7 +99,7 @@ class Suite:
                     projector = Projector(ledger, model)
                     elapsed, n = timed(projector.rebuild)
                     times.append(elapsed)
-                    decode_times.append(timed(lambda m=model: self._read_only(ledger, m.topics))[0])
+                    decode_times.append(timed(lambda m=model, led=ledger: self._read_only(led, m.topics))[0])
                 rebuild, decode = statistics.median(times), statistics.median(decode_times)
                 inc = self._incremental(ledger, model_class())
                 rows.append(f"| {kind} | {model.name} | {n:,} | {rebuild:.2f} s | {n / rebuild:,.0f} | "
@@ -238,7 +239,6 @@ class Suite:
             topic = "bench.events"
             broker.create_topic(topic, 1)
             sent = publish([RawMessage(line, {}) for line in self.lines[:count]], broker.bootstrap, topic).sent
-            lines = self.lines[:sent]  # publish sends only valid messages; count what the broker holds
             consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=10,
                                      max_poll_records=2000)
             tp = TopicPartition(topic, 0)
