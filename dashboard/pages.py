@@ -62,16 +62,21 @@ def signals_page(data: BoardData, user: User) -> None:
     levels = c2.multiselect("Level", list(LEVEL_COLOUR), key="filter_level")
     statuses = c3.multiselect("Status", STATUSES, default=["open", "acknowledged", "under_review"],
                               key="filter_status")
-    sources = c4.multiselect("Source", sorted({s for s, _ in data.patients()}), key="filter_source")
+    sources = c4.multiselect("Source", data.sources(), key="filter_source")
+    shown = st.session_state.setdefault("signals_shown", 50)
 
     @st.fragment(run_every=refresh_seconds())
     def live() -> None:
         rows = [s for s in data.signals()
                 if (not kinds or s["kind"] in kinds) and (not levels or s["level"] in levels)
                 and (not statuses or s["status"] in statuses) and (not sources or s["source"] in sources)]
-        st.caption(f"{len(rows)} signals · updated {datetime.now(UTC).strftime('%H:%M:%S')} UTC")
-        for s in rows:
+        st.caption(f"{len(rows)} signals (showing the first {min(shown, len(rows))}) · updated "
+                   f"{datetime.now(UTC).strftime('%H:%M:%S')} UTC")
+        for s in rows[:shown]:
             render_signal(s, user)
+        if len(rows) > shown and st.button("Show 50 more", key="more_signals"):
+            st.session_state["signals_shown"] = shown + 50
+            st.rerun()
 
     live()
 
@@ -129,6 +134,15 @@ def _as_of_input(label: str, key: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@st.cache_data(ttl=30, max_entries=32, show_spinner="Computing incidence…")
+def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetime | None,
+                     as_of: datetime | None, position: int) -> dict[str, Any]:
+    """The answer for these controls at this ledger position (a new event gives a new position)."""
+    from dashboard.state import board_data
+
+    return board_data().incidence(Settings(anchor, pre, post, cut_at), as_of)
+
+
 def incidence_page(data: BoardData) -> None:
     st.title("Incidence before and after the intervention")
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -139,7 +153,7 @@ def incidence_page(data: BoardData) -> None:
         as_of = _as_of_input("As of (knowledge time)", "as_of")
     cut: date | None = c5.date_input("Clinical data cut", value=None)
     cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
-    answer = data.incidence(Settings(anchor, int(pre), int(post), cut_at), as_of)
+    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.position())
     st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
                f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")
     if answer["patients"] == 0:
@@ -180,7 +194,10 @@ def incidence_page(data: BoardData) -> None:
     st.dataframe(table, hide_index=True, column_config={
         col: st.column_config.NumberColumn(format="%.2f") for col in table.columns[2:]})
     st.subheader("Episodes (months from the anchor)")
-    episodes = pd.DataFrame(answer["episodes"])
+    chosen = st.multiselect("Patients", [r["patient_id"] for r in answer["per_patient"]], key="episode_patients",
+                            placeholder="the first 100 patients; choose to narrow")
+    patients = set(chosen) or {r["patient_id"] for r in answer["per_patient"][:100]}
+    episodes = pd.DataFrame([e for e in answer["episodes"] if e["patient_id"] in patients])
     for column in ("serious", "moderate_severe", "treatments"):
         episodes[column] = episodes[column].map(lambda items: "; ".join(items) or "–")
     st.dataframe(episodes.drop(columns=["source"]), hide_index=True)

@@ -49,6 +49,14 @@ class BoardData:
         rows = self.ledger_db.query("SELECT raw FROM {t}ledger_quarantine WHERE id = {p}", [item_id])
         return bytes(rows[0][0]).decode("utf-8", errors="replace") if rows else ""
 
+    def position(self) -> int:
+        """The last ledger notification the incidence read model holds (changes when data arrives)."""
+        rows = self.incidence_db.query("SELECT MAX(notification_id) FROM {t}incidence_facts")
+        return int(rows[0][0] or 0)
+
+    def sources(self) -> list[str]:
+        return [r[0] for r in self.ledger_db.query("SELECT source FROM {t}ledger_feed_counts ORDER BY source")]
+
     def patients(self) -> list[tuple[str, str]]:
         rows = self.signals_db.query("SELECT DISTINCT source, patient_id FROM {t}signal_facts")
         rows += self.incidence_db.query("SELECT DISTINCT source, patient_id FROM {t}incidence_facts")
