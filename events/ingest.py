@@ -164,6 +164,8 @@ class Ingestor:
         # corrected by re-reading after any conflict.
         self._versions: dict[UUID, int] = {}
         self._last_quarantined: list[tuple[RawMessage, str]] = []
+        #: what was committed so far by this ingestor (reported when a later batch fails)
+        self.committed = IngestCounts()
 
     def ingest(
         self,
@@ -229,7 +231,9 @@ class Ingestor:
                 continue
             self._versions.update(decided.versions)
             self._last_quarantined = decided.rejected
-            return decided.totals()
+            totals = decided.totals()
+            self.committed.add(totals)
+            return totals
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
 
     def _already_tracked(self, tracking: Tracking) -> bool:

@@ -53,6 +53,32 @@ class QuarantineFormat(StrEnum):
     raw = "raw"
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import psycopg
+    from eventsourcing.persistence import PersistenceError
+
+    return (PersistenceError, sqlite3.Error, psycopg.Error, OSError)
+
+
+STORE_ERRORS = _store_errors()
+
+
+def store_refused(exc: BaseException) -> str:
+    """What to tell a person when the store refused a batch (the transaction rolled back whole)."""
+    text = str(exc)
+    hint = ""
+    if "full" in text.lower() or "No space" in text:
+        hint = " The disk holding the store is full: free space, then"
+    elif "connection" in text.lower() or "terminat" in text.lower() or "server" in text.lower():
+        hint = " The database server went away: when it is back,"
+    else:
+        hint = " Fix the cause, then"
+    return (f"the store refused a batch ({type(exc).__name__}: {text.strip()}); nothing of that batch was "
+            f"stored.{hint} run the same command again: messages already stored count as duplicates.")
+
+
 def fail(message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(1)
@@ -105,18 +131,23 @@ def ingest(
     ledger = open_ledger(store)
     ingestor = Ingestor(ledger)
     total = IngestCounts()
-    with _progress() as progress:
-        for path in paths:
-            size = size_of(path)
-            parsers = workers if workers >= 0 else (2 if (size or 0) > 8_000_000 else 0)
-            task = progress.add_task(f"ingest {Path(path).name}", total=size)
+    try:
+        with _progress() as progress:
+            for path in paths:
+                size = size_of(path)
+                parsers = workers if workers >= 0 else (2 if (size or 0) > 8_000_000 else 0)
+                task = progress.add_task(f"ingest {Path(path).name}", total=size)
 
-            def tracked(p: str = path, t: Any = task) -> Iterator[Any]:
-                for item in read_ndjson(p):
-                    progress.advance(t, len(item.raw) + 1)
-                    yield item
+                def tracked(p: str = path, t: Any = task) -> Iterator[Any]:
+                    for item in read_ndjson(p):
+                        progress.advance(t, len(item.raw) + 1)
+                        yield item
 
-            total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers))
+                total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers,
+                                          on_batch=None))
+    except STORE_ERRORS as exc:
+        typer.echo(json.dumps(ingestor.committed.as_dict()))
+        raise fail(store_refused(exc)) from None
     typer.echo(json.dumps(total.as_dict()))
 
 

@@ -92,3 +92,12 @@ def broker() -> Iterator[object]:
     b = Broker().start()
     yield b
     b.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On the controlling process only: gather the fault tests' results into RELIABILITY.md."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from tests.reliability import write_report
+
+    write_report()

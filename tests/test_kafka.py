@@ -30,6 +30,7 @@ from safety.cli import demo_feed_path
 from safety.incidence import Settings
 from tests.broker import Broker
 from tests.messages import message
+from tests.reliability import record
 
 pytestmark = pytest.mark.kafka
 
@@ -147,6 +148,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(broker: 
     assert kills == 10
     assert ledger.tables.message_digest() == expected.tables.message_digest()
     assert accepted(ledger) == len(lines)  # every message judged exactly once: none counted twice
+    record("consumer killed with SIGKILL at random instants (Kafka → SQLite)", kills, len(lines), 0, 0,
+           "count and digest equal file ingest of the same feed")
 
 
 def test_the_consumer_survives_a_broker_restart(tmp_path: Path):
@@ -180,6 +183,8 @@ def test_the_consumer_survives_a_broker_restart(tmp_path: Path):
         assert ledger.tables.message_digest() == expected.tables.message_digest()
         counts = ledger.tables.feed_counts()[0]
         assert (counts["accepted"], counts["duplicates"]) == (3000, 0)
+        record("broker stopped and restarted mid-feed (in-memory broker: offsets start again)", 1, 3000, 0, 0,
+               "digest equals file ingest; no record skipped after the restart")
     finally:
         own.stop()
 
@@ -201,3 +206,28 @@ def test_two_consumers_in_a_group_store_each_message_once(broker: Broker, tmp_pa
     assert [p.wait(timeout=30) for p in procs] == [0, 0]
     assert ledger.tables.message_digest()[0] == len(lines)
     assert accepted(ledger) == len(lines)
+    record("two consumers in one group on a 3-partition topic", 1, len(lines), 0, 0,
+           "message index count and judged count equal the feed")
+
+
+def test_publish_reports_invalid_lines_and_status_shows_offsets(broker: Broker, tmp_path: Path, sqlite_url: str):
+    from typer.testing import CliRunner
+
+    from safety.cli import app
+
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text("\n".join([json.dumps(message("a")), "{broken", json.dumps(message("b"))]) + "\n")
+    runner = CliRunner()
+    out = runner.invoke(app, ["publish", str(feed), "--bootstrap", broker.bootstrap, "--topic", topic])
+    assert out.exit_code == 0
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"sent": 2, "invalid": 1}
+    assert "feed.ndjson:2" in out.stderr
+    ledger = Ledger(Store.parse(sqlite_url))
+    run_until(FeedConsumer(ledger, broker.bootstrap, topic=topic), lambda: accepted(ledger) >= 2)
+    status = runner.invoke(app, ["status", "--store", sqlite_url, "--bootstrap", broker.bootstrap,
+                                 "--topic", topic, "--format", "json"])
+    answer = json.loads(status.stdout)
+    assert answer["partitions"][0]["offset"] == 1 and answer["partitions"][0]["lag"] == 0
+    assert answer["sources"][0]["accepted"] == 2 and answer["last_message_at"]

@@ -1,0 +1,40 @@
+"""Fault-test results, collected into RELIABILITY.md at the end of the test session."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "test-results" / "reliability"
+REPORT = Path(__file__).resolve().parent.parent / "RELIABILITY.md"
+
+
+def record(fault: str, injected: int, messages: int, lost: int, duplicated: int, note: str = "") -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    row = {"fault": fault, "injected": injected, "messages": messages, "lost": lost, "duplicated": duplicated,
+           "note": note, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    (RESULTS / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
+
+
+def write_report() -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))] if RESULTS.exists() else []
+    if not rows:
+        return
+    lines = [
+        "# Reliability",
+        "",
+        "Written by the test suite (`scripts/test`) from its fault tests; every row is a test that passed",
+        "only if nothing was lost and nothing was stored twice (checked by count and by a digest of the",
+        "ledger against file ingest of the same feed, or against a rebuild).",
+        "",
+        "| fault | injected | messages | lost | duplicated | how it was checked | when |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["fault"]):
+        lines.append(f"| {r['fault']} | {r['injected']} | {r['messages']:,} | {r['lost']} | {r['duplicated']} | "
+                     f"{r['note']} | {r['at']} |")
+    REPORT.write_text("\n".join(lines) + "\n")
+    for p in RESULTS.glob("*.json"):
+        p.unlink()
