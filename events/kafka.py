@@ -274,7 +274,12 @@ def partition_lag(bootstrap: str, topic: str, stored: dict[str, int],
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              **(client or {}))
     try:
-        found = consumer.partitions_for_topic(topic) or set()
+        found: set[int] = set()
+        deadline = time.monotonic() + 10
+        while not found and time.monotonic() < deadline:  # metadata may not have arrived yet
+            found = consumer.partitions_for_topic(topic) or set()
+            if not found:
+                time.sleep(0.1)
         partitions = [TopicPartition(topic, p) for p in sorted(found)]
         ends = consumer.end_offsets(partitions) if partitions else {}
         topic_id = consumer._client.cluster.topic_id(topic)

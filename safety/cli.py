@@ -30,7 +30,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """Standard output: the terminal's width, or wide enough not to fold tables in a pipe or a file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 StoreOption = Annotated[
     str | None,
@@ -183,7 +189,7 @@ def quarantine(
         table = Table("id", "source", "position", "reason")
         for item in items:
             table.add_row(str(item["id"]), item["source"] or "", json.dumps(item["position"]), item["reason"])
-        Console().print(table)
+        out_console().print(table)
 
 
 @app.command()
@@ -208,7 +214,7 @@ def history(
             r["occurred_at"], r["type"], r["message_id"], r["recorded_at"],
             "yes" if r["retracted"] else "", "yes" if r["corrected"] else "",
         )
-    Console().print(table)
+    out_console().print(table)
 
 
 DEMO_USERS = (("physician", "safety_physician"), ("dsmb", "dsmb"), ("admin", "admin"))
@@ -393,7 +399,7 @@ def incidence_command(
     elif format is ReportFormat.csv:
         typer.echo(incidence_csv(answer), nl=False)
     else:
-        Console().print(incidence_table(answer))
+        out_console().print(incidence_table(answer))
 
 
 @app.command()
@@ -416,10 +422,70 @@ def report(
 
 def read_models() -> list[Any]:
     from projections.audit import AuditModel
+    from projections.efficacy import EfficacyModel
     from projections.incidence import IncidenceModel
     from projections.signals import SignalsModel
 
-    return [IncidenceModel(), SignalsModel(), AuditModel()]
+    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel()]
+
+
+@app.command(name="efficacy")
+def efficacy_command(
+    store: StoreOption = None,
+    anchor: AnchorOption = "MSC infusion",
+    at_week: Annotated[int, typer.Option(help="the week compared with baseline (week 0)")] = 8,
+    cut_offs: Annotated[
+        str, typer.Option(help="disease-activity cut-off set: 'ACR 2021' or 'Consolaro 2012'")
+    ] = "ACR 2021",
+    format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
+) -> None:
+    """Disease activity per visit (JADAS, cJADAS), ACR-Pedi, the repeat-infusion rule, and paired pre/post tests."""
+    from projections.efficacy import EfficacyModel, efficacy
+    from projections.runner import View
+    from safety.efficacy import CUT_OFF_SETS
+
+    if cut_offs not in CUT_OFF_SETS:
+        raise fail(f"--cut-offs {cut_offs!r}: use one of {', '.join(CUT_OFF_SETS)}")
+    ledger = open_ledger(store)
+    _catch_up(ledger, EfficacyModel())
+    answer = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor, at_week=at_week, cut_off_set=cut_offs)
+    if format is ReportFormat.json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    if format is ReportFormat.csv:
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["source", "patient_id", "date", "week", "jadas71", "jadas10", "cjadas10", "marker",
+                         "state_jadas10", "state_cjadas10", "cut_off_set", "acr_pedi_baseline", "flare"])
+        for p in answer["patients"]:
+            for v in p["visits"]:
+                writer.writerow([p["source"], p["patient_id"], v["date"], v["week"], v["jadas71"], v["jadas10"],
+                                 v["cjadas10"], v["marker"], v["state_jadas10"], v["state_cjadas10"],
+                                 v["cut_off_set"], v["acr_pedi_baseline"], v["flare"]])
+        typer.echo(out.getvalue(), nl=False)
+        return
+    table = Table("variable", "baseline median (range)", f"week {at_week} median (range)", "n", "p (Wilcoxon)",
+                  title=f"Baseline against week {at_week}")
+    for variable, c in answer["comparison"][f"week {at_week}"].items():
+        table.add_row(variable, f"{c['before_median']:g} ({c['before_range'][0]:g}-{c['before_range'][1]:g})",
+                      f"{c['after_median']:g} ({c['after_range'][0]:g}-{c['after_range'][1]:g})", str(c["n"]),
+                      "–" if c["p_wilcoxon"] is None else f"{c['p_wilcoxon']:.3f}")
+    console = out_console()
+    console.print(table)
+    from safety.efficacy import WILCOXON_METHOD
+
+    console.print(f"p-values: {WILCOXON_METHOD}")
+    decisions = Table("patient", "week", "repeat infusion", "why", title="Repeat-infusion rule")
+    for p in answer["patients"]:
+        for d in p["repeat_infusion"]:
+            decisions.add_row(p["patient_id"], str(d["week"]), "allowed" if d["allowed"] else "no",
+                              "; ".join(d["reasons"]))
+        for dev in p["deviations"]:
+            decisions.add_row(p["patient_id"], dev["date"], "DEVIATION", dev["what"])
+    console.print(decisions)
 
 
 @app.command(name="signals")
@@ -454,7 +520,7 @@ def signals_command(
         )
         table.add_row(r["id"], f"{r['source']}/{r['patient_id']}", r["kind"], r["level"], r["priority"],
                       r["status"], r["occurred_at"][:16], evidence)
-    Console().print(table)
+    out_console().print(table)
 
 
 class SignalAction(StrEnum):
@@ -624,7 +690,7 @@ def status(
     if format is Format.json:
         typer.echo(json.dumps(answer, indent=2))
         return
-    Console().print_json(json.dumps(answer))
+    out_console().print_json(json.dumps(answer))
 
 
 def _kafka_client() -> dict[str, Any]:

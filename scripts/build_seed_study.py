@@ -41,6 +41,34 @@ ROUTINE = {
 }
 
 
+# Visit assessments (reconstructed for demonstration: the study's per-patient efficacy data are in its
+# supplement only). Baselines at week 0: physician global (0-10), VAS well-being (0-100; the patient
+# global is VAS/10), active joints, limited joints, CHAQ, VAS pain; chosen so that the cohort
+# medians match the study's: JADAS-71 24.5, cJADAS10 18.0, VAS well-being 75 at baseline.
+BASELINE_VISIT = {
+    1: (2.5, 50, 14, 10, 1.6, 55), 2: (5.0, 80, 15, 12, 2.1, 80), 3: (3.5, 50, 19, 15, 1.4, 60),
+    4: (2.5, 75, 3, 6, 1.0, 70), 5: (5.0, 85, 16, 14, 2.4, 85), 6: (2.5, 75, 6, 5, 1.2, 65),
+}
+# Fraction of baseline at each protocol week: (clinical variables, VAS well-being and patient global).
+# Patients 1, 3 and 4: an ACR-Pedi 70 response at week 4 waning to 50 at week 8 (the protocol's reason
+# for their second infusion), no ACR-Pedi 30 at week 12 (so no third). Patients 2 and 5 respond later
+# or keep improving; patient 6 flares (MAS at week 7).
+COURSE = {
+    1: {-12: (1.05, 1.0), 4: (0.25, 0.7), 8: (0.35, 0.7), 12: (0.75, 0.8), 16: (0.75, 0.8), 26: (0.5, 0.6),
+        39: (0.4, 0.6), 52: (0.3, 0.5)},
+    2: {-12: (1.0, 1.0), 4: (0.75, 0.9), 8: (0.25, 0.7), 12: (0.5, 0.7), 16: (0.45, 0.7), 26: (0.5, 0.7),
+        39: (0.3, 0.5), 52: (0.2, 0.4)},
+    3: {-12: (1.0, 1.05), 4: (0.25, 0.7), 8: (0.35, 0.45), 12: (0.75, 0.8), 16: (0.8, 0.8), 26: (0.6, 0.7),
+        39: (0.4, 0.6), 52: (0.2, 0.4)},
+    4: {-12: (1.0, 1.0), 4: (0.2, 0.6), 8: (0.35, 0.75), 12: (0.8, 0.8), 16: (0.8, 0.9), 26: (0.6, 0.7),
+        39: (0.2, 0.4), 52: (0.1, 0.3)},
+    5: {-12: (1.05, 1.0), 4: (0.55, 0.8), 8: (0.3, 0.7), 12: (0.5, 0.7), 16: (0.55, 0.7), 26: (0.4, 0.6),
+        39: (0.3, 0.5), 52: (0.2, 0.4)},
+    6: {-12: (0.95, 1.0), 4: (0.9, 0.95), 8: (1.2, 1.1), 12: (0.9, 0.9), 16: (0.9, 0.9), 26: (0.9, 0.9),
+        39: (0.85, 0.9), 52: (0.85, 0.9)},
+}
+
+
 class Feed:
     def __init__(self) -> None:
         self.lines: list[dict[str, Any]] = []
@@ -123,6 +151,18 @@ def build() -> list[dict[str, Any]]:
                 "ESR": (round(esr * wobble), "mm/h"),
                 "CRP": (round(crp * wobble, 1), "mg/L"),
             })
+
+    for pt, (phga, wellbeing, ajc, ljc, chaq, pain) in BASELINE_VISIT.items():
+        for w in VISIT_WEEKS:
+            clinical, wb = COURSE[pt].get(w, (1.0, 1.0))
+            feed.add(pt, "visit_assessment", week(pt, w), {
+                "active_joints": round(ajc * clinical), "limited_joints": round(ljc * clinical),
+                "physician_global": round(min(10.0, phga * clinical), 2),
+                "patient_global": round(min(10.0, wellbeing * wb / 10), 2),
+                "vas_wellbeing": round(min(100.0, wellbeing * wb), 1),
+                "vas_pain": round(min(100.0, pain * (clinical + wb) / 2), 1),
+                "chaq": round(min(3.0, chaq * clinical), 3),
+            }, kind="visit")
 
     # Patient 1: two serious events before (haematemesis, faecal impaction), readmitted twice after.
     feed.serious_ae(1, week(1, -9), "Haematemesis (drug-induced)", "haematemesis", 3)

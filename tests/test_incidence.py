@@ -154,7 +154,7 @@ def table(projector: Projector) -> list[tuple]:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cuts=st.lists(st.integers(min_value=1, max_value=271), max_size=4, unique=True),
+@given(cuts=st.lists(st.integers(min_value=1, max_value=325), max_size=4, unique=True),
        page=st.integers(min_value=1, max_value=97))
 def test_incremental_projection_equals_rebuild(tmp_path_factory, cuts, page):
     """Ingest the demo in chunks, catching up after each, with any page size: same rows as a rebuild."""

@@ -25,8 +25,8 @@ def test_the_demo_study_ingested_twice_is_all_duplicates_the_second_time(ledger)
     first = Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
     position = ledger.position()
     second = Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
-    assert first.accepted == 272 and first.quarantined == 0
-    assert second.as_dict() == {"accepted": 0, "duplicates": 272, "quarantined": 0}
+    assert first.accepted == 326 and first.quarantined == 0
+    assert second.as_dict() == {"accepted": 0, "duplicates": 326, "quarantined": 0}
     assert ledger.position() == position
 
 

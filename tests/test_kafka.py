@@ -59,10 +59,10 @@ def test_the_demo_study_through_kafka_equals_file_ingest(broker: Broker, store: 
     topic = topic_name()
     broker.create_topic(topic, 3)
     sent = publish(read_ndjson(str(demo_feed_path())), broker.bootstrap, topic)
-    assert sent.sent == 272 and not sent.invalid
+    assert sent.sent == 326 and not sent.invalid
     ledger = Ledger(store)
     feed = FeedConsumer(ledger, broker.bootstrap, topic=topic)
-    run_until(feed, lambda: accepted(ledger) >= 272)
+    run_until(feed, lambda: accepted(ledger) >= 326)
     via_file = Ledger(Store.parse(f"sqlite:///{tmp_path}/file.db"))
     Ingestor(via_file).ingest(read_ndjson(str(demo_feed_path())))
     answers = []
