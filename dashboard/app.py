@@ -74,6 +74,8 @@ available = {
                        url_path="signals"),
     "incidence": st.Page(lambda: pages.incidence_page(data), title="Incidence", icon=":material/bar_chart:",
                          url_path="incidence"),
+    "efficacy": st.Page(lambda: pages.efficacy_page(data), title="Efficacy", icon=":material/monitoring:",
+                        url_path="efficacy"),
     "patient": st.Page(lambda: pages.patient_page(data), title="Patient", icon=":material/person:", url_path="patient"),
     "feed": st.Page(lambda: pages.feed_page(data), title="Feed health", icon=":material/input:", url_path="feed"),
     "audit": st.Page(lambda: pages.audit_page(data), title="Audit", icon=":material/history:", url_path="audit"),

@@ -11,6 +11,7 @@ import pandas as pd
 from events.store import Store
 from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
+from projections.efficacy import EfficacyModel, efficacy
 from projections.feed import feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence
@@ -26,6 +27,10 @@ class BoardData:
         self.incidence_db = View(store, IncidenceModel()).db
         self.signals_db = View(store, SignalsModel()).db
         self.audit_db = View(store, AuditModel()).db
+        self.efficacy_db = View(store, EfficacyModel()).db
+
+    def efficacy(self, anchor: str = "MSC infusion", at_week: int = 8, cut_off_set: str = "ACR 2021") -> dict[str, Any]:
+        return efficacy(self.efficacy_db, anchor=anchor, at_week=at_week, cut_off_set=cut_off_set)
 
     def audit(self, limit: int = 1000) -> list[dict[str, Any]]:
         return audit_log(self.audit_db, limit)

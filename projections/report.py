@@ -106,7 +106,35 @@ def _chart_svg(answer: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def dsmb_html(answer: dict[str, Any]) -> str:
+def efficacy_html(eff: dict[str, Any] | None) -> str:
+    """The efficacy section: paired comparison and the repeat-infusion decisions."""
+    if not eff or not eff.get("patients"):
+        return ""
+    e = html.escape
+    parts = []
+    for label, variables in eff["comparison"].items():
+        rows = "".join(
+            f"<tr><td>{e(v)}</td><td>{c['n']}</td><td>{fmt(c['before_median'], 2)} ({fmt(c['before_range'][0], 1)}–"
+            f"{fmt(c['before_range'][1], 1)})</td><td>{fmt(c['after_median'], 2)} ({fmt(c['after_range'][0], 1)}–"
+            f"{fmt(c['after_range'][1], 1)})</td><td>{fmt(c['p_wilcoxon'], 3)}</td></tr>"
+            for v, c in variables.items() if c["n"])
+        parts.append(f"<h3>Baseline against {e(label)}</h3><table><tr><th>Variable</th><th>n</th>"
+                     f"<th>Baseline median (range)</th><th>{e(label)} median (range)</th><th>p (Wilcoxon)</th></tr>"
+                     f"{rows}</table>")
+    method = next((c["method"] for vs in eff["comparison"].values() for c in vs.values()), "")
+    decisions = "".join(
+        f"<tr><td>{e(p['patient_id'])}</td><td>{d['week']}</td><td>{'allowed' if d['allowed'] else 'no'}</td>"
+        f"<td>{e('; '.join(d['reasons']))}</td></tr>"
+        for p in eff["patients"] for d in p["repeat_infusion"])
+    deviations = "".join(f"<li>{e(p['patient_id'])} {e(d['date'])}: {e(d['what'])}</li>"
+                         for p in eff["patients"] for d in p["deviations"]) or "<li>none</li>"
+    return (f"<h2>Efficacy</h2><p>Disease-activity states by the {e(eff['cut_off_set'])} cut-offs. "
+            f"p-values: {e(method)}.</p>{''.join(parts)}"
+            f"<h3>Repeat-infusion rule</h3><table><tr><th>Patient</th><th>Week</th><th>Repeat infusion</th>"
+            f"<th>Why</th></tr>{decisions}</table><h3>Protocol deviations</h3><ul>{deviations}</ul>")
+
+
+def dsmb_html(answer: dict[str, Any], eff: dict[str, Any] | None = None) -> str:
     """One self-contained HTML file: no scripts, no fonts, no network."""
     e = html.escape
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -175,6 +203,7 @@ tr.section th{{text-align:left;background:#e4e9f2}} .meta td{{border:none;paddin
 <th>events pre</th><th>monthly pre</th><th>events post</th><th>monthly post</th></tr>{''.join(patient_rows)}</table>
 <h2>Episodes (months from the anchor)</h2>
 <table><tr><th>Patient</th>{''.join(f'<th>{e(label)}</th>' for label in labels)}</tr>{''.join(episode_rows)}</table>
+{efficacy_html(eff)}
 <h2>Methods</h2><ul>{methods}</ul>
 </body></html>
 """

@@ -413,10 +413,15 @@ def report(
     data_cut: DataCutOption = None,
 ) -> None:
     """Write the DSMB report: one self-contained HTML file."""
+    from projections.efficacy import EfficacyModel, efficacy
     from projections.report import dsmb_html
+    from projections.runner import View
 
     answer = _incidence_answer(store, anchor, pre_months, post_months, as_of, data_cut)
-    out.write_text(dsmb_html(answer), encoding="utf-8")
+    ledger = open_ledger(store)
+    _catch_up(ledger, EfficacyModel())
+    eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
+    out.write_text(dsmb_html(answer, eff), encoding="utf-8")
     err.print(f"report written to {out} (fingerprint {answer['fingerprint']})")
 
 
