@@ -41,6 +41,7 @@ class EfficacyModel:
             db.sql("CREATE TABLE IF NOT EXISTS {t}efficacy_facts (notification_id BIGINT PRIMARY KEY,"
                    " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
                    " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)"),
+            db.sql("CREATE INDEX IF NOT EXISTS efficacy_facts_patient ON {t}efficacy_facts (source, patient_id, type)"),
         ]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
@@ -57,8 +58,11 @@ class EfficacyModel:
 
 
 def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, dict[str, Any]]]]:
-    rows = db.query("SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}efficacy_facts"
-                    " ORDER BY notification_id")
+    """Amended facts of the patients that have visit assessments (the others have nothing to score)."""
+    rows = db.query(
+        "SELECT f.source, f.patient_id, f.message_id, f.type, f.occurred_at, f.data FROM {t}efficacy_facts f"
+        " WHERE EXISTS (SELECT 1 FROM {t}efficacy_facts v WHERE v.type = 'visit_assessment'"
+        " AND v.source = f.source AND v.patient_id = f.patient_id) ORDER BY f.notification_id")
     retracted = set()
     corrected: dict[tuple[str, str], dict[str, Any]] = {}
     for source, _pid, _mid, typ, _at, data in rows:
