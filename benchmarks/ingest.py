@@ -16,39 +16,18 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.report import write_section
+from benchmarks.stores import PG, drop, fresh_store
 from benchmarks.synthetic import feed_lines
 from events.contract import parse_message
 from events.domain import EVENT_CLASS, Patient
 from events.ingest import Ingestor, RawMessage, prepare
 from events.ledger import Ledger
 from events.store import Store
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def fresh_store(kind: str, tmp: Path) -> Store:
-    if kind == "sqlite":
-        return Store.parse(f"sqlite:///{tmp}/{uuid.uuid4().hex}.db")
-    import psycopg
-
-    schema = "bench_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(f'CREATE SCHEMA "{schema}"')
-    return Store.parse(f"{PG}?schema={schema}")
-
-
-def drop(store: Store) -> None:
-    if store.kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA "{store.schema}" CASCADE')
 
 
 def ours(store: Store, lines: list[bytes]) -> float:

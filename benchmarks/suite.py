@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.stores import drop, fresh_store
 from events.generator import Truth, generate
 from events.ingest import Ingestor, RawMessage
 from events.ledger import Ledger
@@ -35,31 +35,10 @@ from projections.runner import Projector, View
 from projections.signals import SignalsModel, query_signals
 from safety.incidence import Settings
 
-PG = os.environ.get("SAFETY_MONITOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def new_store(kind: str, tmp: Path) -> Store:
-    if kind == "sqlite":
-        return Store.parse(f"sqlite:///{tmp}/{uuid.uuid4().hex[:8]}.db")
-    import psycopg
-
-    schema = "bench_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(f'CREATE SCHEMA "{schema}"')
-    return Store.parse(f"{PG}?schema={schema}")
-
-
-def drop(store: Store) -> None:
-    if store.kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA "{store.schema}" CASCADE')
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -78,7 +57,7 @@ class Suite:
     def ledger(self, kind: str) -> Ledger:
         """A store of this kind holding the generated feed (ingested once, reused)."""
         if kind not in self.stores:
-            store = new_store(kind, self.tmp)
+            store = fresh_store(kind, self.tmp)
             Ingestor(Ledger(store)).ingest([RawMessage(line, {}) for line in self.lines], batch_size=2000,
                                            workers=2)
             self.stores[kind] = store
@@ -205,9 +184,8 @@ class Suite:
     def _kafka_latency(self, ledger: Ledger, samples: int) -> str:
         from kafka import KafkaProducer
 
-        from tests.broker import Broker
-
         from safety.cli import read_models
+        from tests.broker import Broker
 
         broker = Broker().start()
         topic = "latency.events"
@@ -307,7 +285,7 @@ class Suite:
             baseline = seen / (time.perf_counter() - start)
             consumer.close()
             for kind in self.kinds:
-                store = new_store(kind, self.tmp)
+                store = fresh_store(kind, self.tmp)
                 try:
                     ledger = Ledger(store)
                     feed = FeedConsumer(ledger, broker.bootstrap, topic=topic, batch_size=2000)
@@ -336,7 +314,7 @@ class Suite:
 
         for per in (1_000, 10_000, 100_000):
             lines = feed_lines(per, 1000, seed=5)
-            store = new_store("sqlite", self.tmp)
+            store = fresh_store("sqlite", self.tmp)
             ledger = Ledger(store)
             ingest_s, _ = timed(lambda ls=lines, led=ledger: Ingestor(led).ingest(
                 [RawMessage(line, {}) for line in ls], batch_size=2000))
