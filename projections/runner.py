@@ -125,8 +125,13 @@ class Projector:
         processed = 0
         topics = self.view.model.topics
         while True:
+            head = self.ledger.position()
             notes = self.ledger.notifications(start, self.page, topics=topics)
             if not notes:
+                if head > start:
+                    # Nothing of this model's topics up to the head: remember that, so the next poll
+                    # does not scan the same events again (it would, for a model whose topics are rare).
+                    self.view.write([], Tracking(upstream, head))
                 return processed
             events = [(n.id, self.ledger.decode(n)) for n in notes]
             self.view.write(events, Tracking(upstream, notes[-1].id))
