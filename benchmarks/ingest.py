@@ -159,7 +159,12 @@ def main() -> None:
     parser.add_argument("--naive-events", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write here instead of BENCHMARKS.md")
     args = parser.parse_args()
+    if args.out:
+        from benchmarks import report
+
+        report.PATH = args.out
     lines = feed_lines(args.events, max(1, args.events // 100))
     naive_lines = lines[: args.naive_events]
     rows = []
