@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any, cast
-from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
@@ -51,25 +50,6 @@ class Ledger(Application):
     def tables(self) -> LedgerTables:
         return cast(LedgerTables, self.recorder)
 
-    def append(
-        self,
-        events: Sequence[Patient.Event],
-        *,
-        admissions: Sequence[AdmissionRow] = (),
-        quarantine: Sequence[QuarantineRow] = (),
-        counts: Sequence[CountRow] = (),
-        tracking: Tracking | None = None,
-    ) -> Sequence[int] | None:
-        """Store events, their index rows, quarantined messages and counts in one transaction."""
-        to_stored = self.mapper.to_stored_event
-        return self.recorder.insert_events(
-            [to_stored(e) for e in events],
-            admissions=list(admissions),
-            quarantine=list(quarantine),
-            counts=list(counts),
-            tracking=tracking,
-        )
-
     def append_stored(
         self,
         stored: Sequence[StoredEvent],
@@ -79,7 +59,8 @@ class Ledger(Application):
         counts: Sequence[CountRow] = (),
         tracking: Tracking | None = None,
     ) -> Sequence[int] | None:
-        """Like :meth:`append`, for events the caller already serialised with this mapper."""
+        """Store serialised events, their index rows, quarantined messages, counts and the upstream
+        position in one transaction."""
         return self.recorder.insert_events(
             list(stored),
             admissions=list(admissions),
@@ -96,9 +77,6 @@ class Ledger(Application):
     def patient_events(self, source: str, patient_id: str) -> list[Patient.Event]:
         """Every event of a patient's stream, in the order they were recorded."""
         return list(self.events.get(patient_uuid(source, patient_id)))  # type: ignore[arg-type]
-
-    def stream(self, originator_id: UUID) -> list[Patient.Event]:
-        return list(self.events.get(originator_id))  # type: ignore[arg-type]
 
     def notifications(
         self, start: int, limit: int, stop: int | None = None, topics: Sequence[str] = ()
