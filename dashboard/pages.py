@@ -353,6 +353,18 @@ def feed_page(data: BoardData) -> None:
                            var_name="outcome", value_name="messages")
         st.altair_chart(alt.Chart(long).mark_bar().encode(x="messages:Q", y="source:N", color="outcome:N"),
                         use_container_width=True)
+    volume = data.volume()
+    if not volume.empty:
+        st.subheader("Volume per source over time")
+        st.altair_chart(alt.Chart(volume).mark_bar().encode(x="day:T", y="messages:Q", color="source:N"),
+                        use_container_width=True)
+    st.subheader("Kafka partitions")
+    offsets = data.partition_offsets()
+    if offsets.empty:
+        st.caption("No Kafka feed consumed into this store.")
+    else:
+        st.dataframe(offsets, hide_index=True)
+        st.caption("Lag against the broker: `safety-monitor status --bootstrap HOST:PORT`.")
     st.subheader("Quarantine")
     quarantine = data.quarantine()
     st.dataframe(quarantine, hide_index=True)

@@ -50,6 +50,23 @@ class BoardData:
     def quarantine(self, limit: int = 500) -> pd.DataFrame:
         return quarantine(self.ledger_db, limit)
 
+    def volume(self) -> pd.DataFrame:
+        """Messages recorded per source and day (from the signals read model, which sees most types)."""
+        rows = self.signals_db.query("SELECT source, substr(recorded_at, 1, 10) AS day, COUNT(*) FROM"
+                                     " {t}signal_facts GROUP BY source, substr(recorded_at, 1, 10) ORDER BY 2")
+        return pd.DataFrame(rows, columns=["source", "day", "messages"])
+
+    def partition_offsets(self) -> pd.DataFrame:
+        """The Kafka offset stored in the ledger for each topic partition consumed."""
+        table = "tracking" if self.store.kind == "sqlite" else '{t}"ledger_tracking"'
+        rows = self.ledger_db.query(
+            f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE 'kafka:%'")
+        out = []
+        for name, offset in rows:
+            _, topic, topic_id, partition = name.split(":", 3)
+            out.append((topic, int(partition), offset, topic_id))
+        return pd.DataFrame(out, columns=["topic", "partition", "stored offset", "topic id"])
+
     def quarantined_raw(self, item_id: int) -> str:
         rows = self.ledger_db.query("SELECT raw FROM {t}ledger_quarantine WHERE id = {p}", [item_id])
         return bytes(rows[0][0]).decode("utf-8", errors="replace") if rows else ""
