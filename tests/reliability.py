@@ -19,6 +19,7 @@ def record(fault: str, injected: int, messages: int, lost: int, duplicated: int,
 
 
 def write_report() -> None:
+    """RELIABILITY.md from every result of this test run (scripts/test clears them first)."""
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))] if RESULTS.exists() else []
     if not rows:
         return
@@ -36,5 +37,3 @@ def write_report() -> None:
         lines.append(f"| {r['fault']} | {r['injected']} | {r['messages']:,} | {r['lost']} | {r['duplicated']} | "
                      f"{r['note']} | {r['at']} |")
     REPORT.write_text("\n".join(lines) + "\n")
-    for p in RESULTS.glob("*.json"):
-        p.unlink()
