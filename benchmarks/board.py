@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dashboard.auth import UserStore
 
-PAGES = (("Signals", "signals ·"), ("Incidence", "Cohort comparison"), ("Efficacy", "Repeat-infusion rule"),
+PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"), ("Efficacy", "Repeat-infusion rule"),
          ("Patient", "Lab trajectories"),
          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
