@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dashboard.auth import UserStore
 
-PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"), ("Efficacy", "Repeat-infusion rule"),
+PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"), ("Efficacy", "patients with visit assessments and"),
          ("Patient", "Lab trajectories"),
          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
@@ -55,12 +55,12 @@ def render_times(store_url: str, runs: int = 3) -> dict[str, tuple[float, float]
                 page.get_by_role("textbox", name="User name").fill("bench")
                 page.get_by_role("textbox", name="Password").fill("bench-password")
                 page.get_by_role("button", name="Sign in").click()
-                expect(page.get_by_text("Signed in as")).to_be_visible()
+                expect(page.get_by_text("Signed in as")).to_be_visible(timeout=120_000)
                 for samples in (first, again):
                     for name, marker in PAGES:
                         start = time.perf_counter()
                         page.get_by_role("link", name=name).click()
-                        expect(page.get_by_text(marker).first).to_be_visible()
+                        expect(page.get_by_text(marker).first).to_be_visible(timeout=120_000)
                         page.wait_for_load_state("networkidle")
                         samples[name].append(time.perf_counter() - start)
                 page.close()

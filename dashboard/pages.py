@@ -224,6 +224,7 @@ def efficacy_page(data: BoardData) -> None:
     at_week = int(c2.number_input("Compare baseline with week", 1, 104, 8))
     cut_offs = c3.selectbox("Cut-off set", ("ACR 2021", "Consolaro 2012"))
     eff = data.efficacy(anchor, at_week, cut_offs)
+    st.caption(f"{len(eff['patients'])} patients with visit assessments and an intervention named '{anchor}'")
     if not eff["patients"]:
         st.info(f"No patient with visit assessments has an intervention named '{anchor}'.")
         return
