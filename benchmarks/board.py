@@ -16,8 +16,9 @@ from pathlib import Path
 
 from dashboard.auth import UserStore
 
-PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"), ("Efficacy", "patients with visit assessments and"),
-         ("Patient", "Lab trajectories"),
+# page -> a text that appears only once the page's data is rendered
+PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"),
+         ("Efficacy", "patients with visit assessments and"), ("Patient", "Lab trajectories"),
          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
 
