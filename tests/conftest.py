@@ -8,6 +8,7 @@ The PostgreSQL server is the one these machines run (``SAFETY_MONITOR_TEST_PG``,
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,13 +58,19 @@ def pg_url() -> Iterator[str]:
             pytest.fail(f"CI=true but PostgreSQL is not reachable at {PG_URL}: {problem}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")
     schema = "t_" + uuid.uuid4().hex[:12]
-    conn = _pg_admin()
-    conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[attr-defined]
+    with _pg_admin() as conn:  # type: ignore[attr-defined]
+        conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
         yield f"{PG_URL}?schema={schema}"
     finally:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[attr-defined]
-        conn.close()  # type: ignore[attr-defined]
+        # A new connection: the server may have been restarted by the test (tests/test_faults.py).
+        for _ in range(60):
+            try:
+                with _pg_admin() as conn:  # type: ignore[attr-defined]
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                break
+            except Exception:
+                time.sleep(0.5)
 
 
 @pytest.fixture
