@@ -136,3 +136,46 @@ def test_acting_on_a_signal_records_the_user_and_dsmb_cannot_act(demo_store):
 
     Projector(Ledger(Store.parse(demo_store)), SignalsModel()).catch_up()
     assert [(a["action"], a["by_user"]) for a in trail.actions(mas["id"])] == [("ack", "physician")]
+
+
+def test_users_add_hashes_the_password_records_the_change_and_refuses_bad_roles(tmp_path, monkeypatch):
+    import json as jsonlib
+
+    from dashboard.auth import UserStore
+    from projections.audit import AuditModel, audit_log
+    from projections.runner import Projector
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    users = tmp_path / "users.json"
+    monkeypatch.setenv("SAFETY_MONITOR_USERS", str(users))
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["users", "add", "dr.jones", "--role", "safety_physician", "--password-stdin",
+                             "--store", url], input="correct horse battery\n")
+    assert ok.exit_code == 0
+    stored = jsonlib.loads(users.read_text())
+    assert stored["dr.jones"]["role"] == "safety_physician"
+    assert "correct horse" not in users.read_text() and stored["dr.jones"]["hash"].startswith("$argon2")
+    assert UserStore(users).verify("dr.jones", "correct horse battery") is not None
+    assert UserStore(users).verify("dr.jones", "wrong") is None
+    bad = runner.invoke(cli, ["users", "add", "eve", "--role", "superuser", "--password-stdin", "--store", url],
+                        input="long enough password\n")
+    assert bad.exit_code == 1 and "--role" in bad.stderr
+    short = runner.invoke(cli, ["users", "add", "eve", "--role", "dsmb", "--password-stdin", "--store", url],
+                          input="short\n")
+    assert short.exit_code == 1 and "8 characters" in short.stderr
+    listed = runner.invoke(cli, ["users", "list", "--store", url])
+    assert listed.stdout.strip() == "dr.jones\tsafety_physician"
+    projector = Projector(Ledger(Store.parse(url)), AuditModel())
+    projector.catch_up()
+    trail = [(a["action"], a["detail"]) for a in audit_log(projector.view.db)]
+    assert trail == [("user change", "dr.jones as safety_physician")]
+
+
+def test_signing_in_is_recorded_in_the_audit_trail(demo_store):
+    from projections.audit import AuditModel, audit_log
+    from projections.runner import Projector
+
+    signed_in("dsmb", "demo-dsmb")
+    projector = Projector(Ledger(Store.parse(demo_store)), AuditModel())
+    projector.catch_up()
+    assert ("dsmb", "sign-in") in [(a["by_user"], a["action"]) for a in audit_log(projector.view.db)]
