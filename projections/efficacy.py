@@ -15,6 +15,7 @@ from eventsourcing.utils import get_topic
 from events.domain import Patient
 from projections.db import ReadDB
 from projections.incidence import parse_utc_text, utc_text
+from safety.amendments import Amendments
 from safety.efficacy import (
     Visit,
     acr_pedi,
@@ -63,19 +64,15 @@ def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, d
         "SELECT f.source, f.patient_id, f.message_id, f.type, f.occurred_at, f.data FROM {t}efficacy_facts f"
         " WHERE EXISTS (SELECT 1 FROM {t}efficacy_facts v WHERE v.type = 'visit_assessment'"
         " AND v.source = f.source AND v.patient_id = f.patient_id) ORDER BY f.notification_id")
-    retracted = set()
-    corrected: dict[tuple[str, str], dict[str, Any]] = {}
+    amended: Amendments[tuple[str, str]] = Amendments()
     for source, _pid, _mid, typ, _at, data in rows:
-        d = json.loads(data)
-        if typ == "retraction":
-            retracted.add((source, d["target_message_id"]))
-        elif typ == "correction":
-            corrected[(source, d["target_message_id"])] = d["data"]
+        if amended.is_amendment(typ):
+            d = json.loads(data)
+            amended.note(typ, (source, d["target_message_id"]), d.get("data"))
     out: dict[tuple[str, str], list[tuple[str, str, datetime, dict[str, Any]]]] = defaultdict(list)
     for source, pid, mid, typ, at, data in rows:
-        if typ in ("retraction", "correction") or (source, mid) in retracted:
-            continue
-        out[(source, pid)].append((mid, typ, parse_utc_text(at), corrected.get((source, mid), json.loads(data))))
+        if amended.counts(typ, (source, mid)):
+            out[(source, pid)].append((mid, typ, parse_utc_text(at), amended.data((source, mid), json.loads(data))))
     return out
 
 

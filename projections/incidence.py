@@ -18,6 +18,7 @@ from eventsourcing.utils import get_topic
 
 from events.domain import Patient
 from projections.db import ReadDB
+from safety.amendments import Amendments
 from safety.incidence import Fact, PatientIncidence, Settings, patient_incidence, summarise
 
 TYPES = ("enrolment", "intervention", "treatment", "adverse_event", "hospitalisation",
@@ -117,22 +118,19 @@ def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[st
     sql += " ORDER BY notification_id"
     rows = [dict(zip(COLUMNS, r, strict=True)) for r in db.query(sql, params)]
     position = rows[-1]["notification_id"] if rows else 0
-    retracted: set[tuple[str, str]] = set()
-    corrected: dict[tuple[str, str], dict[str, Any]] = {}
+    amended: Amendments[tuple[str, str]] = Amendments()
     for r in rows:
-        if r["type"] == "retraction":
-            retracted.add((r["source"], r["target"]))
-        elif r["type"] == "correction":
-            corrected[(r["source"], r["target"])] = json.loads(r["corrected"])
+        if amended.is_amendment(r["type"]):
+            amended.note(r["type"], (r["source"], r["target"]), r["corrected"] and json.loads(r["corrected"]))
     facts: Facts = defaultdict(list)
     retracted_ids: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
-        if (r["source"], r["message_id"]) in retracted:
-            retracted_ids[(r["source"], r["patient_id"])].add(r["message_id"])
         key = (r["source"], r["message_id"])
-        if r["type"] in ("retraction", "correction") or key in retracted:
+        if key in amended.retracted:
+            retracted_ids[(r["source"], r["patient_id"])].add(r["message_id"])
+        if not amended.counts(r["type"], key):
             continue
-        data = corrected.get(key) or _data(r)
+        data = amended.data(key, _data(r))
         occurred = parse_utc_text(r["occurred_at"])
         facts[(r["source"], r["patient_id"])].append(Fact(r["message_id"], r["type"], occurred, data))
     return facts, retracted_ids, position

@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview
 from projections.db import ReadDB
 from projections.incidence import utc_text
+from safety.amendments import Amendments
 from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
 
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
@@ -43,20 +44,18 @@ def parse_time(text: str) -> datetime:
 
 def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, str, str]]) -> History:
     """A patient's History from (message_id, type, occurred_at, data) rows, amendments applied."""
-    retracted: set[str] = set()
-    corrected: dict[str, dict[str, Any]] = {}
+    amended: Amendments[str] = Amendments()
     parsed = [(mid, typ, at, json.loads(data)) for mid, typ, at, data in rows]
     for _mid, typ, _at, data in parsed:
-        if typ == "retraction":
-            retracted.add(data["target_message_id"])
-        elif typ == "correction":
-            corrected[data["target_message_id"]] = data["data"]
+        if amended.is_amendment(typ):
+            amended.note(typ, data["target_message_id"], data.get("data"))
+    retracted = amended.retracted
     h = History(source, patient_id)
     adverse_events = {mid for mid, typ, _, _ in parsed if typ == "adverse_event" and mid not in retracted}
     for mid, typ, at_text, data in parsed:
-        if typ in ("retraction", "correction") or mid in retracted:
+        if not amended.counts(typ, mid):
             continue
-        data = corrected.get(mid, data)
+        data = amended.data(mid, data)
         at = parse_time(at_text)
         if typ == "lab_result":
             h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at))
