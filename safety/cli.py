@@ -745,6 +745,7 @@ def _run_board(store_url: str, port: int) -> None:
         sys.executable, "-m", "streamlit", "run", str(script),
         "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
     ]
     try:
         code = subprocess.call(command, env=env)
