@@ -157,9 +157,12 @@ class Ingestor:
 
     max_attempts = 20
 
-    def __init__(self, ledger: Ledger, *, now: Callable[[], datetime] | None = None):
+    def __init__(self, ledger: Ledger, *, now: Callable[[], datetime] | None = None,
+                 allowed_source: str | None = None):
         self.ledger = ledger
         self.now = now or (lambda: datetime.now(UTC))
+        #: when set, messages claiming any other source are quarantined as unauthorised
+        self.allowed_source = allowed_source
         # Next free version per patient stream; valid while this process is the only writer,
         # corrected by re-reading after any conflict.
         self._versions: dict[UUID, int] = {}
@@ -243,7 +246,8 @@ class Ingestor:
     def _decide(
         self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime
     ) -> _Batch:
-        valid = [p for p in items if isinstance(p, Prepared)]
+        valid = [p for p in items if isinstance(p, Prepared)
+                 and (not self.allowed_source or p.source == self.allowed_source)]
         wanted = [p.key for p in valid] + [p.target_key for p in valid if p.target_key]
         known = self.ledger.tables.lookup_messages(wanted)
         self._load_versions({patient_uuid(p.source, p.patient_id) for p in valid})
@@ -251,6 +255,10 @@ class Ingestor:
         in_batch: dict[str, IndexedMessage] = {}
         received = now.isoformat()
         for item, p in zip(batch, items, strict=True):
+            if isinstance(p, Prepared) and self.allowed_source and p.source != self.allowed_source:
+                p = Rejected(f"unauthorised: source {p.source} may not send on this feed, which belongs to "
+                             f"{self.allowed_source}; send it under the registry's own credentials and topic",
+                             p.source, p.message_id)
             if isinstance(p, Rejected):
                 self._quarantine(out, item, p, received)
                 continue

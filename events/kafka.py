@@ -69,6 +69,7 @@ class FeedConsumer:
         poll_timeout_ms: int = 200,
         client: dict[str, Any] | None = None,
         after_batch: Callable[[], None] | None = None,
+        source: str | None = None,
     ):
         self.ledger = ledger
         self.bootstrap = bootstrap
@@ -79,7 +80,7 @@ class FeedConsumer:
         self.poll_timeout_ms = poll_timeout_ms
         self.client = client or {}
         self.after_batch = after_batch
-        self.ingestor = Ingestor(ledger)
+        self.ingestor = Ingestor(ledger, allowed_source=source)
         self.stats = ConsumerStats()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None

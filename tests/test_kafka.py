@@ -231,3 +231,16 @@ def test_publish_reports_invalid_lines_and_status_shows_offsets(broker: Broker, 
     answer = json.loads(status.stdout)
     assert answer["partitions"][0]["offset"] == 1 and answer["partitions"][0]["lag"] == 0
     assert answer["sources"][0]["accepted"] == 2 and answer["last_message_at"]
+
+
+def test_a_message_claiming_another_registrys_source_is_quarantined_as_unauthorised(broker: Broker, sqlite_url: str):
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    publish([RawMessage(json.dumps(message("ok", source="reg-a")).encode(), {}),
+             RawMessage(json.dumps(message("intruder", source="reg-b")).encode(), {})], broker.bootstrap, topic)
+    ledger = Ledger(Store.parse(sqlite_url))
+    feed = FeedConsumer(ledger, broker.bootstrap, topic=topic, source="reg-a")
+    run_until(feed, lambda: accepted(ledger) >= 2)
+    [q] = ledger.tables.quarantined()
+    assert q["source"] == "reg-b" and q["reason"].startswith("unauthorised: source reg-b")
+    assert ledger.tables.message_digest()[0] == 1 and feed.stats.dead_letters == 1
