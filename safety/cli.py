@@ -500,7 +500,10 @@ def signals_command(
     patient: Annotated[str | None, typer.Option(help="a patient_id")] = None,
     source: Annotated[str | None, typer.Option(help="a source")] = None,
     kind: Annotated[str | None, typer.Option(help="mas_trend, mas_criteria_2016, ms_score, ...")] = None,
-    as_of: AsOfOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="knowledge time (ISO 8601): signals first raised by then, with the status they had then"),
+    ] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Safety signals: open first, by level and time, each with its evidence."""
