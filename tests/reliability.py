@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results" / "reliability"
-REPORT = Path(__file__).resolve().parent.parent / "RELIABILITY.md"
+# scripts/test (the whole suite) writes the repository's RELIABILITY.md; a partial run writes under
+# test-results/ so that it never replaces the full table with a few rows.
+REPORT = Path(os.environ.get("SAFETY_MONITOR_RELIABILITY_REPORT",
+                             Path(__file__).resolve().parent.parent / "test-results" / "RELIABILITY.md"))
 
 
 def record(fault: str, injected: int, messages: int, lost: int, duplicated: int, note: str = "") -> None:
@@ -23,6 +27,7 @@ def write_report() -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))] if RESULTS.exists() else []
     if not rows:
         return
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Reliability",
         "",
