@@ -15,6 +15,7 @@ from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent
 
 from events.domain import Patient, patient_uuid
 from events.recorders import AdmissionRow, CountRow, LedgerTables, QuarantineRow
+from events.sealing import Sealer, sealer
 from events.store import Store
 
 RECORDER_TOPICS = {
@@ -28,9 +29,11 @@ class Ledger(Application):
 
     name = "Ledger"
 
-    def __init__(self, store: Store, env: dict[str, str] | None = None):
+    def __init__(self, store: Store, env: dict[str, str] | None = None, seal: Sealer | None = None):
         self.store = store
+        seal = seal or sealer()
         settings = store.eventsourcing_env(RECORDER_TOPICS[store.kind])
+        settings.update(seal.eventsourcing_env())
         settings.update(env or {})
         for attempt in range(3):
             try:
@@ -42,6 +45,7 @@ class Ledger(Application):
                 if attempt == 2 or ("already exists" not in str(exc) and "Failed to record" not in str(exc)):
                     raise
                 time.sleep(0.2)
+        self.tables.sealer = seal
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()

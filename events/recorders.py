@@ -16,6 +16,8 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 
+from events.sealing import Sealer
+
 # Rows passed to insert_events(..., admissions=, quarantine=, counts=)
 AdmissionRow = tuple[str, str, str, str, str, str, str, int]
 QuarantineRow = tuple[str, str | None, str | None, str, str, bytes]
@@ -62,8 +64,13 @@ class IndexedMessage:
 
 
 class LedgerTables:
-    """Queries shared by both backends; subclasses give the placeholder and the cursor."""
+    """Queries shared by both backends; subclasses give the placeholder and the cursor.
 
+    With encryption at rest on, ids are stored as tokens and quarantined messages sealed
+    (``events.sealing``); every method here takes and returns them in clear.
+    """
+
+    sealer = Sealer(None)
     placeholder = "?"
     serial = "INTEGER"
     blob = "BLOB"
@@ -83,16 +90,24 @@ class LedgerTables:
         admissions: list[AdmissionRow] = kwargs.get("admissions") or []
         quarantine: list[QuarantineRow] = kwargs.get("quarantine") or []
         counts: list[CountRow] = kwargs.get("counts") or []
+        s = self.sealer
         if admissions:
+            if s.enabled:
+                admissions = [(s.token(key), source, s.token(mid), s.token(pid), typ, content, oid, version)
+                              for key, source, mid, pid, typ, content, oid, version in admissions]
             c.executemany(self._sql(_INSERT_ADMISSION), admissions)
         if quarantine:
+            if s.enabled:
+                quarantine = [(at, source, s.seal(mid), position, s.seal(reason) or "", s.seal_bytes(raw))
+                              for at, source, mid, position, reason, raw in quarantine]
             c.executemany(self._sql(_INSERT_QUARANTINE), quarantine)
         if counts:
             c.executemany(self._sql(_UPSERT_COUNTS), counts)
 
     def lookup_messages(self, keys: Iterable[str]) -> dict[str, IndexedMessage]:
         found: dict[str, IndexedMessage] = {}
-        unique = list(dict.fromkeys(keys))
+        s = self.sealer
+        unique = [s.token(k) for k in dict.fromkeys(keys)]
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join([self.placeholder] * len(chunk))
@@ -104,7 +119,8 @@ class LedgerTables:
                 chunk,
             )
             for r in rows:
-                found[r[0]] = IndexedMessage(r[0], r[1], r[2], r[3], UUID(r[4]))
+                key = s.untoken(r[0])
+                found[key] = IndexedMessage(key, s.untoken(r[1]), r[2], r[3], UUID(r[4]))
         return found
 
     def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
@@ -118,7 +134,10 @@ class LedgerTables:
             )
         )
         names = ("id", "received_at", "source", "message_id", "position", "reason", "raw")
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        s = self.sealer
+        return [dict(zip(names, (i, at, source, s.unseal(mid), position, s.unseal(reason),
+                                 s.unseal_bytes(bytes(raw))), strict=True))
+                for i, at, source, mid, position, reason, raw in rows]
 
     def tracking_table(self) -> str:
         raise NotImplementedError
@@ -138,7 +157,7 @@ class LedgerTables:
 
         rows = self._fetch(self._sql("SELECT message_key, content_hash FROM {s}ledger_message_index"))
         digest = hashlib.sha256()
-        for key, content in sorted(rows):
+        for key, content in sorted((self.sealer.untoken(k), c) for k, c in rows):
             digest.update(f"{key}\t{content}\n".encode())
         return len(rows), digest.hexdigest()
 

@@ -14,7 +14,7 @@ from projections.db import ReadDB
 from projections.efficacy import EfficacyModel, efficacy
 from projections.feed import feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
-from projections.incidence import IncidenceModel, incidence
+from projections.incidence import IncidenceModel, incidence, open_row
 from projections.runner import View
 from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
 from safety.incidence import Settings
@@ -82,7 +82,8 @@ class BoardData:
     def patients(self) -> list[tuple[str, str]]:
         rows = self.signals_db.query("SELECT DISTINCT source, patient_id FROM {t}signal_facts")
         rows += self.incidence_db.query("SELECT DISTINCT source, patient_id FROM {t}incidence_facts")
-        return sorted({(s, p) for s, p in rows})
+        untoken = self.signals_db.sealer.untoken
+        return sorted({(s, untoken(p)) for s, p in rows})
 
     def patient_events(self, source: str, patient_id: str, as_of: datetime | None = None) -> pd.DataFrame:
         """Every fact of the patient (labs and findings too), with amendment marks."""
@@ -90,8 +91,8 @@ class BoardData:
         rows: list[tuple[Any, ...]] = []
         sql = ("SELECT " + ", ".join(INCIDENCE_COLUMNS) + " FROM {t}incidence_facts"
                " WHERE source = {p} AND patient_id = {p} ORDER BY notification_id")
-        for r in self.incidence_db.query(sql, [source, patient_id]):
-            d = dict(zip(INCIDENCE_COLUMNS, r, strict=True))
+        for r in self.incidence_db.query(sql, [source, self.incidence_db.sealer.token(patient_id)]):
+            d = open_row(self.incidence_db, r)
             summary = " ".join(str(x) for x in (d["name"], d["action"], d["term"], d["severity"]) if x)
             if d["serious"]:
                 summary += " (serious)"
@@ -99,8 +100,9 @@ class BoardData:
                          summary, d["target"]))
         sql = ("SELECT notification_id, message_id, type, occurred_at, recorded_at, data FROM {t}signal_facts"
                " WHERE source = {p} AND patient_id = {p} AND type IN ('lab_result', 'clinical_finding')")
-        for nid, mid, typ, at, rec, data in self.signals_db.query(sql, [source, patient_id]):
-            d = json.loads(data)
+        sl = self.signals_db.sealer
+        for nid, mid, typ, at, rec, data in self.signals_db.query(sql, [source, sl.token(patient_id)]):
+            mid, d = sl.untoken(mid), json.loads(sl.unseal(data) or "{}")
             summary = (f"{d['analyte']} {d['value']:g} {d['unit']}" if typ == "lab_result"
                        else ", ".join(f"{k}={v}" for k, v in d.items()))
             rows.append((nid, mid, typ, at, rec, summary, None))
@@ -121,8 +123,9 @@ class BoardData:
         sql = ("SELECT message_id, occurred_at, data FROM {t}signal_facts WHERE source = {p}"
                " AND patient_id = {p} AND type = 'lab_result' ORDER BY occurred_at")
         rows = []
-        for mid, at, data in self.signals_db.query(sql, [source, patient_id]):
-            d = json.loads(data)
+        sl = self.signals_db.sealer
+        for mid, at, data in self.signals_db.query(sql, [source, sl.token(patient_id)]):
+            mid, d = sl.untoken(mid), json.loads(sl.unseal(data) or "{}")
             rows.append((mid, parse_time(at), d["analyte"], d["value"], d["unit"], d.get("raw_value"),
                          d.get("raw_unit"), d.get("reference_low"), d.get("reference_high")))
         return pd.DataFrame(rows, columns=["message_id", "occurred_at", "analyte", "value", "unit", "raw_value",

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from events.sealing import sealer
 from events.store import Store
 
 
@@ -20,6 +21,8 @@ class ReadDB:
         self.sqlite_path = sqlite_path or store.path
         self.prefix = "" if store.kind == "sqlite" else f'"{store.schema}".'
         self.placeholder = "?" if store.kind == "sqlite" else "%s"
+        #: tokens for ids and seals for payloads when encryption at rest is on
+        self.sealer = sealer()
 
     @contextmanager
     def connect(self) -> Iterator[Any]:

@@ -52,8 +52,9 @@ class EfficacyModel:
                 continue
             if e.type == "lab_result" and e.data.get("analyte") not in ("ESR", "CRP"):
                 continue
-            rows.append((nid, e.source, e.patient_id, e.message_id, e.type, utc_text(e.occurred_at),
-                         utc_text(e.timestamp), json.dumps(e.data)))
+            s = db.sealer
+            rows.append((nid, e.source, s.token(e.patient_id), s.token(e.message_id), e.type,
+                         utc_text(e.occurred_at), utc_text(e.timestamp), s.seal(json.dumps(e.data))))
         if rows:
             cursor.executemany(db.sql("INSERT INTO {t}efficacy_facts VALUES ({p},{p},{p},{p},{p},{p},{p},{p})"), rows)
 
@@ -64,6 +65,9 @@ def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, d
         "SELECT f.source, f.patient_id, f.message_id, f.type, f.occurred_at, f.data FROM {t}efficacy_facts f"
         " WHERE EXISTS (SELECT 1 FROM {t}efficacy_facts v WHERE v.type = 'visit_assessment'"
         " AND v.source = f.source AND v.patient_id = f.patient_id) ORDER BY f.notification_id")
+    sl = db.sealer
+    rows = [(source, sl.untoken(pid), sl.untoken(mid), typ, at, sl.unseal(data) or "")
+            for source, pid, mid, typ, at, data in rows]
     amended: Amendments[tuple[str, str]] = Amendments()
     for source, _pid, _mid, typ, _at, data in rows:
         if amended.is_amendment(typ):

@@ -94,17 +94,44 @@ class IncidenceModel:
             target = e.data.get("target_message_id")
             if e.type == "correction":
                 corrected = json.dumps(e.data["data"])
-            rows.append((
+            rows.append(seal_row(db, (
                 notification_id, e.source, e.patient_id, e.message_id, e.type,
                 utc_text(e.occurred_at), utc_text(e.timestamp), *_fields(e.type, e.data),
                 target, corrected,
-            ))
+            )))
         if rows:
             marks = ",".join([db.placeholder] * len(COLUMNS))
             cursor.executemany(db.sql(f"INSERT INTO {{t}}incidence_facts VALUES ({marks})"), rows)
 
 
 Facts = dict[tuple[str, str], list[Fact]]
+
+
+TOKENS = {"patient_id", "message_id", "linked_ae", "target"}
+SEALED = {"name", "term", "severity", "action", "dose", "corrected"}
+
+
+def seal_row(db: ReadDB, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of incidence_facts as stored: ids as tokens, clinical text sealed (when encryption is on)."""
+    s = db.sealer
+    if not s.enabled:
+        return row
+    return tuple(s.token(v) if c in TOKENS and v is not None else s.seal(str(v)) if c in SEALED and v is not None
+                 else v for c, v in zip(COLUMNS, row, strict=True))
+
+
+def open_row(db: ReadDB, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored row of incidence_facts back in clear, by column name."""
+    s = db.sealer
+    out = dict(zip(COLUMNS, row, strict=True))
+    if s.enabled:
+        for c in TOKENS:
+            if out[c] is not None:
+                out[c] = s.untoken(out[c])
+        for c in SEALED:
+            if out[c] is not None:
+                out[c] = s.unseal(out[c])
+    return out
 
 
 def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[str, str], set[str]], int]:
@@ -116,7 +143,7 @@ def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[st
         sql += " WHERE recorded_at <= {p}"
         params.append(utc_text(as_of))
     sql += " ORDER BY notification_id"
-    rows = [dict(zip(COLUMNS, r, strict=True)) for r in db.query(sql, params)]
+    rows = [open_row(db, r) for r in db.query(sql, params)]
     position = rows[-1]["notification_id"] if rows else 0
     amended: Amendments[tuple[str, str]] = Amendments()
     for r in rows:

@@ -111,14 +111,16 @@ class SignalsModel:
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
         facts, dirty, actions = [], {}, []
+        s = db.sealer
         for nid, e in events:
             if isinstance(e, Patient.Recorded):
-                facts.append((nid, e.source, e.patient_id, e.message_id, e.type, utc_text(e.occurred_at),
-                              utc_text(e.timestamp), json.dumps(e.data)))
-                dirty[(e.source, e.patient_id)] = utc_text(e.timestamp)
+                pid = s.token(e.patient_id)
+                facts.append((nid, e.source, pid, s.token(e.message_id), e.type, utc_text(e.occurred_at),
+                              utc_text(e.timestamp), s.seal(json.dumps(e.data))))
+                dirty[(e.source, pid)] = utc_text(e.timestamp)
             elif isinstance(e, SignalReview.Action):
                 actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
-                                e.note, getattr(e, "reason", None), utc_text(e.timestamp)))
+                                s.seal(e.note), getattr(e, "reason", None), utc_text(e.timestamp)))
         p = db.placeholder
         if facts:
             cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)
@@ -149,19 +151,20 @@ class SignalsModel:
         cursor.execute(db.sql("SELECT source, patient_id, message_id, type, occurred_at, data FROM"
                               " {t}signal_facts WHERE " + where + " ORDER BY notification_id"), params)
         rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
-        for s, pid, mid, typ, at, data in db.fetch(cursor):
-            rows[(s, pid)].append((mid, typ, at, data))
+        sl = db.sealer
+        for source, pid, mid, typ, at, data in db.fetch(cursor):
+            rows[(source, pid)].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
         cursor.execute(db.sql("SELECT id, status, raised_at FROM {t}signals WHERE " + where), params)
         existing = {r[0]: (r[1], r[2]) for r in db.fetch(cursor)}
         produced = []
         for key, recorded_at in keys.items():
-            for s in evaluate(history_from(key[0], key[1], rows.get(key, [])), self.config):
+            for s in evaluate(history_from(key[0], sl.untoken(key[1]), rows.get(key, [])), self.config):
                 status, raised_at = existing.get(s.id, ("open", recorded_at))
                 produced.append((
-                    s.id, s.source, s.patient_id, s.kind, s.level, s.priority, status,
-                    utc_text(s.occurred_at), raised_at, recorded_at, json.dumps(s.evidence),
-                    json.dumps(s.context), json.dumps(s.criteria_2016), json.dumps(s.details, default=str),
-                    self.config.version,
+                    s.id, s.source, key[1], s.kind, s.level, s.priority, status,
+                    utc_text(s.occurred_at), raised_at, recorded_at, sl.seal(json.dumps(s.evidence)),
+                    sl.seal(json.dumps(s.context)), sl.seal(json.dumps(s.criteria_2016)),
+                    sl.seal(json.dumps(s.details, default=str)), self.config.version,
                 ))
         keep = {row[0] for row in produced}
         gone = [sid for sid, (status, _) in existing.items() if sid not in keep and status == "open"]
@@ -198,7 +201,9 @@ def query_signals(
 ) -> list[dict[str, Any]]:
     """Signals for the board and the CLI: open first, then by level and time."""
     clauses, params = [], []
-    for column, value in (("patient_id", patient), ("source", source), ("kind", kind), ("id", signal_id)):
+    sl = db.sealer
+    token = sl.token(patient) if patient is not None else None
+    for column, value in (("patient_id", token), ("source", source), ("kind", kind), ("id", signal_id)):
         if value is not None:
             clauses.append(f"{column} = {{p}}")
             params.append(value)
@@ -215,8 +220,10 @@ def query_signals(
         rows = [r for r in rows if r["status"] == status]
     out = []
     for r in rows:
+        r["patient_id"] = sl.untoken(r["patient_id"])
         for column in ("evidence", "context", "criteria_2016", "details"):
-            r[column] = json.loads(r[column]) if r[column] is not None else None
+            text = sl.unseal(r[column])
+            r[column] = json.loads(text) if text is not None else None
         for column in ("occurred_at", "raised_at", "updated_at"):
             r[column] = parse_time(r[column]).isoformat()
         out.append(r)
@@ -243,4 +250,7 @@ def signal_actions(db: ReadDB, signal_id: str | None = None) -> list[dict[str, A
     if signal_id:
         sql += " WHERE signal_id = {p}"
         params.append(signal_id)
-    return [dict(zip(cols, r, strict=True)) for r in db.query(sql + " ORDER BY notification_id", params)]
+    out = [dict(zip(cols, r, strict=True)) for r in db.query(sql + " ORDER BY notification_id", params)]
+    for row in out:
+        row["note"] = db.sealer.unseal(row["note"])
+    return out

@@ -728,6 +728,52 @@ def _stop_flag() -> Any:
 
 
 @app.command()
+def rekey(
+    to: Annotated[str, typer.Option("--to", help="URL of a new, empty store for the copy")],
+    new_key_file: Annotated[
+        Path | None, typer.Option(help="file with the new key (base64 of 16, 24 or 32 random bytes)")
+    ] = None,
+    no_key: Annotated[bool, typer.Option("--no-key", help="store the copy without encryption")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Rotate the encryption key: copy the ledger into a new store sealed with the new key.
+
+    The current key comes from SAFETY_MONITOR_CIPHER_KEY or SAFETY_MONITOR_CIPHER_KEY_FILE.
+    """
+    import base64
+
+    from events.ledger import Ledger
+    from events.rekey import copy_ledger
+    from events.sealing import KEY_FILE_ENV, Sealer
+    from events.store import Store, StoreURLError
+
+    if (new_key_file is None) == (not no_key):
+        raise fail("give either --new-key-file FILE or --no-key")
+    new_key = None
+    if new_key_file is not None:
+        try:
+            new_key = base64.b64decode(new_key_file.read_text().strip(), validate=True)
+        except (OSError, ValueError) as exc:
+            raise fail(f"--new-key-file: {exc}") from None
+        if len(new_key) not in (16, 24, 32):
+            raise fail("--new-key-file: use 16, 24 or 32 random bytes, base64-encoded")
+    old = open_ledger(store)
+    try:
+        target = Ledger(Store.parse(to), seal=Sealer(new_key))
+    except StoreURLError as exc:
+        raise fail(str(exc)) from None
+    with _progress() as progress:
+        task = progress.add_task("rekey", total=max(old.position(), 1))
+        try:
+            copied = copy_ledger(old, target, on_page=lambda n: progress.advance(task, n))
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    setting = f"{KEY_FILE_ENV}={new_key_file}" if new_key_file else "with no key set,"
+    err.print(f"copied {copied} events into {target.store.display()}; now build its read models: "
+              f"{setting} safety-monitor rebuild --store {to}")
+
+
+@app.command()
 def rebuild(store: StoreOption = None) -> None:
     """Replay every read model from the start of the ledger."""
     ledger = open_ledger(store)

@@ -99,7 +99,8 @@ def test_a_full_disk_gives_a_clear_error_keeps_the_ledger_intact_and_ingest_resu
     assert counts["accepted"] == len(lines) - stored and counts["duplicates"] == stored
     expected = Ledger(Store.parse(f"sqlite:///{tmp_path}/expected.db"))
     Ingestor(expected).ingest([RawMessage(line, {}) for line in lines])
-    assert Ledger(Store.parse(url)).tables.message_digest() == expected.tables.message_digest()
+    resumed = Ledger(Store.parse(url))
+    assert resumed.tables.message_digest() == expected.tables.message_digest()
     record("disk full under the SQLite store (4 MB tmpfs), then space returned", 1, len(lines), 0, 0,
            "integrity_check ok; resumed ingest's digest equals file ingest")
 
@@ -140,6 +141,7 @@ def test_postgresql_restarted_mid_ingest_fails_cleanly_or_resumes_and_a_rerun_co
     assert rerun.exit_code == 0, rerun.stderr
     expected = Ledger(Store.parse(f"sqlite:///{tmp_path}/expected.db"))
     Ingestor(expected).ingest([RawMessage(line, {}) for line in lines])
-    assert Ledger(Store.parse(pg_url)).tables.message_digest() == expected.tables.message_digest()
+    reran = Ledger(Store.parse(pg_url))
+    assert reran.tables.message_digest() == expected.tables.message_digest()
     record("PostgreSQL restarted (pg_ctlcluster) mid-ingest, then the ingest run again", 1, len(lines), 0, 0,
            f"first run exit {proc.returncode}; digest after the rerun equals file ingest")
