@@ -19,7 +19,7 @@ KEY_ENV = "SAFETY_MONITOR_CIPHER_KEY"
 KEY_FILE_ENV = "SAFETY_MONITOR_CIPHER_KEY_FILE"
 
 
-class KeyError_(ValueError):
+class CipherKeyError(ValueError):
     """The configured key cannot be used; the message says why and how to make one."""
 
 
@@ -32,10 +32,10 @@ def configured_key() -> bytes | None:
     try:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise KeyError_(f"{KEY_ENV}: not base64; make one with: python -c \"import base64, os; "
+        raise CipherKeyError(f"{KEY_ENV}: not base64; make one with: python -c \"import base64, os; "
                         "print(base64.b64encode(os.urandom(32)).decode())\"") from None
     if len(key) not in (16, 24, 32):
-        raise KeyError_(f"{KEY_ENV}: {len(key)} bytes; use 16, 24 or 32 random bytes, base64-encoded")
+        raise CipherKeyError(f"{KEY_ENV}: {len(key)} bytes; use 16, 24 or 32 random bytes, base64-encoded")
     return key
 
 

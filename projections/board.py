@@ -60,7 +60,7 @@ class BoardData:
         """The Kafka offset stored in the ledger for each topic partition consumed."""
         table = "tracking" if self.store.kind == "sqlite" else '{t}"ledger_tracking"'
         rows = self.ledger_db.query(
-            f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE 'kafka:%'")
+            f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE {{p}}", ["kafka:%"])
         out = []
         for name, offset in rows:
             _, topic, topic_id, partition = name.split(":", 3)

@@ -422,6 +422,9 @@ def report(
     _catch_up(ledger, EfficacyModel())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
     out.write_text(dsmb_html(answer, eff), encoding="utf-8")
+    from events.workflow import record_audit
+
+    record_audit(ledger, os.environ.get("USER", "cli"), "download", f"DSMB report {answer['fingerprint']} to {out}")
     err.print(f"report written to {out} (fingerprint {answer['fingerprint']})")
 
 

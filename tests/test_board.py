@@ -19,8 +19,9 @@ APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 
 @pytest.fixture
-def demo_store(tmp_path, monkeypatch) -> str:
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def demo_store(store_url, tmp_path, monkeypatch) -> str:
+    """The demo study on each store (SQLite, PostgreSQL), with the board's settings pointing at it."""
+    url = store_url
     monkeypatch.setenv("SAFETY_MONITOR_STORE", url)
     monkeypatch.setenv("SAFETY_MONITOR_BOARD_REFRESH", "0")
     monkeypatch.setenv("SAFETY_MONITOR_USERS", str(tmp_path / "users.json"))
@@ -138,14 +139,14 @@ def test_acting_on_a_signal_records_the_user_and_dsmb_cannot_act(demo_store):
     assert [(a["action"], a["by_user"]) for a in trail.actions(mas["id"])] == [("ack", "physician")]
 
 
-def test_users_add_hashes_the_password_records_the_change_and_refuses_bad_roles(tmp_path, monkeypatch):
+def test_users_add_hashes_the_password_records_the_change_and_refuses_bad_roles(tmp_path, monkeypatch, store_url):
     import json as jsonlib
 
     from dashboard.auth import UserStore
     from projections.audit import AuditModel, audit_log
     from projections.runner import Projector
 
-    url = f"sqlite:///{tmp_path}/ledger.db"
+    url = store_url
     users = tmp_path / "users.json"
     monkeypatch.setenv("SAFETY_MONITOR_USERS", str(users))
     runner = CliRunner()
@@ -179,3 +180,12 @@ def test_signing_in_is_recorded_in_the_audit_trail(demo_store):
     projector = Projector(Ledger(Store.parse(demo_store)), AuditModel())
     projector.catch_up()
     assert ("dsmb", "sign-in") in [(a["by_user"], a["action"]) for a in audit_log(projector.view.db)]
+
+
+def test_an_expired_session_asks_for_sign_in_again(demo_store):
+    at = signed_in("physician", "demo-physician")
+    assert "user" in at.session_state
+    at.session_state["signed_in_at"] = 0.0  # signed in long ago
+    at.run()
+    assert "Your session expired: sign in again." in [w.value for w in at.warning]
+    assert "user" not in at.session_state

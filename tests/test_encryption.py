@@ -14,7 +14,7 @@ from events.files import read_ndjson
 from events.history import patient_history
 from events.ingest import Ingestor
 from events.ledger import Ledger
-from events.sealing import KEY_ENV, KeyError_, configured_key
+from events.sealing import KEY_ENV, CipherKeyError, configured_key
 from events.store import Store
 from events.workflow import act_on_signal
 from projections.incidence import IncidenceModel, incidence
@@ -90,10 +90,10 @@ def test_with_a_key_nothing_identifying_is_stored_in_clear_and_answers_are_uncha
 
 def test_a_bad_key_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv(KEY_ENV, "not base64!")
-    with pytest.raises(KeyError_, match="not base64"):
+    with pytest.raises(CipherKeyError, match="not base64"):
         configured_key()
     monkeypatch.setenv(KEY_ENV, base64.b64encode(b"short").decode())
-    with pytest.raises(KeyError_, match="16, 24 or 32"):
+    with pytest.raises(CipherKeyError, match="16, 24 or 32"):
         configured_key()
     monkeypatch.delenv(KEY_ENV)
     key_file = tmp_path / "key"

@@ -233,12 +233,12 @@ def test_publish_reports_invalid_lines_and_status_shows_offsets(broker: Broker, 
     assert answer["sources"][0]["accepted"] == 2 and answer["last_message_at"]
 
 
-def test_a_message_claiming_another_registrys_source_is_quarantined_as_unauthorised(broker: Broker, sqlite_url: str):
+def test_a_message_claiming_another_registrys_source_is_quarantined_as_unauthorised(broker: Broker, store_url: str):
     topic = topic_name()
     broker.create_topic(topic, 1)
     publish([RawMessage(json.dumps(message("ok", source="reg-a")).encode(), {}),
              RawMessage(json.dumps(message("intruder", source="reg-b")).encode(), {})], broker.bootstrap, topic)
-    ledger = Ledger(Store.parse(sqlite_url))
+    ledger = Ledger(Store.parse(store_url))
     feed = FeedConsumer(ledger, broker.bootstrap, topic=topic, source="reg-a")
     run_until(feed, lambda: accepted(ledger) >= 2)
     [q] = ledger.tables.quarantined()
