@@ -286,16 +286,20 @@ def patient_page(data: BoardData) -> None:
     clinical = events[~events["type"].isin(["lab_result", "retraction", "correction"])].copy()
     if not clinical.empty:
         clinical["lane"] = clinical["type"].map(lambda t: t.replace("_", " "))
-        bands = clinical[clinical["type"].isin(["intervention", "treatment"])]
         marks = clinical[~clinical["type"].isin(["intervention", "treatment"])]
-        base = alt.Chart(clinical).encode(x=alt.X("occurred_at:T", title=None))
-        layers = [alt.Chart(bands).mark_rule(strokeWidth=3, opacity=0.5).encode(
-                      x="occurred_at:T", color=alt.Color("lane:N", title=None), tooltip=["summary", "occurred_at"]),
-                  alt.Chart(marks).mark_point(filled=True, size=120).encode(
-                      x="occurred_at:T", y=alt.Y("lane:N", title=None), color="lane:N",
-                      shape=alt.Shape("retracted:N"), tooltip=["type", "summary", "occurred_at", "retracted"])]
-        st.altair_chart(alt.layer(*layers, base.mark_point(opacity=0)).properties(height=220),
-                        use_container_width=True)
+        interventions = clinical[clinical["type"] == "intervention"]
+        layers = [alt.Chart(marks).mark_point(filled=True, size=120).encode(
+                      x=alt.X("occurred_at:T", title=None), y=alt.Y("lane:N", title=None), color="lane:N",
+                      shape=alt.Shape("retracted:N"), tooltip=["type", "summary", "occurred_at", "retracted"]),
+                  alt.Chart(interventions).mark_rule(strokeWidth=2, strokeDash=[4, 2]).encode(
+                      x="occurred_at:T", tooltip=["summary", "occurred_at"])]
+        bands = treatment_bands(clinical)
+        if not bands.empty:
+            layers.insert(0, alt.Chart(bands).mark_rect(opacity=0.35, height=14).encode(
+                x="start:T", x2="end:T", y=alt.Y("lane:N", title=None), color=alt.Color("lane:N", legend=None),
+                tooltip=["lane", "start", "end"]))
+        st.altair_chart(alt.layer(*layers).properties(height=260), use_container_width=True)
+        st.caption("Bands: treatments from start to stop; dashed lines: interventions; marks: events.")
 
     st.subheader("Lab trajectories")
     labs = data.patient_labs(source, patient_id)
@@ -339,6 +343,26 @@ def patient_page(data: BoardData) -> None:
     st.subheader("History")
     st.dataframe(events[["occurred_at", "type", "message_id", "summary", "recorded_at", "retracted", "corrected"]],
                  hide_index=True)
+
+
+def treatment_bands(clinical: pd.DataFrame) -> pd.DataFrame:
+    """Each drug's periods from start (or change) to stop; a stop with no known start begins the band
+    at the first event shown; a drug never stopped runs to the last."""
+    first, last = clinical["occurred_at"].min(), clinical["occurred_at"].max()
+    bands = []
+    treatments = clinical[(clinical["type"] == "treatment") & ~clinical["retracted"]].sort_values("occurred_at")
+    for drug, rows in treatments.groupby("name"):
+        opened = None
+        for _, row in rows.iterrows():
+            if row["action"] in ("start", "change"):
+                opened = opened if opened is not None else row["occurred_at"]
+            elif row["action"] == "stop":
+                bands.append({"lane": f"on {drug}", "start": opened if opened is not None else first,
+                              "end": row["occurred_at"]})
+                opened = None
+        if opened is not None:
+            bands.append({"lane": f"on {drug}", "start": opened, "end": last})
+    return pd.DataFrame(bands, columns=["lane", "start", "end"])
 
 
 # --- Feed health, audit, users ------------------------------------------------------------------

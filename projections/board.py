@@ -87,7 +87,8 @@ class BoardData:
 
     def patient_events(self, source: str, patient_id: str, as_of: datetime | None = None) -> pd.DataFrame:
         """Every fact of the patient (labs and findings too), with amendment marks."""
-        cols = ["notification_id", "message_id", "type", "occurred_at", "recorded_at", "summary", "target"]
+        cols = ["notification_id", "message_id", "type", "occurred_at", "recorded_at", "summary", "target",
+                "name", "action"]
         rows: list[tuple[Any, ...]] = []
         sql = ("SELECT " + ", ".join(INCIDENCE_COLUMNS) + " FROM {t}incidence_facts"
                " WHERE source = {p} AND patient_id = {p} ORDER BY notification_id")
@@ -97,7 +98,7 @@ class BoardData:
             if d["serious"]:
                 summary += " (serious)"
             rows.append((d["notification_id"], d["message_id"], d["type"], d["occurred_at"], d["recorded_at"],
-                         summary, d["target"]))
+                         summary, d["target"], d["name"], d["action"]))
         sql = ("SELECT notification_id, message_id, type, occurred_at, recorded_at, data FROM {t}signal_facts"
                " WHERE source = {p} AND patient_id = {p} AND type IN ('lab_result', 'clinical_finding')")
         sl = self.signals_db.sealer
@@ -105,7 +106,7 @@ class BoardData:
             mid, d = sl.untoken(mid), json.loads(sl.unseal(data) or "{}")
             summary = (f"{d['analyte']} {d['value']:g} {d['unit']}" if typ == "lab_result"
                        else ", ".join(f"{k}={v}" for k, v in d.items()))
-            rows.append((nid, mid, typ, at, rec, summary, None))
+            rows.append((nid, mid, typ, at, rec, summary, None, None, None))
         frame = pd.DataFrame(rows, columns=cols)
         if frame.empty:
             return frame.assign(retracted=[], corrected=[])
