@@ -12,13 +12,13 @@ import streamlit as st
 
 from dashboard.auth import ROLES, User
 from dashboard.state import act, record_download, user_store
+from events.domain import SIGNAL_STATUSES
 from projections.board import BoardData
 from projections.report import dsmb_html, incidence_csv
 from safety.incidence import CATEGORIES, Settings
 from safety.mas import CRITERIA_ITEMS, FERRITIN_ABOVE
 
 LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
-STATUSES = ("open", "acknowledged", "under_review", "closed")
 KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "serious_adverse_event")
 
 
@@ -60,7 +60,7 @@ def signals_page(data: BoardData, user: User) -> None:
     c1, c2, c3, c4 = st.columns(4)
     kinds = c1.multiselect("Kind", KINDS, key="filter_kind")
     levels = c2.multiselect("Level", list(LEVEL_COLOUR), key="filter_level")
-    statuses = c3.multiselect("Status", STATUSES, default=["open", "acknowledged", "under_review"],
+    statuses = c3.multiselect("Status", SIGNAL_STATUSES, default=["open", "acknowledged", "under_review"],
                               key="filter_status")
     sources = c4.multiselect("Source", data.sources(), key="filter_source")
     shown = st.session_state.setdefault("signals_shown", 50)

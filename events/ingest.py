@@ -166,7 +166,6 @@ class Ingestor:
         # Next free version per patient stream; valid while this process is the only writer,
         # corrected by re-reading after any conflict.
         self._versions: dict[UUID, int] = {}
-        self._last_quarantined: list[tuple[RawMessage, str]] = []
         #: what was committed so far by this ingestor (reported when a later batch fails)
         self.committed = IngestCounts()
 
@@ -176,7 +175,6 @@ class Ingestor:
         *,
         batch_size: int = 1000,
         workers: int = 0,
-        on_batch: Callable[[IngestCounts], None] | None = None,
     ) -> IngestCounts:
         """Ingest in batches; ``workers`` > 0 parses in that many processes while this one stores."""
         total = IngestCounts()
@@ -187,26 +185,22 @@ class Ingestor:
             prepared = ((b, [prepare(r.raw, now, self.ledger.mapper) for r in b], now)
                         for b in batches for now in (self.now(),))
         for batch, items, now in prepared:
-            counts = self._store(batch, items, now, None)
-            total.add(counts)
-            if on_batch:
-                on_batch(counts)
+            total.add(self._store(batch, items, now, None).totals())
         return total
 
     def ingest_batch(
         self, batch: Sequence[RawMessage], tracking: Tracking | None = None
     ) -> IngestCounts:
         """One batch in one transaction (with the source position, for Kafka)."""
-        now = self.now()
-        items = [prepare(item.raw, now, self.ledger.mapper) for item in batch]
-        return self._store(batch, items, now, tracking)
+        return self.ingest_tracked(batch, tracking)[0]
 
     def ingest_tracked(
-        self, batch: Sequence[RawMessage], tracking: Tracking
+        self, batch: Sequence[RawMessage], tracking: Tracking | None
     ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
         """Like ``ingest_batch``, also returning the quarantined messages with their reasons."""
-        counts = self.ingest_batch(batch, tracking)
-        return counts, self._last_quarantined
+        now = self.now()
+        decided = self._store(batch, [prepare(item.raw, now, self.ledger.mapper) for item in batch], now, tracking)
+        return decided.totals(), decided.rejected
 
     def _store(
         self,
@@ -214,7 +208,7 @@ class Ingestor:
         items: Sequence[Prepared | Rejected],
         now: datetime,
         tracking: Tracking | None,
-    ) -> IngestCounts:
+    ) -> _Batch:
         for attempt in range(1, self.max_attempts + 1):
             decided = self._decide(batch, items, now)
             try:
@@ -233,10 +227,8 @@ class Ingestor:
                 time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 7)))  # back off, de-synchronise
                 continue
             self._versions.update(decided.versions)
-            self._last_quarantined = decided.rejected
-            totals = decided.totals()
-            self.committed.add(totals)
-            return totals
+            self.committed.add(decided.totals())
+            return decided
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
 
     def _already_tracked(self, tracking: Tracking) -> bool:

@@ -21,8 +21,6 @@ from projections.db import ReadDB
 from safety.amendments import Amendments
 from safety.incidence import Fact, PatientIncidence, Settings, patient_incidence, summarise
 
-TYPES = ("enrolment", "intervention", "treatment", "adverse_event", "hospitalisation",
-         "withdrawal", "retraction", "correction")
 COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occurred_at",
            "recorded_at", "name", "term", "serious", "severity", "grade", "action", "dose",
            "linked_ae", "target", "corrected")

@@ -10,7 +10,6 @@ follow by polling (``follow``), which works on both stores.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -89,9 +88,6 @@ class View:
                                 "WHERE application_name != '__migration__'")
                 )
 
-    def close(self) -> None:
-        self.recorder.datastore.close()
-
 
 class Projector:
     """Brings one read model up to date with the ledger, page by page."""
@@ -144,9 +140,3 @@ class Projector:
         """Replay from zero."""
         self.view.reset()
         return self.catch_up(on_page)
-
-    def follow(self, interval: float = 0.02, stop: Callable[[], bool] = lambda: False) -> None:
-        """Poll for new events until ``stop()`` says so (SQLite has no subscriptions)."""
-        while not stop():
-            if not self.catch_up():
-                time.sleep(interval)

@@ -19,7 +19,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview
+from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview
 from projections.db import ReadDB
 from projections.incidence import utc_text
 from safety.amendments import Amendments
@@ -28,8 +28,6 @@ from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, e
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
                   "raised_at", "updated_at", "evidence", "context", "criteria_2016", "details",
                   "rules_version")
-FACT_TYPES = ("enrolment", "treatment", "adverse_event", "hospitalisation", "lab_result",
-              "clinical_finding", "retraction", "correction")
 
 
 def load_config(text: str | None = None) -> Config:
@@ -186,7 +184,7 @@ class SignalsModel:
 
 
 LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}
-STATUS_ORDER = {"open": 0, "acknowledged": 1, "under_review": 2, "closed": 3}
+STATUS_ORDER = {status: i for i, status in enumerate(SIGNAL_STATUSES)}
 
 
 def query_signals(

@@ -149,8 +149,7 @@ def ingest(
                         progress.advance(t, len(item.raw) + 1)
                         yield item
 
-                total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers,
-                                          on_batch=None))
+                total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers))
     except STORE_ERRORS as exc:
         typer.echo(json.dumps(ingestor.committed.as_dict()))
         raise fail(store_refused(exc)) from None
@@ -367,13 +366,12 @@ DataCutOption = Annotated[str | None, typer.Option(help="clinical data cut YYYY-
 
 
 def _incidence_answer(
-    store: str | None, anchor: str, pre_months: int, post_months: int, as_of: str | None, data_cut: str | None
+    ledger: Any, anchor: str, pre_months: int, post_months: int, as_of: str | None, data_cut: str | None
 ) -> dict[str, Any]:
     from projections.incidence import IncidenceModel, incidence
     from projections.runner import View
     from safety.incidence import Settings
 
-    ledger = open_ledger(store)
     _catch_up(ledger, IncidenceModel())
     settings = Settings(anchor, pre_months, post_months, _data_cut(data_cut))
     view = View(ledger.store, IncidenceModel())
@@ -393,7 +391,7 @@ def incidence_command(
     """Monthly incidence before and after the anchor intervention, with exact tests (Table 2)."""
     from projections.report import incidence_csv, incidence_table
 
-    answer = _incidence_answer(store, anchor, pre_months, post_months, as_of, data_cut)
+    answer = _incidence_answer(open_ledger(store), anchor, pre_months, post_months, as_of, data_cut)
     if format is ReportFormat.json:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     elif format is ReportFormat.csv:
@@ -417,8 +415,8 @@ def report(
     from projections.report import dsmb_html
     from projections.runner import View
 
-    answer = _incidence_answer(store, anchor, pre_months, post_months, as_of, data_cut)
     ledger = open_ledger(store)
+    answer = _incidence_answer(ledger, anchor, pre_months, post_months, as_of, data_cut)
     _catch_up(ledger, EfficacyModel())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
     out.write_text(dsmb_html(answer, eff), encoding="utf-8")
@@ -510,11 +508,12 @@ def signals_command(
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Safety signals: open first, by level and time, each with its evidence."""
+    from events.domain import SIGNAL_STATUSES
     from projections.runner import View
     from projections.signals import SignalsModel, query_signals
 
-    if status is not None and status not in ("open", "acknowledged", "under_review", "closed"):
-        raise fail(f"--status {status!r}: use open, acknowledged, under_review or closed")
+    if status is not None and status not in SIGNAL_STATUSES:
+        raise fail(f"--status {status!r}: use {', '.join(SIGNAL_STATUSES)}")
     ledger = open_ledger(store)
     model = SignalsModel()
     _catch_up(ledger, model)

@@ -72,7 +72,6 @@ CUT_OFF_SETS: dict[str, dict[tuple[str, str], CutOffs]] = {
         ("cjadas10", "oligo"): CutOffs(1.0, 1.5, None), ("cjadas10", "poly"): CutOffs(1.0, 2.5, None),
     },
 }
-STATE_NAMES = ("inactive", "low", "moderate", "high")
 
 
 def course(diagnosis: str | None) -> str:

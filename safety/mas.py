@@ -143,11 +143,15 @@ class Signal:
     kind: str
     level: str
     occurred_at: datetime
-    priority: str
     evidence: list[dict[str, Any]]
     context: list[str]
     criteria_2016: dict[str, Any] | None = None
     details: dict[str, Any] | None = None
+
+    @property
+    def priority(self) -> str:
+        """High when any context factor holds (systemic JIA, MAS history, a biologic recently stopped)."""
+        return "high" if self.context else "normal"
 
 
 def signal_id(source: str, patient_id: str, kind: str, key: str) -> str:
@@ -434,7 +438,7 @@ def evaluate(h: History, config: Config) -> list[Signal]:
         at, (core, level, evidence) = max(group, key=lambda g: (g[1][0], g[0]))
         signals.append(Signal(
             signal_id(h.source, h.patient_id, "mas_trend", start.isoformat()), h.source, h.patient_id,
-            "mas_trend", level, at, _priority(h, at, config), evidence, context_of(h, at, config),
+            "mas_trend", level, at, evidence, context_of(h, at, config),
             criteria_2016=criteria_2016(h, at, config, labs),
             details={"core_rules": core, "rules_version": config.version,
                      "ms_score": ms_score(h, at, config, labs),
@@ -446,19 +450,16 @@ def evaluate(h: History, config: Config) -> list[Signal]:
             at, payload = group[-1]
             signals.append(Signal(
                 signal_id(h.source, h.patient_id, kind, group[0][0].isoformat()), h.source, h.patient_id,
-                kind, level, at, _priority(h, at, config), [], context_of(h, at, config),
+                kind, level, at, [], context_of(h, at, config),
                 criteria_2016=criteria_2016(h, at, config, labs), details=payload,
             ))
     for e in h.serious_events:
         signals.append(Signal(
             signal_id(h.source, h.patient_id, "serious_adverse_event", e.message_id), h.source,
-            h.patient_id, "serious_adverse_event", "alert", e.at, _priority(h, e.at, config),
+            h.patient_id, "serious_adverse_event", "alert", e.at,
             [{"rule": "serious adverse event", "term": e.term, "message_id": e.message_id,
               "seriousness": list(e.seriousness), "current_at": e.at.isoformat()}],
             context_of(h, e.at, config),
         ))
     return sorted(signals, key=lambda s: s.occurred_at)
 
-
-def _priority(h: History, at: datetime, config: Config) -> str:
-    return "high" if context_of(h, at, config) else "normal"
