@@ -69,7 +69,8 @@ class BoardData:
 
     def quarantined_raw(self, item_id: int) -> str:
         rows = self.ledger_db.query("SELECT raw FROM {t}ledger_quarantine WHERE id = {p}", [item_id])
-        return bytes(rows[0][0]).decode("utf-8", errors="replace") if rows else ""
+        raw = self.ledger_db.sealer.unseal_bytes(bytes(rows[0][0])) if rows else b""
+        return raw.decode("utf-8", errors="replace")
 
     def position(self) -> int:
         """The last ledger notification the incidence read model holds (changes when data arrives)."""

@@ -23,4 +23,6 @@ def quarantine(db: ReadDB, limit: int = 500) -> pd.DataFrame:
         "SELECT " + ", ".join(columns) + " FROM {t}ledger_quarantine ORDER BY id DESC LIMIT {p}",
         [limit],
     )
+    s = db.sealer  # message ids and reasons are sealed when encryption at rest is on
+    rows = [(i, at, source, s.unseal(mid), position, s.unseal(reason)) for i, at, source, mid, position, reason in rows]
     return pd.DataFrame(rows, columns=columns)

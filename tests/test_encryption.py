@@ -84,6 +84,12 @@ def test_with_a_key_nothing_identifying_is_stored_in_clear_and_answers_are_uncha
                for r in patient_history(ledger, "umcu-msc-jia", "MSC-06"))
     [q] = ledger.tables.quarantined()
     assert b"MSC-06" in bytes(q["raw"]) and "not JSON" in q["reason"]
+    from projections.board import BoardData
+
+    board = BoardData(store)  # the Feed health page shows the quarantine in clear too
+    shown = board.quarantine()
+    assert "not JSON" in shown["reason"].iloc[0]
+    assert "MSC-06" in board.quarantined_raw(int(shown["id"].iloc[0]))
     again = Ingestor(Ledger(store)).ingest(read_ndjson(str(demo_feed_path())))
     assert again.accepted == 0  # idempotency keys still match under their tokens
 
