@@ -25,6 +25,7 @@ from benchmarks.stores import PG, drop, fresh_store
 from benchmarks.synthetic import feed_lines
 from events.contract import parse_message
 from events.domain import EVENT_CLASS, Patient
+from events.encoding import StateEncoder
 from events.ingest import Ingestor, RawMessage, prepare
 from events.ledger import Ledger
 from events.store import Store
@@ -64,9 +65,10 @@ def raw_ceiling(store: Store, lines: list[bytes]) -> float:
     ledger = Ledger(store)
     ingest_rows = Ingestor(ledger)
     now = datetime.now(UTC)
+    encoder = StateEncoder(ledger.mapper)
     batch = ingest_rows._decide(  # the rows our ingest would write, prepared outside the timing
         [RawMessage(line, {}) for line in lines],
-        [prepare(line, now, ledger.mapper) for line in lines],
+        [prepare(line, now, encoder) for line in lines],
         now,
     )
     stored = batch.stored
@@ -111,8 +113,9 @@ def where_time_goes(lines: list[bytes], tmp: Path) -> str:
     for line in sample:
         parse(line, now=now)
     parse_us = (time.perf_counter() - t) / len(sample) * 1e6
+    encoder = StateEncoder(ledger.mapper)
     t = time.perf_counter()
-    items = [prepare(line, now, ledger.mapper) for line in sample]
+    items = [prepare(line, now, encoder) for line in sample]
     prepare_us = (time.perf_counter() - t) / len(sample) * 1e6
     ingestor = Ingestor(ledger)
     raws = [RawMessage(line, {}) for line in sample]

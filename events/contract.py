@@ -280,14 +280,22 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name}: send a finite number")
 
 
+# One decoder for all messages: json.loads with any option builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(raw: bytes) -> Any:
-    return json.loads(raw, parse_constant=_reject_constant)
+    """Strict UTF-8 (a byte-order mark is tolerated) JSON without NaN or Infinity."""
+    return _DECODER.decode(raw.decode("utf-8-sig"))
+
+
+# What json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def content_hash(obj: Any) -> str:
     """Hash of the message content, independent of key order and white space."""
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hashlib.sha256(_CANONICAL.encode(obj).encode()).hexdigest()[:32]
 
 
 _FIXES = {

@@ -18,15 +18,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
 from events.contract import ContractViolation, Message, parse_message, validate_data
-from events.domain import EVENT_CLASS, Patient, patient_uuid
+from events.domain import Patient, patient_uuid
+from events.encoding import StateEncoder
 from events.ledger import Ledger
 from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow
 from safety.vocabulary import AMENDMENT_TYPES
@@ -64,11 +65,11 @@ class IngestCounts:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "quarantined": self.quarantined}
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A valid message, ready to store: its keys and its event's serialised state.
 
     Amendments keep the message itself: they are judged and encoded once their target is known.
+    A tuple, because batches of them cross from the parser processes (cheap to pickle).
     """
 
     key: str
@@ -83,8 +84,7 @@ class Prepared:
     message: Message | None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """A message that broke the contract (a picklable stand-in for ContractViolation)."""
 
     reason: str
@@ -92,22 +92,7 @@ class Rejected:
     message_id: str | None
 
 
-def event_for(m: Message, now: datetime, version: int = 0) -> Patient.Recorded:
-    return EVENT_CLASS[m.type](  # type: ignore[call-arg]  # fields come from the event dataclass
-        originator_id=patient_uuid(m.source, m.patient_id),
-        originator_version=version,
-        timestamp=now,
-        source=m.source,
-        patient_id=m.patient_id,
-        message_id=m.message_id,
-        occurred_at=m.occurred_at,
-        reported_at=m.reported_at,
-        data=m.data,
-        content_hash=m.content_hash,
-    )
-
-
-def prepare(raw: bytes, now: datetime, mapper: Mapper[UUID]) -> Prepared | Rejected:
+def prepare(raw: bytes, now: datetime, encoder: StateEncoder) -> Prepared | Rejected:
     """Parse, validate and serialise one message: the part of ingest that needs no database."""
     try:
         m = parse_message(raw, now=now)
@@ -116,7 +101,7 @@ def prepare(raw: bytes, now: datetime, mapper: Mapper[UUID]) -> Prepared | Rejec
     if m.type in AMENDMENT_TYPES:
         return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
                         m.target_key, "", b"", m)
-    stored = mapper.to_stored_event(event_for(m, now))
+    stored = encoder.recorded(m, now)
     return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
                     None, stored.topic, stored.state, None)
 
@@ -166,6 +151,7 @@ class Ingestor:
         # Next free version per patient stream; valid while this process is the only writer,
         # corrected by re-reading after any conflict.
         self._versions: dict[UUID, int] = {}
+        self.encoder = StateEncoder(ledger.mapper)
         #: what was committed so far by this ingestor (reported when a later batch fails)
         self.committed = IngestCounts()
 
@@ -182,7 +168,7 @@ class Ingestor:
         if workers > 0:
             prepared = _parallel_prepare(batches, workers, self.now, self.ledger.mapper_settings())
         else:
-            prepared = ((b, [prepare(r.raw, now, self.ledger.mapper) for r in b], now)
+            prepared = ((b, [prepare(r.raw, now, self.encoder) for r in b], now)
                         for b in batches for now in (self.now(),))
         for batch, items, now in prepared:
             total.add(self._store(batch, items, now, None).totals())
@@ -199,7 +185,7 @@ class Ingestor:
     ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
         """Like ``ingest_batch``, also returning the quarantined messages with their reasons."""
         now = self.now()
-        decided = self._store(batch, [prepare(item.raw, now, self.ledger.mapper) for item in batch], now, tracking)
+        decided = self._store(batch, [prepare(item.raw, now, self.encoder) for item in batch], now, tracking)
         return decided.totals(), decided.rejected
 
     def _store(
@@ -305,8 +291,8 @@ class Ingestor:
         data = {**m.data, "target_type": target.type}
         if m.type == "correction":
             data["data"] = validate_data(target.type, m.data["data"], prefix="data.data.")
-        stored = self.ledger.mapper.to_stored_event(event_for(replace(m, data=data), now))
-        return replace(p, topic=stored.topic, state=stored.state, message=None)
+        stored = self.encoder.recorded(replace(m, data=data), now)
+        return p._replace(topic=stored.topic, state=stored.state, message=None)
 
     def _admit(self, out: _Batch, p: Prepared, now: datetime) -> IndexedMessage:
         oid = patient_uuid(p.source, p.patient_id)
@@ -348,17 +334,17 @@ class Ingestor:
 
 # --- parsing in worker processes ---------------------------------------------------------------
 
-_worker_mapper: Mapper[UUID] | None = None
+_worker_encoder: StateEncoder | None = None
 
 
 def _init_worker(settings: dict[str, str]) -> None:
-    global _worker_mapper
-    _worker_mapper = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **settings}).mapper
+    global _worker_encoder
+    _worker_encoder = StateEncoder(Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **settings}).mapper)
 
 
 def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejected]:
-    assert _worker_mapper is not None
-    return [prepare(line, now, _worker_mapper) for line in lines]
+    assert _worker_encoder is not None
+    return [prepare(line, now, _worker_encoder) for line in lines]
 
 
 def _parallel_prepare(

@@ -8,8 +8,7 @@ so a crash can never leave an event without its idempotency key, or an offset wi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -52,8 +51,7 @@ _UPSERT_COUNTS = (
 )
 
 
-@dataclass(frozen=True)
-class IndexedMessage:
+class IndexedMessage(NamedTuple):
     """What the ledger remembers of an accepted message, to judge re-deliveries and amendments."""
 
     message_key: str

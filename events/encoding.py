@@ -1,0 +1,89 @@
+"""Accepted messages to stored events, without the detour through event objects on the hot path.
+
+eventsourcing's mapper builds the domain event, copies its ``__dict__`` and encodes it with a Python
+hook per datetime: about a third of the CPU of ingest. :class:`StateEncoder` writes the very same
+bytes straight from the validated message (a test holds them byte-equal to the mapper's), then
+applies the mapper's own compressor and cipher. With any other transcoder or mapper configured it
+defers to the mapper, so it can never write something the ledger cannot read back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from events.contract import Message
+from events.domain import EVENT_CLASS, Patient, patient_uuid
+
+#: the topic of each contract type's event class
+EVENT_TOPIC = {type_name: get_topic(cls) for type_name, cls in EVENT_CLASS.items()}
+_DATETIME = "datetime_iso"  # eventsourcing's DatetimeAsISO transcoding name
+# The settings of JSONTranscoder.encoder, minus its per-object hook (we pre-encode datetimes).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def event_for(m: Message, now: datetime, version: int = 0) -> Patient.Recorded:
+    """The domain event of an accepted message (what the encoder's bytes decode to)."""
+    return EVENT_CLASS[m.type](  # type: ignore[call-arg]  # fields come from the event dataclass
+        originator_id=patient_uuid(m.source, m.patient_id),
+        originator_version=version,
+        timestamp=now,
+        source=m.source,
+        patient_id=m.patient_id,
+        message_id=m.message_id,
+        occurred_at=m.occurred_at,
+        reported_at=m.reported_at,
+        data=m.data,
+        content_hash=m.content_hash,
+    )
+
+
+def _mirrors(mapper: Mapper[UUID]) -> bool:
+    """Whether the mapper serialises exactly as this module does (the library's defaults)."""
+    transcoder = mapper.transcoder
+    if type(mapper) is not Mapper or type(transcoder) is not JSONTranscoder:
+        return False
+    datetimes = transcoder.types.get(datetime)
+    return datetimes is not None and datetimes.name == _DATETIME and all(
+        getattr(cls, "class_version", 1) == 1 for cls in EVENT_CLASS.values())
+
+
+def _datetime(value: datetime) -> dict[str, str]:
+    return {"_type_": _DATETIME, "_data_": value.isoformat()}
+
+
+class StateEncoder:
+    """Serialises accepted messages as their patient's stored events."""
+
+    def __init__(self, mapper: Mapper[UUID]):
+        self.mapper = mapper
+        self.mirrors = _mirrors(mapper)
+        self._now: tuple[datetime, dict[str, str]] | None = None  # a batch shares one timestamp
+
+    def recorded(self, m: Message, now: datetime, version: int = 0) -> StoredEvent:
+        if not self.mirrors:
+            return self.mapper.to_stored_event(event_for(m, now, version))
+        if self._now is None or self._now[0] is not now:
+            self._now = (now, _datetime(now))
+        # Keys in the event's field order, as vars(event) would list them.
+        state: dict[str, Any] = {
+            "timestamp": self._now[1],
+            "source": m.source,
+            "patient_id": m.patient_id,
+            "message_id": m.message_id,
+            "occurred_at": _datetime(m.occurred_at),
+            "reported_at": None if m.reported_at is None else _datetime(m.reported_at),
+            "data": m.data,
+            "content_hash": m.content_hash,
+        }
+        stored = _JSON.encode(state).encode("utf8")
+        if self.mapper.compressor:
+            stored = self.mapper.compressor.compress(stored)
+        if self.mapper.cipher:
+            stored = self.mapper.cipher.encrypt(stored)
+        return StoredEvent(patient_uuid(m.source, m.patient_id), version, EVENT_TOPIC[m.type], stored)

@@ -1,0 +1,119 @@
+"""The ingest encoder writes exactly the bytes eventsourcing's mapper would, and with encryption at rest
+on, its events decode to the same domain events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Mapper, UUIDAsHex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events.contract import Message, parse_message
+from events.encoding import StateEncoder, event_for
+from events.files import read_ndjson
+from safety.cli import demo_feed_path
+from safety.vocabulary import AMENDMENT_TYPES
+from tests.messages import message
+from tests.test_fuzz import valid_lab
+
+NOW = datetime(2026, 11, 26, 14, 0, 0, 123456, tzinfo=UTC)
+
+
+def mapper(**env: str) -> Mapper[Any]:
+    return Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **env}).mapper
+
+
+def demo_messages() -> list[Message]:
+    return [parse_message(r.raw, now=NOW) for r in read_ndjson(str(demo_feed_path()))]
+
+
+def assert_same_bytes(m: Message, plain: Mapper[Any], version: int = 3) -> None:
+    expected = plain.to_stored_event(event_for(m, NOW, version))
+    assert StateEncoder(plain).recorded(m, NOW, version) == expected
+
+
+def test_every_demo_message_is_encoded_byte_for_byte_as_the_mapper_would():
+    plain = mapper()
+    assert StateEncoder(plain).mirrors
+    messages = [m for m in demo_messages() if m.type not in AMENDMENT_TYPES]
+    assert len({m.type for m in messages}) >= 8  # the demo covers most types
+    for m in messages:
+        assert_same_bytes(m, plain)
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+OFFSETS = st.sampled_from(["Z", "+02:00", "-05:30", ""])
+
+
+@st.composite
+def varied(draw: Any) -> dict[str, Any]:
+    """Valid messages with awkward text, numbers, offsets and optional fields."""
+    kind = draw(st.sampled_from(["lab", "adverse_event", "treatment", "clinical_finding"]))
+    if kind == "lab":
+        m = draw(valid_lab())
+    elif kind == "adverse_event":
+        m = message("x", type="adverse_event", data={"term": draw(TEXT), "serious": draw(st.booleans()),
+                                                     "ctcae_grade": draw(st.integers(1, 5))})
+    elif kind == "treatment":
+        m = message("x", type="treatment", data={"drug": draw(TEXT), "action": "stop", "dose": draw(TEXT)})
+    else:
+        m = message("x", type="clinical_finding",
+                    data={"temperature_c": draw(st.floats(30, 44)), "fever": draw(st.booleans())})
+    m["message_id"] = draw(TEXT.filter(lambda s: len(s) <= 128))
+    m["patient_id"] = draw(TEXT)
+    m["occurred_at"] = f"2024-0{draw(st.integers(1, 9))}-1{draw(st.integers(0, 9))}T08:30:00{draw(OFFSETS)}"
+    if draw(st.booleans()):
+        m["reported_at"] = f"2024-10-01T09:00:00.{draw(st.integers(0, 999999)):06d}{draw(OFFSETS)}"
+    return m
+
+
+@settings(max_examples=300, deadline=None)
+@given(varied())
+def test_generated_messages_are_encoded_byte_for_byte_as_the_mapper_would(m: dict[str, Any]):
+    assert_same_bytes(parse_message(json.dumps(m, ensure_ascii=bool(len(m) % 2)).encode(), now=NOW), mapper())
+
+
+def test_with_encryption_at_rest_the_events_decode_to_the_same_domain_events():
+    key = base64.b64encode(os.urandom(32)).decode()
+    sealed = mapper(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=key,
+                    COMPRESSOR_TOPIC="eventsourcing.compressor:ZlibCompressor")
+    encoder = StateEncoder(sealed)
+    assert encoder.mirrors
+    for m in demo_messages()[:40]:
+        stored = encoder.recorded(m, NOW, 2)
+        assert m.patient_id.encode() not in stored.state
+        assert sealed.to_domain_event(stored) == event_for(m, NOW, 2)
+
+
+def test_a_mapper_it_does_not_mirror_is_left_to_do_the_encoding():
+    class Other(JSONTranscoder):
+        pass
+
+    other = Mapper[Any](transcoder=Other())
+    other.transcoder.register(UUIDAsHex())
+    encoder = StateEncoder(other)
+    assert not encoder.mirrors
+    m = parse_message(json.dumps(message("x")).encode(), now=NOW)
+    try:
+        encoder.recorded(m, NOW)  # the mapper without a datetime transcoding cannot encode it
+    except Exception as exc:
+        assert "not serializable" in str(exc)
+    else:
+        raise AssertionError("the encoder wrote bytes its mapper could not have written")
+
+
+def test_a_batch_shares_one_timestamp_but_not_a_stale_one():
+    plain = mapper()
+    encoder = StateEncoder(plain)
+    m = demo_messages()[0]
+    later = NOW + timedelta(seconds=1)
+    assert encoder.recorded(m, NOW) == plain.to_stored_event(event_for(m, NOW))
+    assert encoder.recorded(m, later) == plain.to_stored_event(event_for(m, later))
+    other_zone = NOW.astimezone(timezone(timedelta(hours=1)))  # equal instant, different text
+    assert encoder.recorded(m, other_zone) == plain.to_stored_event(event_for(m, other_zone))
