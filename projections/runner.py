@@ -10,10 +10,11 @@ follow by polling (``follow``), which works on both stores.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
@@ -21,6 +22,8 @@ from eventsourcing.utils import Environment
 from events.ledger import Ledger
 from events.store import Store
 from projections.db import ReadDB
+
+log = logging.getLogger(__name__)
 
 
 class ReadModel(Protocol):
@@ -33,6 +36,13 @@ class ReadModel(Protocol):
     def create_statements(self, db: ReadDB) -> list[str]: ...
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None: ...
+
+
+class PageTaken(Exception):
+    """Another projector of the same read model moved its position first."""
+
+    def __init__(self, upstream: str, expected: int, found: int):
+        super().__init__(f"{upstream}: position is {found}, not {expected}")
 
 
 class View:
@@ -62,11 +72,29 @@ class View:
     def position(self, upstream: str) -> int:
         return self.recorder.max_tracking_id(upstream) or 0
 
-    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
-        """Rows for ``events`` and the tracking position, in one transaction."""
+    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking, after: int) -> None:
+        """Rows for ``events`` and the tracking position, in one transaction, provided the position is
+        still ``after``: another projector of the same read model may have written them meanwhile."""
         with self.recorder.datastore.transaction(commit=True) as c:
+            self._claim(c, tracking.application_name, after)
             self.model.write(c, self.db, events)
             self.recorder._insert_tracking(c, tracking)
+
+    def _claim(self, c: Any, upstream: str, after: int) -> None:
+        """Raise PageTaken unless the tracked position is ``after``. On PostgreSQL the row lock makes a
+        rival wait and then see the new position; on SQLite a rival's commit after this read makes
+        this transaction's first write fail (WAL snapshot), so neither writes a page twice."""
+        if self.store.kind == "sqlite":
+            c.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (upstream,))
+            row = c.fetchone()
+            current = row[0] if row else 0
+        else:
+            c.execute(self.db.sql(f'SELECT notification_id FROM {{t}}"{self.model.name}_tracking" '
+                                  "WHERE application_name = %s FOR UPDATE"), (upstream,))
+            row = c.fetchone()
+            current = row["notification_id"] if row else 0
+        if (current or 0) != after:
+            raise PageTaken(upstream, after, current or 0)
 
     def finish(self) -> None:
         """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
@@ -123,14 +151,23 @@ class Projector:
         while True:
             head = self.ledger.position()
             notes = self.ledger.notifications(start, self.page, topics=topics)
-            if not notes:
-                if head > start:
-                    # Nothing of this model's topics up to the head: remember that, so the next poll
-                    # does not scan the same events again (it would, for a model whose topics are rare).
-                    self.view.write([], Tracking(upstream, head))
-                return processed
-            events = [(n.id, self.ledger.decode(n)) for n in notes]
-            self.view.write(events, Tracking(upstream, notes[-1].id))
+            try:
+                if not notes:
+                    if head > start:
+                        # Nothing of this model's topics up to the head: remember that, so the next poll
+                        # does not scan the same events again (it would, for a model whose topics are rare).
+                        self.view.write([], Tracking(upstream, head), after=start)
+                    return processed
+                events = [(n.id, self.ledger.decode(n)) for n in notes]
+                self.view.write(events, Tracking(upstream, notes[-1].id), after=start)
+            except (PageTaken, IntegrityError, OperationalError) as exc:
+                moved = self.view.position(upstream)
+                if moved == start:
+                    raise  # not a rival projector: a real failure
+                log.info("%s: another projector got to %d first (%s); going on from there",
+                         self.view.model.name, moved, exc)
+                start = moved
+                continue
             start = notes[-1].id
             processed += len(notes)
             if on_page:

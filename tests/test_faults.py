@@ -145,3 +145,25 @@ def test_postgresql_restarted_mid_ingest_fails_cleanly_or_resumes_and_a_rerun_co
     assert reran.tables.message_digest() == expected.tables.message_digest()
     record("PostgreSQL restarted (pg_ctlcluster) mid-ingest, then the ingest run again", 1, len(lines), 0, 0,
            f"first run exit {proc.returncode}; digest after the rerun equals file ingest")
+
+
+def test_two_projectors_of_one_read_model_racing_for_the_same_page_agree_with_a_rebuild(store: Store):
+    """The board starts its own follower beside `project --follow` or `consume --project`: when both
+    write the same page, the second must carry on from where the first got, not die."""
+    ledger = Ledger(store)
+    Ingestor(ledger).ingest([RawMessage(line, {}) for line in feed_lines(3_000, 60, seed=4)], batch_size=500)
+    slow, fast = Projector(ledger, SignalsModel(), page=500), Projector(Ledger(store), SignalsModel(), page=500)
+    write = slow.view.write
+    raced = []
+
+    def write_after_the_other(events: list, tracking: object, after: int) -> None:
+        if not raced:
+            raced.append(fast.catch_up())  # the other projector takes everything meanwhile
+        write(events, tracking, after)  # type: ignore[arg-type]
+
+    slow.view.write = write_after_the_other  # type: ignore[method-assign]
+    slow.catch_up()
+    assert raced and raced[0] > 0
+    fresh = Projector(Ledger(store), SignalsModel())
+    fresh.rebuild()
+    assert rows(slow) == rows(fresh)
