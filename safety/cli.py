@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time as time_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from importlib import resources
@@ -219,6 +219,32 @@ def history(
 DEMO_USERS = (("physician", "safety_physician"), ("dsmb", "dsmb"), ("admin", "admin"))
 
 
+def in_clinical_order(messages: list[Any]) -> list[Any]:
+    """The study as it happened: by occurred_at (stable, so same-day messages keep the file's order)."""
+    from events.contract import parse_timestamp
+    from safety.vocabulary import AMENDMENT_TYPES
+
+    def when(m: Any) -> tuple[datetime, int]:
+        obj = json.loads(m.raw)
+        # an amendment is told after what it amends, even when it is dated the same instant
+        return parse_timestamp(obj["occurred_at"]), int(obj["type"] in AMENDMENT_TYPES)
+
+    return sorted(messages, key=when)
+
+
+def replay_messages(ledger: Any, messages: list[Any], delay: float,
+                    after_each: Callable[[int], None] | None = None) -> None:
+    """Append one message at a time, as a registry would send them, so the board shows signals live."""
+    from events.ingest import Ingestor
+
+    ingestor = Ingestor(ledger)
+    for i, m in enumerate(messages):
+        ingestor.ingest([m])
+        if after_each:
+            after_each(i)
+        time_module.sleep(delay)
+
+
 @app.command()
 def demo(
     store: StoreOption = None,
@@ -243,16 +269,9 @@ def demo(
             users.add(name, role, f"demo-{name}")
     messages = list(read_ndjson(str(demo_feed_path())))
     if replay and not no_board:
-        messages.sort(key=lambda m: json.loads(m.raw)["occurred_at"])
-
-        def feed() -> None:
-            ingestor = Ingestor(ledger)
-            for m in messages:
-                ingestor.ingest([m])
-                time_module.sleep(delay)
-
-        threading.Thread(target=feed, daemon=True).start()
-        err.print(f"replaying {len(messages)} messages in clinical-time order, one every {delay:g} s")
+        ordered = in_clinical_order(messages)
+        threading.Thread(target=replay_messages, args=(ledger, ordered, delay), daemon=True).start()
+        err.print(f"replaying {len(ordered)} messages in clinical-time order, one every {delay:g} s")
     else:
         counts = Ingestor(ledger).ingest(messages)
         _catch_up(ledger, *read_models())

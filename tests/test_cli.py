@@ -160,3 +160,52 @@ def test_the_generator_is_deterministic_and_its_invalid_share_is_quarantined(tmp
     assert code == 0
     assert counts["quarantined"] >= invalid > 0  # conflicts and unknown targets are quarantined too
     assert counts["accepted"] > 0.95 * len(first.splitlines())
+
+
+def test_demo_replay_raises_patient_6_warning_the_moment_the_second_panel_arrives(sqlite_url: str):
+    """`demo --replay` feeds the study in clinical-time order, one message at a time, so the board shows
+    the evolving MAS as it happened: watch at the second panel's platelets, warning at its ESR."""
+    from events.files import read_ndjson
+    from events.ledger import Ledger
+    from events.store import Store
+    from projections.runner import Projector
+    from projections.signals import SignalsModel, query_signals
+    from safety.cli import in_clinical_order, replay_messages
+
+    ledger = Ledger(Store.parse(sqlite_url))
+    messages = in_clinical_order(list(read_ndjson(str(demo_feed_path()))))
+    times = [json.loads(m.raw)["occurred_at"] for m in messages]
+    assert len(messages) == 326 and times[0] < times[-1]
+    signals = Projector(ledger, SignalsModel())
+    first: dict[str, str] = {}
+
+    def look(i: int) -> None:
+        signals.catch_up()
+        for s in query_signals(signals.view.db, patient="MSC-06", kind="mas_trend"):
+            first.setdefault(s["level"], json.loads(messages[i].raw)["message_id"])
+
+    replay_messages(ledger, messages, 0.0, after_each=look)
+    assert first == {"watch": "MSC-06-lab-40", "warning": "MSC-06-lab-41"}
+    code, out = run("signals", "--format", "json", store_url=sqlite_url)
+    assert code == 0 and [s["patient_id"] for s in json.loads(out) if s["kind"] == "mas_trend"] == ["MSC-06"]
+
+
+def test_ingest_rebuild_and_catch_up_show_progress_bars_on_a_terminal(tmp_path: Path, sqlite_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    import io
+
+    from rich.console import Console
+
+    import safety.cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(safety.cli, "err", Console(file=screen, force_terminal=True, width=100))
+    assert run("ingest", str(demo_feed_path()), store_url=sqlite_url)[0] == 0
+    assert run("rebuild", store_url=sqlite_url)[0] == 0
+    shown = screen.getvalue()
+    assert "ingest seed-study.ndjson" in shown and "100%" in shown
+    assert "rebuild incidence" in shown and "rebuild signals" in shown
+    quiet = io.StringIO()  # not a terminal (a pipe, a log file): no bar, no control codes
+    monkeypatch.setattr(safety.cli, "err", Console(file=quiet, force_terminal=False))
+    assert run("ingest", str(demo_feed_path()), store_url=sqlite_url)[0] == 0
+    assert "\x1b[" not in quiet.getvalue() and "ingest seed-study" not in quiet.getvalue()
