@@ -230,6 +230,26 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         super()._insert_events(curs, stored_events, **kwargs)
         self._write_extras(curs, kwargs)
 
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # The library sends a batch as one array of a composite type, which psycopg dumps as text with
+        # a regular expression per field (about 40 us an event on our machines); rows sent with
+        # executemany in the pipeline go in binary. The table lock and the notification stay as the
+        # library has them: they keep notification ids in commit order for readers.
+        from psycopg.sql import SQL, Identifier
+
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.executemany(
+            SQL("INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+                " VALUES (%s, %s, %s, %s)").format(schema=Identifier(self.datastore.schema),
+                                                    table=Identifier(self.events_table_name)),
+            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> None:
+        return None  # nothing of ours reads the new notification ids
+
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql.encode(), params, prepare=False)
