@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -181,11 +184,27 @@ class Ingestor:
         return self.ingest_tracked(batch, tracking)[0]
 
     def ingest_tracked(
-        self, batch: Sequence[RawMessage], tracking: Tracking | None
+        self, batch: Sequence[RawMessage], tracking: Tracking | None, parsers: ParserPool | None = None
     ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
-        """Like ``ingest_batch``, also returning the quarantined messages with their reasons."""
+        """Like ``ingest_batch``, also returning the quarantined messages with their reasons; with
+        ``parsers``, the batch is parsed in their processes, split between them."""
         now = self.now()
-        decided = self._store(batch, [prepare(item.raw, now, self.encoder) for item in batch], now, tracking)
+        return self.store_prepared(batch, self.parse(batch, now, parsers)(), now, tracking)
+
+    def parse(self, batch: Sequence[RawMessage], now: datetime,
+              parsers: ParserPool | None = None) -> Callable[[], list[Prepared | Rejected]]:
+        """Start parsing ``batch`` (in ``parsers`` when given and the batch is worth it); call the
+        result for the parsed items."""
+        if parsers is not None and len(batch) >= parsers.min_batch:
+            return parsers.submit([item.raw for item in batch], now)
+        return lambda: [prepare(item.raw, now, self.encoder) for item in batch]
+
+    def store_prepared(
+        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime,
+        tracking: Tracking | None,
+    ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
+        """Judge parsed items and append them in one transaction (with the source position)."""
+        decided = self._store(batch, items, now, tracking)
         return decided.totals(), decided.rejected
 
     def _store(
@@ -340,11 +359,43 @@ _worker_encoder: StateEncoder | None = None
 def _init_worker(settings: dict[str, str]) -> None:
     global _worker_encoder
     _worker_encoder = StateEncoder(Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **settings}).mapper)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """A parser whose parent was killed (SIGKILL leaves no time to shut the pool) ends too."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejected]:
     assert _worker_encoder is not None
     return [prepare(line, now, _worker_encoder) for line in lines]
+
+
+class ParserPool:
+    """Processes that parse and serialise messages (the CPU-heavy part that needs no database), for a
+    caller that stores batch by batch (the Kafka consumer): each batch is split between them, and
+    the next batch can be parsing while this process stores the last."""
+
+    #: below this, the round trip to the processes costs more than it saves
+    min_batch = 200
+
+    def __init__(self, workers: int, ledger: Ledger):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker, initargs=(ledger.mapper_settings(),))
+
+    def submit(self, raws: list[bytes], now: datetime) -> Callable[[], list[Prepared | Rejected]]:
+        """Split ``raws`` between the processes; call the result to wait for the items, in order."""
+        size = -(-len(raws) // self.workers)
+        futures = [self.pool.submit(_prepare_chunk, raws[i : i + size], now) for i in range(0, len(raws), size)]
+        return lambda: [item for future in futures for item in future.result()]
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
 
 def _parallel_prepare(

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -22,7 +23,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from events.contract import ContractViolation, parse_message
-from events.ingest import IngestCounts, Ingestor, RawMessage
+from events.ingest import IngestCounts, Ingestor, ParserPool, Prepared, RawMessage, Rejected
 from events.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,17 @@ class ConsumerStats:
     polls: int = 0
     dead_letters: int = 0
     reconnects: int = 0
+
+
+@dataclass(frozen=True)
+class _Parsing:
+    """One partition's records of a poll, parsing (call ``items`` for the result)."""
+
+    tp: TopicPartition
+    raws: list[RawMessage]
+    tracking: Tracking
+    now: datetime
+    items: Callable[[], list[Prepared | Rejected]]
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
@@ -70,6 +82,7 @@ class FeedConsumer:
         client: dict[str, Any] | None = None,
         after_batch: Callable[[], None] | None = None,
         source: str | None = None,
+        parsers: int = 0,
     ):
         self.ledger = ledger
         self.bootstrap = bootstrap
@@ -81,6 +94,10 @@ class FeedConsumer:
         self.client = client or {}
         self.after_batch = after_batch
         self.ingestor = Ingestor(ledger, allowed_source=source)
+        #: processes that parse each poll's records in parallel (0: parse in this process)
+        self.parsers = parsers
+        self._parser_pool: ParserPool | None = None
+        self._pending: list[_Parsing] = []  # the last poll's batches, parsing while it stores
         self.stats = ConsumerStats()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -101,6 +118,7 @@ class FeedConsumer:
             **self.client,
         )
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **self.client)
+        self._pool()  # start the parser processes before the first poll, not during it
         self._ensure_topic(self.dlq_topic)
         if self.group:
             self.consumer.subscribe([self.topic], listener=_SeekOnAssign(self))
@@ -151,7 +169,18 @@ class FeedConsumer:
             else:
                 self.consumer.seek(tp, offset + 1)
 
+    def _pool(self) -> ParserPool | None:
+        if self.parsers > 0 and self._parser_pool is None:
+            self._parser_pool = ParserPool(self.parsers, self.ledger)
+        return self._parser_pool
+
     def close(self) -> None:
+        """Disconnect; batches left parsing are dropped (a reconnect reads them again from the ledger's
+        offsets): call ``flush`` first to store them."""
+        self._pending = []
+        if self._parser_pool is not None:
+            self._parser_pool.close()
+            self._parser_pool = None
         for client in (self.consumer, self.producer):
             if client is not None:
                 try:
@@ -180,15 +209,21 @@ class FeedConsumer:
                     time.sleep(0.1)
                     slept += 0.1
                 backoff = min(max_backoff, backoff * 2)
+        if self.consumer is not None:
+            self.flush()  # a graceful stop stores what is parsed; a kill leaves it to be read again
         self.close()
         return self.stats
 
     def poll_once(self) -> IngestCounts:
-        """One poll: each partition's records in one transaction with their offset."""
+        """One poll: each partition's records in one transaction with their offset.
+
+        With parser processes and a backlog (a full poll), this poll's records are parsed while the
+        previous poll's are stored, and stored by the next call (or ``flush``); at the head of the
+        feed each poll is stored before the call returns, so a new message is not held back.
+        """
         assert self.consumer is not None
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
         self.stats.polls += 1
-        total = IngestCounts()
         topic_id = self._topic_id()
         if topic_id != self._seek_topic_id and self.consumer.assignment():
             # The topic was created anew (or an in-memory broker restarted): its offsets start
@@ -196,24 +231,51 @@ class FeedConsumer:
             # message ids make anything seen before a duplicate, never a loss.
             log.warning("topic %s has a new id (%s): reading it from the beginning", self.topic, topic_id)
             self.stats.reconnects += 1
+            self._pending = []  # read again after the seek
             self.seek(sorted(self.consumer.assignment()))
-            return total
-        for tp, records in polled.items():
-            if not records:
+            return IngestCounts()
+        fresh = [self._parse(tp, records, topic_id) for tp, records in polled.items() if records]
+        total = self._store(self._pending, fresh)
+        backlog = sum(len(records) for records in polled.values()) >= self.batch_size
+        if self._parser_pool is not None and backlog:
+            self._pending = fresh
+        else:
+            self._pending = []
+            total.add(self._store(fresh, []))
+        return total
+
+    def flush(self) -> IngestCounts:
+        """Store what the last poll left parsing."""
+        pending, self._pending = self._pending, []
+        return self._store(pending, [])
+
+    def _parse(self, tp: TopicPartition, records: Sequence[Any], topic_id: object) -> _Parsing:
+        raws = [RawMessage(r.value if r.value is not None else b"",
+                           {"topic": tp.topic, "partition": tp.partition, "offset": r.offset})
+                for r in records]
+        now = self.ingestor.now()
+        return _Parsing(tp, raws, Tracking(tracking_name(tp.topic, topic_id, tp.partition), records[-1].offset),
+                        now, self.ingestor.parse(raws, now, self._pool()))
+
+    def _store(self, batches: list[_Parsing], following: list[_Parsing]) -> IngestCounts:
+        """Store ``batches`` in order; a partition found already stored by another consumer is sought
+        past, and its ``following`` batches (read before the seek) are dropped, to be read again."""
+        total = IngestCounts()
+        sought: set[TopicPartition] = set()
+        for b in batches:
+            if b.tp in sought:
                 continue
-            raws = [RawMessage(r.value if r.value is not None else b"",
-                               {"topic": tp.topic, "partition": tp.partition, "offset": r.offset})
-                    for r in records]
-            tracking = Tracking(tracking_name(tp.topic, topic_id, tp.partition), records[-1].offset)
             try:
-                counts, rejected = self.ingestor.ingest_tracked(raws, tracking)
+                counts, rejected = self.ingestor.store_prepared(b.raws, b.items(), b.now, b.tracking)
             except IntegrityError:
                 # Another consumer of the group stored these offsets first: continue after them.
-                log.info("offsets of %s already stored; seeking past them", tp)
-                self.seek([tp])
+                log.info("offsets of %s already stored; seeking past them", b.tp)
+                self.seek([b.tp])
+                sought.add(b.tp)
                 continue
             total.add(counts)
             self._dead_letters(rejected)
+        following[:] = [b for b in following if b.tp not in sought]
         self.stats.counts.add(total)
         if total.total and self.after_batch:
             self.after_batch()

@@ -642,6 +642,9 @@ def consume(
     batch_size: Annotated[int, typer.Option(min=1, max=20000, help="records per poll and transaction")] = 500,
     poll_timeout: Annotated[int, typer.Option(min=1, help="poll timeout in milliseconds")] = 200,
     with_projections: Annotated[bool, typer.Option("--project", help="also keep the read models up to date")] = False,
+    parsers: Annotated[
+        int, typer.Option(min=0, max=16, help="parser processes: a backlog is parsed there while this one stores")
+    ] = 2,
     source: Annotated[
         str | None,
         typer.Option(help="the registry this topic belongs to: other sources are quarantined as unauthorised"),
@@ -667,7 +670,7 @@ def consume(
 
     feed = FeedConsumer(ledger, bootstrap, topic=topic, group=group, dlq_topic=dlq_topic,
                         batch_size=batch_size, poll_timeout_ms=poll_timeout, client=_kafka_client(),
-                        after_batch=after, source=source)
+                        after_batch=after, source=source, parsers=parsers)
     err.print(f"consuming {topic} from {bootstrap} into {ledger.store.display()}")
     stats = feed.run(stopping)
     typer.echo(json.dumps({**stats.counts.as_dict(), "dead_letters": stats.dead_letters,

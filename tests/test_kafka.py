@@ -113,6 +113,31 @@ def test_invalid_messages_go_to_quarantine_and_the_dead_letter_topic(broker: Bro
     assert "not JSON" in reasons[0] and "unknown unit mg/dL for PLT" in reasons[1]
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def still_running(pid: int, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state == "Z":  # ended, waiting for its (new) parent to reap it
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def consume_process(bootstrap: str, topic: str, store_url: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "safety.cli", "consume", "--bootstrap", bootstrap, "--topic", topic,
@@ -129,13 +154,18 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(broker: 
     ledger = Ledger(Store.parse(url))
     rng = random.Random(42)
     kills = 0
+    orphans = []
     for chunk in range(10):  # the feed keeps arriving while the consumer is killed again and again
         publish([RawMessage(line, {}) for line in lines[chunk * 3000:(chunk + 1) * 3000]], broker.bootstrap, topic)
-        proc = consume_process(broker.bootstrap, topic, url)
-        time.sleep(rng.uniform(0.6, 1.6))
+        parsers = 2 if chunk % 2 else 0  # half the runs parse a poll in processes while storing the last
+        proc = consume_process(broker.bootstrap, topic, url, "--parsers", str(parsers))
+        time.sleep(rng.uniform(0.6, 1.6) + (1.0 if parsers else 0.0))  # + the parsers' start
+        children = children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
+        orphans += [pid for pid in children if still_running(pid, timeout=10)]
+    assert orphans == []  # parser processes end with a killed consumer
     final = consume_process(broker.bootstrap, topic, url)
     started = time.time()
     deadline = started + 120
