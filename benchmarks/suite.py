@@ -179,7 +179,9 @@ class Suite:
         return "\n".join(rows) + (f"\n\n{samples} evolving-MAS panels appended one at a time into a store holding "
                                   f"{len(self.lines):,} messages; time until the mas_trend signal can be read. "
                                   "Kafka path: the panel is published to the test broker and `safety-monitor "
-                                  "consume --project` (one process) appends it and updates the read models.\n")
+                                  "consume --project` (default options) appends it and updates the read models; at "
+                                  "the head of the feed a poll is small, so it is parsed and stored in the "
+                                  "consumer itself.\n")
 
     def _kafka_latency(self, ledger: Ledger, samples: int) -> str:
         from kafka import KafkaProducer
