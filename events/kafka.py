@@ -5,7 +5,8 @@ one transaction with an eventsourcing ``Tracking`` row (``kafka:TOPIC:TOPIC_ID:P
 offset). On start, and whenever partitions are assigned, the consumer seeks to the stored offset
 + 1, so a crash at any instant loses nothing and stores nothing twice. The topic id is part of the
 name: a topic deleted and created again (or an in-memory broker restarted) starts afresh instead of
-skipping its new records. Dead letters are produced after the batch commits: at least once.
+skipping its new records. Dead letters are sent after the batch commits, from the quarantine rows
+that commit with it (an outbox), so a crash in between delays them but never loses one.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class FeedConsumer:
         self.parsers = parsers
         self._parser_pool: ParserPool | None = None
         self._pending: list[_Parsing] = []  # the last poll's batches, parsing while it stores
+        self._dead_letter_mark = 0  # quarantine ids up to here need no look again
         self.stats = ConsumerStats()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -126,6 +128,7 @@ class FeedConsumer:
             partitions = self._partitions()
             self.consumer.assign(partitions)
             self.seek(partitions)
+        self.send_dead_letters()  # what a crash left between a batch's commit and its dead letters
 
     def _partitions(self, timeout: float = 30.0) -> list[TopicPartition]:
         assert self.consumer is not None
@@ -262,6 +265,7 @@ class FeedConsumer:
         past, and its ``following`` batches (read before the seek) are dropped, to be read again."""
         total = IngestCounts()
         sought: set[TopicPartition] = set()
+        quarantined = False
         for b in batches:
             if b.tp in sought:
                 continue
@@ -274,25 +278,35 @@ class FeedConsumer:
                 sought.add(b.tp)
                 continue
             total.add(counts)
-            self._dead_letters(rejected)
+            quarantined = quarantined or bool(rejected)
+        if quarantined:
+            self.send_dead_letters()
         following[:] = [b for b in following if b.tp not in sought]
         self.stats.counts.add(total)
         if total.total and self.after_batch:
             self.after_batch()
         return total
 
-    def _dead_letters(self, rejected: Iterable[tuple[RawMessage, str]]) -> None:
+    def send_dead_letters(self) -> int:
+        """Send every message quarantined from this topic that has not gone to the dead-letter topic
+        yet, then note it sent. An outbox: the quarantine row commits with its batch, so a crash before
+        the send is made good at the next start (at least once: a crash after it may send it twice)."""
         assert self.producer is not None
-        sent = 0
-        for item, reason in rejected:
-            headers = [("reason", reason.encode()), ("source_topic", str(item.position["topic"]).encode()),
-                       ("source_partition", str(item.position["partition"]).encode()),
-                       ("source_offset", str(item.position["offset"]).encode())]
-            self.producer.send(self.dlq_topic, value=item.raw, headers=headers)
-            sent += 1
-        if sent:
+        # Below the mark everything was sent by this consumer or belongs to another topic's feed.
+        pending = self.ledger.tables.undelivered_dead_letters(self.topic, self._dead_letter_mark)
+        for item in pending:
+            where = item["position"]
+            headers = [("reason", item["reason"].encode()), ("source_topic", str(where["topic"]).encode()),
+                       ("source_partition", str(where["partition"]).encode()),
+                       ("source_offset", str(where["offset"]).encode())]
+            self.producer.send(self.dlq_topic, value=item["raw"], headers=headers)
+        if pending:
             self.producer.flush(timeout=30)
-            self.stats.dead_letters += sent
+            self.ledger.tables.mark_dead_lettered([item["id"] for item in pending],
+                                                  self.ingestor.now().isoformat())
+            self.stats.dead_letters += len(pending)
+            self._dead_letter_mark = pending[-1]["id"]
+        return len(pending)
 
 
 # --- publishing -----------------------------------------------------------------------------------

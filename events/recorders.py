@@ -7,6 +7,7 @@ so a crash can never leave an event without its idempotency key, or an offset wi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, cast
 from uuid import UUID
@@ -30,6 +31,9 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS {s}ledger_quarantine ("
     " id {serial} PRIMARY KEY, received_at TEXT NOT NULL, source TEXT, message_id TEXT,"
     " position TEXT NOT NULL, reason TEXT NOT NULL, raw {blob} NOT NULL)",
+    # Quarantined Kafka messages already sent to the dead-letter topic (an outbox: sent after commit).
+    "CREATE TABLE IF NOT EXISTS {s}ledger_dead_letters ("
+    " quarantine_id BIGINT PRIMARY KEY, sent_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {s}ledger_feed_counts ("
     " source TEXT PRIMARY KEY, accepted BIGINT NOT NULL, duplicates BIGINT NOT NULL,"
     " quarantined BIGINT NOT NULL, last_message_at TEXT NOT NULL)",
@@ -137,6 +141,29 @@ class LedgerTables:
                                  s.unseal_bytes(bytes(raw))), strict=True))
                 for i, at, source, mid, position, reason, raw in rows]
 
+    def undelivered_dead_letters(self, topic: str, after_id: int = 0) -> list[dict[str, Any]]:
+        """Messages quarantined from ``topic`` (with ids above ``after_id``) that have not yet gone to
+        its dead-letter topic."""
+        rows = self._fetch(self._sql(
+            "SELECT q.id, q.position, q.reason, q.raw FROM {s}ledger_quarantine q"
+            " LEFT JOIN {s}ledger_dead_letters d ON d.quarantine_id = q.id"
+            " WHERE q.id > {p} AND d.quarantine_id IS NULL AND q.position LIKE {p} ORDER BY q.id"),
+            [after_id, '{"topic": %'])
+        s = self.sealer
+        out = []
+        for i, position, reason, raw in rows:
+            where = json.loads(position)
+            if where.get("topic") == topic:
+                out.append({"id": i, "position": where, "reason": s.unseal(reason), "raw": s.unseal_bytes(bytes(raw))})
+        return out
+
+    def mark_dead_lettered(self, ids: Sequence[int], sent_at: str) -> None:
+        self._write(self._sql("INSERT INTO {s}ledger_dead_letters VALUES ({p},{p})"
+                              " ON CONFLICT (quarantine_id) DO NOTHING"), [(i, sent_at) for i in ids])
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
     def tracking_table(self) -> str:
         raise NotImplementedError
 
@@ -194,6 +221,10 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             return [tuple(r) for r in c.fetchall()]
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(sql, rows)
 
     def tracking_table(self) -> str:
         return "tracking"
@@ -254,6 +285,10 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql.encode(), params, prepare=False)
             return [tuple(r.values()) for r in c.fetchall()]
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(sql.encode(), rows)
 
     def tracking_table(self) -> str:
         return f'{self.schema_prefix}"{self.tracking_table_name}"'

@@ -14,9 +14,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from events.files import read_ndjson
 from events.ingest import Ingestor, RawMessage
@@ -99,18 +101,64 @@ def test_invalid_messages_go_to_quarantine_and_the_dead_letter_topic(broker: Bro
     q = ledger.tables.quarantined()
     assert [json.loads(item["position"]) for item in q] == [
         {"topic": topic, "partition": 0, "offset": 1}, {"topic": topic, "partition": 0, "offset": 2}]
+    records = dead_letters(broker, topic, at_least=2)
+    assert [r.value for r in records] == [b"{not json", q[1]["raw"]]
+    reasons = [dict(r.headers)["reason"].decode() for r in records]
+    assert "not JSON" in reasons[0] and "unknown unit mg/dL for PLT" in reasons[1]
+
+
+def dead_letters(broker: Broker, topic: str, at_least: int) -> list[Any]:
     dlq = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=10)
     tp = TopicPartition(f"{topic}.dlq", 0)
     dlq.assign([tp])
     dlq.seek_to_beginning(tp)
-    records: list = []
+    records: list[Any] = []
     deadline = time.time() + 20
-    while len(records) < 2 and time.time() < deadline:
+    while len(records) < at_least and time.time() < deadline:
         records += dlq.poll(500).get(tp, [])
+    records += dlq.poll(300).get(tp, [])  # and nothing more after them
     dlq.close()
-    assert [r.value for r in records] == [b"{not json", q[1]["raw"]]
-    reasons = [dict(r.headers)["reason"].decode() for r in records]
-    assert "not JSON" in reasons[0] and "unknown unit mg/dL for PLT" in reasons[1]
+    return records
+
+
+def test_a_dead_letter_lost_between_commit_and_send_is_sent_at_the_next_start(broker: Broker, store_url: str):
+    """The quarantine row commits with its batch; the dead letter is sent from it afterwards. A consumer
+    that dies before sending (here: its producer fails) leaves it to the next start, which sends it."""
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    publish([RawMessage(json.dumps(message("ok-1")).encode(), {})], broker.bootstrap, topic)
+    from kafka import KafkaProducer
+
+    raw_producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    raw_producer.send(topic, value=b"{broken")
+    raw_producer.flush()
+    raw_producer.close()
+    ledger = Ledger(Store.parse(store_url))
+
+    class DiesBeforeSending(FeedConsumer):
+        def send_dead_letters(self) -> int:
+            if self.ledger.tables.undelivered_dead_letters(self.topic):
+                raise KafkaError("the process died here")
+            return super().send_dead_letters()
+
+    first = DiesBeforeSending(ledger, broker.bootstrap, topic=topic)
+    first.connect()
+    with pytest.raises(KafkaError):
+        while first.stats.counts.total < 2:
+            first.poll_once()
+    first.close()
+    assert ledger.tables.message_digest()[0] == 1 and len(ledger.tables.quarantined()) == 1
+    assert dead_letters(broker, topic, at_least=1) == []  # committed, not yet sent
+
+    second = FeedConsumer(Ledger(Store.parse(store_url)), broker.bootstrap, topic=topic)
+    second.connect()  # sends what the first left
+    second.close()
+    third = FeedConsumer(Ledger(Store.parse(store_url)), broker.bootstrap, topic=topic)
+    third.connect()  # and nothing twice once it was noted sent
+    third.close()
+    [letter] = dead_letters(broker, topic, at_least=1)
+    assert letter.value == b"{broken" and "not JSON" in dict(letter.headers)["reason"].decode()
+    assert (second.stats.dead_letters, third.stats.dead_letters) == (1, 0)
 
 
 def children_of(pid: int) -> list[int]:
