@@ -157,6 +157,10 @@ class LedgerTables:
                 out.append({"id": i, "position": where, "reason": s.unseal(reason), "raw": s.unseal_bytes(bytes(raw))})
         return out
 
+    def dead_lettered(self) -> dict[int, str]:
+        """Quarantine id -> when its dead letter was sent."""
+        return dict(self._fetch(self._sql("SELECT quarantine_id, sent_at FROM {s}ledger_dead_letters")))
+
     def mark_dead_lettered(self, ids: Sequence[int], sent_at: str) -> None:
         self._write(self._sql("INSERT INTO {s}ledger_dead_letters VALUES ({p},{p})"
                               " ON CONFLICT (quarantine_id) DO NOTHING"), [(i, sent_at) for i in ids])

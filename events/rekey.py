@@ -1,9 +1,9 @@
 """Key rotation: copy the ledger into a new store sealed with a new key (or with none).
 
 Every stored event is decoded with the current key and stored again with the new one, with the same
-patient streams, versions and recording times; the idempotency index, the quarantine and the
-per-source counts come along. Read models are then rebuilt from the copy. The old store and key can
-be destroyed once the copy is checked.
+patient streams, versions and recording times; the idempotency index, the quarantine, the per-source
+counts and the note of which dead letters were sent come along. Read models are then rebuilt from
+the copy. The old store and key can be destroyed once the copy is checked.
 """
 
 from __future__ import annotations
@@ -47,7 +47,20 @@ def copy_ledger(old: Ledger, new: Ledger, page: int = 2000,
         for c in old.tables.feed_counts()
     ]
     new.append_stored([], quarantine=quarantine, counts=counts)
+    _carry_dead_letters(old, new)
     for name, offset in old.tables.tracking_positions("kafka:").items():  # consumers resume where they were
         new.recorder.insert_tracking(Tracking(name, offset))  # type: ignore[attr-defined]
     return copied
 
+
+def _carry_dead_letters(old: Ledger, new: Ledger) -> None:
+    """Quarantine rows get new ids in the copy (in the same order): note as sent what was sent, so the
+    consumer does not send those dead letters again."""
+    sent = old.tables.dead_lettered()
+    pairs = zip(old.tables.quarantined(), new.tables.quarantined(), strict=True)
+    by_time: dict[str, list[int]] = {}
+    for before, after in pairs:
+        if before["id"] in sent:
+            by_time.setdefault(sent[before["id"]], []).append(after["id"])
+    for sent_at, ids in by_time.items():
+        new.tables.mark_dead_lettered(ids, sent_at)

@@ -13,7 +13,7 @@ import pytest
 
 from events.files import read_ndjson
 from events.history import patient_history
-from events.ingest import Ingestor
+from events.ingest import Ingestor, RawMessage
 from events.ledger import Ledger
 from events.sealing import KEY_ENV, CipherKeyError, configured_key
 from events.store import Store
@@ -144,7 +144,12 @@ def test_rekey_copies_the_ledger_under_a_new_key_and_answers_stay_the_same(monke
     runner = CliRunner()
     monkeypatch.setenv(KEY_ENV, old_key)
     assert runner.invoke(app, ["demo", "--no-board", "--store", old_url]).exit_code == 0
-    Ingestor(Ledger(Store.parse(old_url))).ingest([raw(b"{broken MSC-06")])
+    old_ledger = Ledger(Store.parse(old_url))
+    Ingestor(old_ledger).ingest([raw(b"{broken MSC-06")] + [
+        RawMessage(b"{broken " + str(offset).encode(), {"topic": "pv.events", "partition": 0, "offset": offset})
+        for offset in (7, 8)])
+    sent = old_ledger.tables.undelivered_dead_letters("pv.events")[0]  # offset 7 went out, 8 did not
+    old_ledger.tables.mark_dead_lettered([sent["id"]], "2026-11-26T12:00:00+00:00")
     before = runner.invoke(app, ["incidence", "--format", "json", "--store", old_url]).stdout
     result = runner.invoke(app, ["rekey", "--to", new_url, "--new-key-file", str(key_file), "--store", old_url])
     assert result.exit_code == 0, result.stderr
@@ -159,7 +164,8 @@ def test_rekey_copies_the_ledger_under_a_new_key_and_answers_stay_the_same(monke
     monkeypatch.setenv(KEY_ENV, new_key)
     copied = Ledger(Store.parse(new_url))
     assert original.tables.message_digest() == copied.tables.message_digest()
-    assert [q["raw"] for q in copied.tables.quarantined()] == [b"{broken MSC-06"]
+    assert [q["raw"] for q in copied.tables.quarantined()] == [b"{broken MSC-06", b"{broken 7", b"{broken 8"]
+    assert [d["raw"] for d in copied.tables.undelivered_dead_letters("pv.events")] == [b"{broken 8"]
     blob = stored_bytes(Store.parse(new_url))
     assert [n for n in NEEDLES if n in blob] == []
 
