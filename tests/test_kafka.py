@@ -226,7 +226,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(broker: 
     assert kills == 10
     assert ledger.tables.message_digest() == expected.tables.message_digest()
     assert accepted(ledger) == len(lines)  # every message judged exactly once: none counted twice
-    record("consumer killed with SIGKILL at random instants (Kafka → SQLite)", kills, len(lines), 0, 0,
+    record("consumer killed with SIGKILL at random instants, with and without parser processes (Kafka → SQLite)",
+           kills, len(lines), 0, 0,
            "count and digest equal file ingest of the same feed")
 
 
