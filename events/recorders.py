@@ -97,7 +97,7 @@ class LedgerTables:
             if s.enabled:
                 admissions = [(s.token(key), source, s.token(mid), s.token(pid), typ, content, oid, version)
                               for key, source, mid, pid, typ, content, oid, version in admissions]
-            c.executemany(self._sql(_INSERT_ADMISSION), admissions)
+            self._insert_admissions(c, admissions)
         if quarantine:
             if s.enabled:
                 quarantine = [(at, source, s.seal(mid), position, s.seal(reason) or "", s.seal_bytes(raw))
@@ -106,19 +106,28 @@ class LedgerTables:
         if counts:
             c.executemany(self._sql(_UPSERT_COUNTS), counts)
 
+    def _insert_admissions(self, c: Any, admissions: list[AdmissionRow]) -> None:
+        c.executemany(self._sql(_INSERT_ADMISSION), admissions)
+
+    def _key_in(self, keys: list[str]) -> tuple[str, list[Any]]:
+        """``message_key IN (...)`` for ``keys``, as SQL and parameters."""
+        return "message_key IN (" + ",".join([self.placeholder] * len(keys)) + ")", keys
+
+    #: keys per lookup query
+    lookup_chunk = 500
+
     def lookup_messages(self, keys: Iterable[str]) -> dict[str, IndexedMessage]:
         found: dict[str, IndexedMessage] = {}
         s = self.sealer
         unique = [s.token(k) for k in dict.fromkeys(keys)]
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join([self.placeholder] * len(chunk))
+        for start in range(0, len(unique), self.lookup_chunk):
+            where, params = self._key_in(unique[start : start + self.lookup_chunk])
             rows = self._fetch(
                 self._sql(
                     "SELECT message_key, patient_id, type, content_hash, originator_id"
-                    " FROM {s}ledger_message_index WHERE message_key IN (" + marks + ")"
+                    " FROM {s}ledger_message_index WHERE " + where
                 ),
-                chunk,
+                params,
             )
             for r in rows:
                 key = s.untoken(r[0])
@@ -265,20 +274,35 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         super()._insert_events(curs, stored_events, **kwargs)
         self._write_extras(curs, kwargs)
 
+    # Whole batches go as one array per column (dumped in binary) in one statement: executemany costs
+    # a round of parameter dumping per row, and IN lists a query parse per chunk.
+    lookup_chunk = 1 << 30
+
+    def _key_in(self, keys: list[str]) -> tuple[str, list[Any]]:
+        return "message_key = ANY(%s)", [keys]
+
+    def _insert_admissions(self, c: Any, admissions: list[AdmissionRow]) -> None:
+        columns = list(zip(*admissions, strict=True))
+        c.execute(self._sql("INSERT INTO {s}ledger_message_index SELECT * FROM unnest("
+                            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                            " %s::bigint[])").encode(), [list(col) for col in columns])
+
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         # The library sends a batch as one array of a composite type, which psycopg dumps as text with
-        # a regular expression per field (about 40 us an event on our machines); rows sent with
-        # executemany in the pipeline go in binary. The table lock and the notification stay as the
-        # library has them: they keep notification ids in commit order for readers.
+        # a regular expression per field (about 40 us an event on our machines); one array per column
+        # goes in binary. The table lock and the notification stay as the library has them: they keep
+        # notification ids in commit order for readers.
         from psycopg.sql import SQL, Identifier
 
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.executemany(
+        curs.execute(
             SQL("INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-                " VALUES (%s, %s, %s, %s)").format(schema=Identifier(self.datastore.schema),
-                                                    table=Identifier(self.events_table_name)),
-            [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events],
+                " SELECT * FROM unnest(%s::{oid}[], %s::bigint[], %s::text[], %s::bytea[])").format(
+                schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name),
+                oid=Identifier(self.datastore.originator_id_type)),
+            [[s.originator_id for s in stored_events], [s.originator_version for s in stored_events],
+             [s.topic for s in stored_events], [s.state for s in stored_events]],
         )
 
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
