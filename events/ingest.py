@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -168,13 +168,26 @@ class Ingestor:
         """Ingest in batches; ``workers`` > 0 parses in that many processes while this one stores."""
         total = IngestCounts()
         batches = _chunks(raws, batch_size)
-        if workers > 0:
-            prepared = _parallel_prepare(batches, workers, self.now, self.ledger.mapper_settings())
-        else:
-            prepared = ((b, [prepare(r.raw, now, self.encoder) for r in b], now)
-                        for b in batches for now in (self.now(),))
-        for batch, items, now in prepared:
-            total.add(self._store(batch, items, now, None).totals())
+        if workers <= 0:
+            for batch in batches:
+                now = self.now()
+                total.add(self._store(batch, [prepare(r.raw, now, self.encoder) for r in batch], now, None).totals())
+            return total
+        pool = ParserPool(workers, self.ledger)
+        try:
+            # A few batches parse ahead while this process stores, in input order.
+            window: deque[tuple[list[RawMessage], Callable[[], list[Prepared | Rejected]], datetime]] = deque()
+            for batch in batches:
+                now = self.now()
+                window.append((batch, pool.submit([r.raw for r in batch], now, split=False), now))
+                if len(window) > 2 * workers:
+                    done, items, stamp = window.popleft()
+                    total.add(self._store(done, items(), stamp, None).totals())
+            while window:
+                done, items, stamp = window.popleft()
+                total.add(self._store(done, items(), stamp, None).totals())
+        finally:
+            pool.close()
         return total
 
     def ingest_batch(
@@ -388,36 +401,17 @@ class ParserPool:
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(ledger.mapper_settings(),))
 
-    def submit(self, raws: list[bytes], now: datetime) -> Callable[[], list[Prepared | Rejected]]:
-        """Split ``raws`` between the processes; call the result to wait for the items, in order."""
-        size = -(-len(raws) // self.workers)
+    def submit(
+        self, raws: list[bytes], now: datetime, *, split: bool = True
+    ) -> Callable[[], list[Prepared | Rejected]]:
+        """Parse ``raws`` (split between the processes, or whole in one when the caller keeps several
+        batches in flight); call the result to wait for the items, in order."""
+        size = -(-len(raws) // self.workers) if split else len(raws)
         futures = [self.pool.submit(_prepare_chunk, raws[i : i + size], now) for i in range(0, len(raws), size)]
         return lambda: [item for future in futures for item in future.result()]
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
-
-
-def _parallel_prepare(
-    batches: Iterator[list[RawMessage]],
-    workers: int,
-    now: Callable[[], datetime],
-    settings: dict[str, str],
-) -> Iterator[tuple[list[RawMessage], list[Prepared | Rejected], datetime]]:
-    """Prepare batches in worker processes, a few ahead, yielding them in input order."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(settings,)) as pool:
-        window: deque[tuple[list[RawMessage], Future[list[Prepared | Rejected]], datetime]] = deque()
-        for batch in batches:
-            stamp = now()
-            window.append((batch, pool.submit(_prepare_chunk, [r.raw for r in batch], stamp), stamp))
-            if len(window) > 2 * workers:
-                done_batch, future, stamp = window.popleft()
-                yield done_batch, future.result(), stamp
-        while window:
-            done_batch, future, stamp = window.popleft()
-            yield done_batch, future.result(), stamp
 
 
 def _chunks(items: Iterable[RawMessage], size: int) -> Iterator[list[RawMessage]]:
