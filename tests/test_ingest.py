@@ -139,3 +139,32 @@ def test_counts_per_source_add_up(ledger):
     counts = {c["source"]: (c["accepted"], c["duplicates"], c["quarantined"])
               for c in ledger.tables.feed_counts()}
     assert counts == {"reg-a": (1, 1, 0), "reg-b": (1, 0, 0), "(unknown)": (0, 0, 1)}
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "encrypted"])
+def test_parsing_in_worker_processes_stores_exactly_what_one_process_stores(
+        store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch, sealed: bool):
+    """Large files are parsed in worker processes (`ingest --workers`); they must judge, encode and,
+    with a key, encrypt exactly as the storing process would."""
+    import base64
+    import os
+
+    from events.sealing import KEY_ENV
+
+    if sealed:
+        monkeypatch.setenv(KEY_ENV, base64.b64encode(os.urandom(32)).decode())
+    else:
+        monkeypatch.delenv(KEY_ENV, raising=False)
+    feed = list(read_ndjson(str(demo_feed_path())))
+    feed[10:10] = [raw("not json", 11), raw(message("MSC-01-lab-1", patient_id="MSC-01"), 12), feed[3]]
+    feed.append(raw(message("r1", type="retraction", patient_id="MSC-06", source="umcu-msc-jia",
+                            data={"target_message_id": "MSC-06-lab-39", "reason": "haemolysed"}), 400))
+    parallel = Ledger(store)
+    counts = Ingestor(parallel).ingest(feed, batch_size=40, workers=2)
+    alone = Ledger(Store.parse(f"sqlite:///{tmp_path}/alone.db"))
+    assert counts == Ingestor(alone).ingest(feed, batch_size=40)
+    assert counts.duplicates == 1 and counts.quarantined == 1  # the repeated line; "not json"
+    assert parallel.tables.message_digest() == alone.tables.message_digest()
+    assert [q["reason"] for q in parallel.tables.quarantined()] == [q["reason"] for q in alone.tables.quarantined()]
+    history = patient_history(parallel, "umcu-msc-jia", "MSC-06")
+    assert any(r["message_id"] == "MSC-06-lab-39" and r["retracted"] for r in history)
