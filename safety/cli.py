@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal as signals  # not `signal`: that name is the signal command below
 import subprocess
 import sys
 import time as time_module
@@ -739,8 +740,6 @@ def _kafka_client() -> dict[str, Any]:
 
 
 def _stop_flag() -> Any:
-    import signal as signals
-
     flag = {"stop": False}
 
     def handler(*_: Any) -> None:
@@ -817,6 +816,10 @@ def _run_board(store_url: str, port: int) -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     follower = subprocess.Popen(
         [sys.executable, "-m", "safety.cli", "project", "--follow", "--store", store_url], env=env)
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop, a service manager) stops the board like Ctrl+C
+
+    signals.signal(signals.SIGTERM, stop)
     err.print(f"board at http://localhost:{port}  (Ctrl+C stops it)")
     command = [
         sys.executable, "-m", "streamlit", "run", str(script),
@@ -825,7 +828,7 @@ def _run_board(store_url: str, port: int) -> None:
         "--client.toolbarMode", "minimal",
     ]
     try:
-        code = subprocess.call(command, env=env)
+        code = subprocess.call(command, env=env)  # kills the board if interrupted
     except KeyboardInterrupt:
         code = 0
     finally:

@@ -209,3 +209,30 @@ def test_ingest_rebuild_and_catch_up_show_progress_bars_on_a_terminal(tmp_path: 
     monkeypatch.setattr(safety.cli, "err", Console(file=quiet, force_terminal=False))
     assert run("ingest", str(demo_feed_path()), store_url=sqlite_url)[0] == 0
     assert "\x1b[" not in quiet.getvalue() and "ingest seed-study" not in quiet.getvalue()
+
+
+def test_sigterm_stops_the_board_and_its_follower_with_it(sqlite_url: str):
+    """`docker stop` or a service manager sends SIGTERM: the board and the projector it started must
+    not outlive the command (a stale board would keep the port and show a frozen ledger)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.processes import children_of, still_running
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "safety.cli", "dashboard", "--port", str(port),
+                             "--store", sqlite_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    children: list[int] = []
+    while len(children) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+        children = children_of(proc.pid)
+    assert len(children) == 2, "the board and its follower did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert [pid for pid in children if still_running(pid, timeout=15)] == []

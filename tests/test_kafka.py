@@ -32,6 +32,7 @@ from safety.cli import demo_feed_path
 from safety.incidence import Settings
 from tests.broker import Broker
 from tests.messages import message
+from tests.processes import children_of, still_running
 from tests.reliability import record
 
 pytestmark = pytest.mark.kafka
@@ -159,31 +160,6 @@ def test_a_dead_letter_lost_between_commit_and_send_is_sent_at_the_next_start(br
     [letter] = dead_letters(broker, topic, at_least=1)
     assert letter.value == b"{broken" and "not JSON" in dict(letter.headers)["reason"].decode()
     assert (second.stats.dead_letters, third.stats.dead_letters) == (1, 0)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def still_running(pid: int, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return False
-        if state == "Z":  # ended, waiting for its (new) parent to reap it
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def consume_process(bootstrap: str, topic: str, store_url: str, *extra: str) -> subprocess.Popen[bytes]:
