@@ -707,7 +707,8 @@ def status(
     topic: TopicOption = "pv.events",
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
-    """Feed status: per-partition offsets and lag, last message time, counts per source."""
+    """Feed status: per-partition offsets and lag, last message time, counts per source, dead letters
+    waiting to be sent."""
     from events.kafka import TRACKING_PREFIX, partition_lag
 
     ledger = open_ledger(store)
@@ -723,6 +724,8 @@ def status(
         "partitions": partitions,
         "last_message_at": max((s["last_message_at"] for s in sources), default=None),
         "sources": sources,
+        # quarantined from the topic, committed, not yet on its dead-letter topic (sent at the next start)
+        "dead_letters_waiting": len(ledger.tables.undelivered_dead_letters(topic)),
     }
     if format is Format.json:
         typer.echo(json.dumps(answer, indent=2))

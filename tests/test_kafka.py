@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+from typer.testing import CliRunner
 
 from events.files import read_ndjson
 from events.ingest import Ingestor, RawMessage
@@ -28,7 +29,7 @@ from events.store import Store
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector
 from projections.signals import SignalsModel, query_signals
-from safety.cli import demo_feed_path
+from safety.cli import app, demo_feed_path
 from safety.incidence import Settings
 from tests.broker import Broker
 from tests.messages import message
@@ -150,6 +151,8 @@ def test_a_dead_letter_lost_between_commit_and_send_is_sent_at_the_next_start(br
     first.close()
     assert ledger.tables.message_digest()[0] == 1 and len(ledger.tables.quarantined()) == 1
     assert dead_letters(broker, topic, at_least=1) == []  # committed, not yet sent
+    status = CliRunner().invoke(app, ["status", "--store", store_url, "--topic", topic, "--format", "json"])
+    assert json.loads(status.stdout)["dead_letters_waiting"] == 1
 
     second = FeedConsumer(Ledger(Store.parse(store_url)), broker.bootstrap, topic=topic)
     second.connect()  # sends what the first left
@@ -160,6 +163,8 @@ def test_a_dead_letter_lost_between_commit_and_send_is_sent_at_the_next_start(br
     [letter] = dead_letters(broker, topic, at_least=1)
     assert letter.value == b"{broken" and "not JSON" in dict(letter.headers)["reason"].decode()
     assert (second.stats.dead_letters, third.stats.dead_letters) == (1, 0)
+    status = CliRunner().invoke(app, ["status", "--store", store_url, "--topic", topic, "--format", "json"])
+    assert json.loads(status.stdout)["dead_letters_waiting"] == 0
 
 
 def consume_process(bootstrap: str, topic: str, store_url: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -266,10 +271,6 @@ def test_two_consumers_in_a_group_store_each_message_once(broker: Broker, tmp_pa
 
 
 def test_publish_reports_invalid_lines_and_status_shows_offsets(broker: Broker, tmp_path: Path, sqlite_url: str):
-    from typer.testing import CliRunner
-
-    from safety.cli import app
-
     topic = topic_name()
     broker.create_topic(topic, 1)
     feed = tmp_path / "feed.ndjson"
