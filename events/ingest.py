@@ -406,7 +406,7 @@ class ParserPool:
     ) -> Callable[[], list[Prepared | Rejected]]:
         """Parse ``raws`` (split between the processes, or whole in one when the caller keeps several
         batches in flight); call the result to wait for the items, in order."""
-        size = -(-len(raws) // self.workers) if split else len(raws)
+        size = max(1, -(-len(raws) // self.workers) if split else len(raws))
         futures = [self.pool.submit(_prepare_chunk, raws[i : i + size], now) for i in range(0, len(raws), size)]
         return lambda: [item for future in futures for item in future.result()]
 

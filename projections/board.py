@@ -12,7 +12,7 @@ from events.store import Store
 from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
 from projections.efficacy import EfficacyModel, efficacy
-from projections.feed import feed_counts, quarantine
+from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.runner import View
@@ -61,11 +61,16 @@ class BoardData:
         table = "tracking" if self.store.kind == "sqlite" else '{t}"ledger_tracking"'
         rows = self.ledger_db.query(
             f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE {{p}}", ["kafka:%"])
+        waiting = self.dead_letters_waiting()
         out = []
         for name, offset in rows:
             _, topic, topic_id, partition = name.split(":", 3)
-            out.append((topic, int(partition), offset, topic_id))
-        return pd.DataFrame(out, columns=["topic", "partition", "stored offset", "topic id"])
+            out.append((topic, int(partition), offset, topic_id, waiting.get(topic, 0)))
+        return pd.DataFrame(out, columns=["topic", "partition", "stored offset", "topic id",
+                                          "dead letters waiting (topic)"])
+
+    def dead_letters_waiting(self) -> dict[str, int]:
+        return dead_letters_waiting(self.ledger_db)
 
     def quarantined_raw(self, item_id: int) -> str:
         rows = self.ledger_db.query("SELECT raw FROM {t}ledger_quarantine WHERE id = {p}", [item_id])

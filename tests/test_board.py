@@ -189,3 +189,24 @@ def test_an_expired_session_asks_for_sign_in_again(demo_store):
     at.run()
     assert "Your session expired: sign in again." in [w.value for w in at.warning]
     assert "user" not in at.session_state
+
+
+def test_feed_health_shows_dead_letters_waiting_per_topic(demo_store):
+    """Quarantined Kafka messages whose dead letter is not sent yet (a consumer died in between) show
+    beside the topic's partitions, and leave the count once sent."""
+    from eventsourcing.persistence import Tracking
+
+    from events.ingest import Ingestor, RawMessage
+
+    ledger = Ledger(Store.parse(demo_store))
+    where = [{"topic": "pv.events", "partition": 0, "offset": n} for n in (0, 1)]
+    Ingestor(ledger).ingest_batch([RawMessage(b"{broken", where[0]), RawMessage(b"[]", where[1])],
+                                  Tracking("kafka:pv.events:t1:0", 1))
+    offsets = BoardData(Store.parse(demo_store)).partition_offsets()
+    assert offsets["dead letters waiting (topic)"].tolist() == [2]
+    first = ledger.tables.undelivered_dead_letters("pv.events")[0]
+    ledger.tables.mark_dead_lettered([first["id"]], "2026-11-26T15:00:00+00:00")
+    assert BoardData(Store.parse(demo_store)).dead_letters_waiting() == {"pv.events": 1}
+    at = page("feed")
+    [partitions] = [d.value for d in at.dataframe if "dead letters waiting (topic)" in d.value.columns]
+    assert partitions["dead letters waiting (topic)"].tolist() == [1]
