@@ -391,7 +391,9 @@ def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejecte
 class ParserPool:
     """Processes that parse and serialise messages (the CPU-heavy part that needs no database), for a
     caller that stores batch by batch (the Kafka consumer): each batch is split between them, and
-    the next batch can be parsing while this process stores the last."""
+    the next batch can be parsing while this process stores the last. They are spawned, so they import
+    the caller's ``__main__`` (as multiprocessing does): a script must guard its work with
+    ``if __name__ == "__main__"``."""
 
     #: below this, the round trip to the processes costs more than it saves
     min_batch = 200

@@ -148,9 +148,14 @@ def test_parsing_in_worker_processes_stores_exactly_what_one_process_stores(
     with a key, encrypt exactly as the storing process would."""
     import base64
     import os
+    import sys
+    import types
 
     from events.sealing import KEY_ENV
 
+    # Spawned parsers import the caller's __main__, as multiprocessing does; in a test worker that has
+    # run Streamlit's AppTest it is a page script, which must not run again in a parser.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     if sealed:
         monkeypatch.setenv(KEY_ENV, base64.b64encode(os.urandom(32)).decode())
     else:
