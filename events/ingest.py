@@ -194,15 +194,8 @@ class Ingestor:
         self, batch: Sequence[RawMessage], tracking: Tracking | None = None
     ) -> IngestCounts:
         """One batch in one transaction (with the source position, for Kafka)."""
-        return self.ingest_tracked(batch, tracking)[0]
-
-    def ingest_tracked(
-        self, batch: Sequence[RawMessage], tracking: Tracking | None, parsers: ParserPool | None = None
-    ) -> tuple[IngestCounts, list[tuple[RawMessage, str]]]:
-        """Like ``ingest_batch``, also returning the quarantined messages with their reasons; with
-        ``parsers``, the batch is parsed in their processes, split between them."""
         now = self.now()
-        return self.store_prepared(batch, self.parse(batch, now, parsers)(), now, tracking)
+        return self.store_prepared(batch, self.parse(batch, now)(), now, tracking)[0]
 
     def parse(self, batch: Sequence[RawMessage], now: datetime,
               parsers: ParserPool | None = None) -> Callable[[], list[Prepared | Rejected]]:

@@ -120,7 +120,8 @@ class FeedConsumer:
             **self.client,
         )
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **self.client)
-        self._pool()  # start the parser processes before the first poll, not during it
+        if self.parsers > 0 and self._parser_pool is None:  # started here, not during the first poll
+            self._parser_pool = ParserPool(self.parsers, self.ledger)
         self._ensure_topic(self.dlq_topic)
         if self.group:
             self.consumer.subscribe([self.topic], listener=_SeekOnAssign(self))
@@ -171,11 +172,6 @@ class FeedConsumer:
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offset + 1)
-
-    def _pool(self) -> ParserPool | None:
-        if self.parsers > 0 and self._parser_pool is None:
-            self._parser_pool = ParserPool(self.parsers, self.ledger)
-        return self._parser_pool
 
     def close(self) -> None:
         """Disconnect; batches left parsing are dropped (a reconnect reads them again from the ledger's
@@ -261,7 +257,7 @@ class FeedConsumer:
                 for r in records]
         now = self.ingestor.now()
         return _Parsing(tp, raws, Tracking(tracking_name(tp.topic, topic_id, tp.partition), records[-1].offset),
-                        now, self.ingestor.parse(raws, now, self._pool()))
+                        now, self.ingestor.parse(raws, now, self._parser_pool))
 
     def _store(self, batches: list[_Parsing], following: list[_Parsing]) -> IngestCounts:
         """Store ``batches`` in order; a partition found already stored by another consumer is sought
