@@ -50,11 +50,22 @@ def criteria_sentence(c: dict[str, Any] | None) -> str:
     return f"2016 classification criteria: **{verdict}**" + (f" — {reasons}" if reasons else "")
 
 
+def stopped_banner(data: BoardData, *models: str) -> bool:
+    """Say, above a page, that a read model it reads has stopped (its answer misses events); True if so."""
+    stops = data.stops(*models)
+    for stop in stops:
+        st.error(f"This page is incomplete: {stop.sentence()}. It shows what was projected before that event. "
+                 "Feed health has the details; an administrator fixes the cause and runs "
+                 "`safety-monitor project` or `rebuild`.")
+    return bool(stops)
+
+
 # --- Signals -------------------------------------------------------------------------------------
 
 
 def signals_page(data: BoardData, user: User) -> None:
     st.title("Signals")
+    stopped_banner(data, "signals")
     st.caption("Open signals first, by level and time. Trend thresholds are expert heuristics "
                "(no validated cut-offs exist); the 2016 criteria and scores are as published.")
     c1, c2, c3, c4 = st.columns(4)
@@ -145,6 +156,7 @@ def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetim
 
 def incidence_page(data: BoardData) -> None:
     st.title("Incidence before and after the intervention")
+    incomplete = stopped_banner(data, "incidence", "efficacy")
     c1, c2, c3, c4, c5 = st.columns(5)
     anchor = c1.text_input("Anchor intervention", "MSC infusion")
     pre = c2.number_input("Months before", 1, 120, 3)
@@ -201,6 +213,10 @@ def incidence_page(data: BoardData) -> None:
     for column in ("serious", "moderate_severe", "treatments"):
         episodes[column] = episodes[column].map(lambda items: "; ".join(items) or "–")
     st.dataframe(episodes.drop(columns=["source"]), hide_index=True)
+    if incomplete:
+        st.caption("Downloads are withheld while a read model this answer needs has stopped: a DSMB file "
+                   "must not miss events silently.")
+        return
     user: User = st.session_state["user"]
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", incidence_csv(answer), f"incidence-{answer['fingerprint']}.csv",
@@ -218,6 +234,7 @@ STATE_BANDS = {"ACR 2021": {"jadas10": ((0, 2.7, "inactive"), (2.7, 6, "low"), (
 
 def efficacy_page(data: BoardData) -> None:
     st.title("Efficacy")
+    stopped_banner(data, "efficacy")
     st.caption("Reconstructed demo visits: the study's per-patient efficacy data are in its supplement only.")
     c1, c2, c3 = st.columns(3)
     anchor = c1.text_input("Anchor intervention", "MSC infusion", key="eff_anchor")
@@ -271,6 +288,7 @@ CRITERIA_THRESHOLDS["FERRITIN"] = FERRITIN_ABOVE
 
 def patient_page(data: BoardData) -> None:
     st.title("Patient")
+    stopped_banner(data, "incidence", "signals")
     patients = data.patients()
     if not patients:
         st.info("No patients yet.")
@@ -383,7 +401,19 @@ def feed_page(data: BoardData) -> None:
         st.subheader("Volume per source over time")
         st.altair_chart(alt.Chart(volume).mark_bar().encode(x="day:T", y="messages:Q", color="source:N"),
                         use_container_width=True)
+    st.subheader("Read models")
+    models = data.read_models()
+    st.dataframe(models, hide_index=True)
+    for stop in data.stops():
+        st.error(f"{stop.sentence()} (since {stop.stopped_at}); the other read models go on. Fix the cause, then "
+                 "`safety-monitor project` tries again, or `safety-monitor rebuild` replays it.")
     st.subheader("Kafka partitions")
+    for fault in data.feed_faults():
+        if fault["open"]:
+            st.error(f"The consumer stopped at topic {fault['topic']} partition {fault['partition']} offset "
+                     f"{fault['offset']} ({fault['noted_at']}): it cannot decode that record batch "
+                     f"({fault['cause']}). {fault['fix']}. Nothing after it is stored until then; a restarted "
+                     "consumer resumes there.")
     offsets = data.partition_offsets()
     if offsets.empty:
         st.caption("No Kafka feed consumed into this store.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -75,6 +76,29 @@ def _finite(value: float) -> float:
 
 Finite = Annotated[float, AfterValidator(_finite)]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _identifier(value: str) -> str:
+    """Identifiers are matched, joined and shown in tables: no C0 control character or DEL."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(
+            f"contains the control character U+{ord(found.group()):04X}, which an identifier may not "
+            "hold: remove it (free-text fields may hold tabs and line breaks)"
+        )
+    return value
+
+
+_NoControl = AfterValidator(_identifier)
+#: message ids (and the ids that point at them), study names
+Id128 = Annotated[str, Field(min_length=1, max_length=128), _NoControl]
+#: patient ids
+Id64 = Annotated[str, Field(min_length=1, max_length=64), _NoControl]
+#: codes: analyte, LOINC, MedDRA
+Code32 = Annotated[str, Field(max_length=32), _NoControl]
+Code16 = Annotated[str, Field(max_length=16), _NoControl]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -83,23 +107,56 @@ class _Strict(BaseModel):
 # --- data of each type (contract table "Types and their data") ----------------------------------
 
 
-class EnrolmentData(_Strict):
+class Origin(_Strict):
+    """Where a message came from when the monitor made it from another standard (an SDTM transfer):
+    the record it stands for, the transfer that sent (or changed, or removed) it, and any date as the
+    source had it before imputation."""
+
+    standard: Literal["SDTM"]
+    study: Id128
+    domain: Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[A-Z][A-Z0-9]+$")]
+    record: Id128
+    transfer: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
+    #: field -> the partial ISO 8601 date sent (``2014-01``); the message's own field holds the imputed date
+    as_sent: dict[str, Annotated[str, Field(max_length=32), _NoControl]] | None = None
+
+
+class _Data(_Strict):
+    origin: Origin | None = None
+
+
+class EnrolmentData(_Data):
     sex: Literal[vocab.SEXES]  # type: ignore[valid-type]
-    diagnosis: Literal[vocab.ILAR_CATEGORIES]  # type: ignore[valid-type]
+    #: the ILAR category of a JIA patient; another study's patient sends ``condition`` instead
+    diagnosis: Literal[vocab.ILAR_CATEGORIES] | None = None  # type: ignore[valid-type]
+    condition: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     birth_date: Timestamp | None = None
-    age_years: Annotated[float, Field(ge=0, le=30)] | None = None
+    age_years: Annotated[float, Field(ge=0, le=130)] | None = None
     mas_history: bool | None = None
     weight_kg: Annotated[float, Field(gt=0, le=250)] | None = None
-    study: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    study: Id128 | None = None
+    arm: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    arm_code: Code32 | None = None
+    actual_arm: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    actual_arm_code: Code32 | None = None
+    first_exposure_on: Timestamp | None = None
+    last_exposure_on: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _diagnosed(self) -> EnrolmentData:
+        if self.diagnosis is None and self.condition is None:
+            raise ValueError("missing field diagnosis: send diagnosis (ILAR category) or, for a patient of "
+                             "another disease, condition")
+        return self
 
 
-class InterventionData(_Strict):
+class InterventionData(_Data):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     dose: Annotated[str, Field(max_length=128)] | None = None
     route: Annotated[str, Field(max_length=64)] | None = None
 
 
-class TreatmentData(_Strict):
+class TreatmentData(_Data):
     drug: Annotated[str, Field(min_length=1, max_length=128)]
     action: Literal[vocab.TREATMENT_ACTIONS]  # type: ignore[valid-type]
     drug_class: Literal[vocab.DRUG_CLASSES] | None = None  # type: ignore[valid-type]
@@ -107,17 +164,23 @@ class TreatmentData(_Strict):
     route: Annotated[str, Field(max_length=64)] | None = None
 
 
-class AdverseEventData(_Strict):
+class AdverseEventData(_Data):
     term: Annotated[str, Field(min_length=1, max_length=256)]
     severity: Literal[vocab.SEVERITIES] | None = None  # type: ignore[valid-type]
     ctcae_grade: Annotated[int, Field(ge=1, le=5)] | None = None
     serious: bool
     seriousness: list[Literal[vocab.SERIOUSNESS_CRITERIA]] | None = None  # type: ignore[valid-type]
     meddra_pt: Annotated[str, Field(max_length=256)] | None = None
-    meddra_code: Annotated[str, Field(max_length=16)] | None = None
+    meddra_code: Code16 | None = None
     outcome: Annotated[str, Field(max_length=128)] | None = None
     relatedness: Literal[vocab.RELATEDNESS] | None = None  # type: ignore[valid-type]
     resolved_at: Timestamp | None = None
+    verbatim_term: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    system_organ_class: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    #: what was done with the study drug (SDTM AEACN: DRUG WITHDRAWN, DOSE REDUCED, ...)
+    action_taken: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    #: qualifiers the source keeps beside the record (SDTM SUPPAE: QNAM -> QVAL)
+    supplemental: dict[Code32, Annotated[str, Field(max_length=256)]] | None = None
 
     @model_validator(mode="after")
     def _graded(self) -> AdverseEventData:
@@ -126,28 +189,37 @@ class AdverseEventData(_Strict):
         return self
 
 
-class HospitalisationData(_Strict):
+class HospitalisationData(_Data):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
     discharged_on: Timestamp | None = None
-    adverse_event_message_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    adverse_event_message_id: Id128 | None = None
 
 
-class LabResultData(_Strict):
-    analyte: str | None = None
-    loinc: str | None = None
-    value: Finite
-    unit: Annotated[str, Field(min_length=1, max_length=32)]
+class LabResultData(_Data):
+    analyte: Code32 | None = None
+    loinc: Code16 | None = None
+    #: the sender's own code of a test outside the analyte table (SDTM LBTESTCD), kept as sent
+    test_code: Code32 | None = None
+    test_name: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    value: Finite | None = None
+    #: a result that is not a number (``NEGATIVE``, ``1+``), for a test outside the analyte table
+    result_text: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    unit: Annotated[str, Field(min_length=1, max_length=32)] | None = None
     reference_low: Finite | None = None
     reference_high: Finite | None = None
 
     @model_validator(mode="after")
     def _named(self) -> LabResultData:
-        if self.analyte is None and self.loinc is None:
-            raise ValueError("missing field analyte: send analyte (contract code) or loinc")
+        if self.analyte is None and self.loinc is None and self.test_code is None:
+            raise ValueError("missing field analyte: send analyte (contract code) or loinc, or test_code for a "
+                             "test outside the analyte table")
+        if self.value is None and self.result_text is None:
+            raise ValueError("missing field value: send value (a number), or result_text for a test outside "
+                             "the analyte table")
         return self
 
 
-class ClinicalFindingData(_Strict):
+class ClinicalFindingData(_Data):
     temperature_c: Finite | None = None
     fever: bool | None = None
     cns_involvement: bool | None = None
@@ -163,12 +235,12 @@ class ClinicalFindingData(_Strict):
             raise ValueError(
                 f"impossible temperature_c {self.temperature_c}: must be between {low:g} and {high:g} C"
             )
-        if not self.model_fields_set:
+        if not self.model_fields_set - {"origin"}:
             raise ValueError("empty finding: send at least one of temperature_c, fever, ...")
         return self
 
 
-class VisitAssessmentData(_Strict):
+class VisitAssessmentData(_Data):
     active_joints: Annotated[int, Field(ge=0, le=71)]
     physician_global: Annotated[float, Field(ge=0, le=10)]
     patient_global: Annotated[float, Field(ge=0, le=10)]
@@ -179,23 +251,27 @@ class VisitAssessmentData(_Strict):
     chaq: Annotated[float, Field(ge=0, le=3)] | None = None
 
 
-class WithdrawalData(_Strict):
+class WithdrawalData(_Data):
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+    #: the patient died (person-time ends here as for any withdrawal)
+    death: bool | None = None
+    #: the source's coded disposition (SDTM DSDECOD: ADVERSE EVENT, LOST TO FOLLOW-UP, DEATH, ...)
+    disposition: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class RetractionData(_Data):
+    target_message_id: Id128
     reason: Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class RetractionData(_Strict):
-    target_message_id: Annotated[str, Field(min_length=1, max_length=128)]
-    reason: Annotated[str, Field(min_length=1, max_length=256)]
-
-
-class CorrectionData(_Strict):
-    target_message_id: Annotated[str, Field(min_length=1, max_length=128)]
+class CorrectionData(_Data):
+    target_message_id: Id128
     reason: Annotated[str, Field(min_length=1, max_length=256)]
     #: the full corrected ``data`` of the target; validated against the target's type at ingest
     data: dict[str, Any]
 
 
-DATA_MODELS: dict[str, type[_Strict]] = {
+DATA_MODELS: dict[str, type[_Data]] = {
     "enrolment": EnrolmentData,
     "intervention": InterventionData,
     "treatment": TreatmentData,
@@ -216,9 +292,9 @@ assert tuple(DATA_MODELS) == vocab.MESSAGE_TYPES
 
 class Envelope(_Strict):
     schema_version: int
-    message_id: Annotated[str, Field(min_length=1, max_length=128)]
+    message_id: Id128
     source: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-    patient_id: Annotated[str, Field(min_length=1, max_length=64)]
+    patient_id: Id64
     type: str
     occurred_at: Timestamp
     reported_at: Timestamp | None = None
@@ -280,13 +356,72 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name}: send a finite number")
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are unique: with a key twice, which value is meant is ambiguous."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 # One decoder for all messages: json.loads with any option builds a new decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
 def _loads(raw: bytes) -> Any:
-    """Strict UTF-8 (a byte-order mark is tolerated) JSON without NaN or Infinity."""
+    """Strict UTF-8 (a byte-order mark is tolerated) JSON without NaN or Infinity, each key once."""
     return _DECODER.decode(raw.decode("utf-8-sig"))
+
+
+def _refuse_nul(obj: dict[str, Any], raw: bytes) -> None:
+    """No string anywhere (ids, text, keys, nested) may hold NUL: PostgreSQL cannot store it."""
+    # Strict JSON has no raw control character inside a string: a NUL can only come from an escape.
+    if b"\\u0000" in raw:
+        where = _nul_at(obj, "")
+        if where is not None:
+            raise ContractViolation(
+                f"{storable(where)}: contains the NUL character (\\u0000), which no store can keep: remove it"
+            )
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The path of the first string (value or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = _nul_at(item, here)
+        if found is not None:
+            return found
+    return None
+
+
+def storable(text: str) -> str:
+    """Text any store can keep: NUL and lone surrogates written as their JSON escapes (``\\u0000``).
+
+    The contract refuses both; this is for what reaches a table anyway (a quarantined message's id,
+    events stored before the contract refused NUL)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 # What json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on every call.
@@ -338,9 +473,21 @@ def validate_data(type_name: str, data: dict[str, Any], prefix: str = "data.") -
     return out
 
 
+_KEPT = ("origin", "test_code", "test_name")
+
+
 def _normalise_lab(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    code, loinc = data.get("analyte"), data.get("loinc")
+    if code is None and loinc is None:
+        if data["test_code"] not in vocab.ANALYTES:
+            return _other_test(data)
+        code = data["test_code"]  # a sender's code that is the contract's is that analyte
     try:
-        analyte = vocab.resolve_analyte(data.get("analyte"), data.get("loinc"))
+        analyte = vocab.resolve_analyte(code, loinc)
+        if "value" not in data:
+            raise vocab.VocabularyError("data.value", f"missing field value: a result of {analyte.code} is a number")
+        if "unit" not in data:
+            raise vocab.VocabularyError("data.unit", f"missing field unit: use one of {', '.join(analyte.units)}")
         m = vocab.to_canonical(analyte, float(data["value"]), data["unit"])
     except vocab.VocabularyError as exc:
         raise ContractViolation(str(exc).replace("data.", prefix, 1)) from None
@@ -357,6 +504,16 @@ def _normalise_lab(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     for bound in ("reference_low", "reference_high"):
         if bound in data:
             out[bound] = round(data[bound] * factor, 6)
+    out.update((k, data[k]) for k in _KEPT if k in data)
+    return out
+
+
+def _other_test(data: dict[str, Any]) -> dict[str, Any]:
+    """A test outside the analyte table: kept with its own code, value and unit as sent (no conversion,
+    so no rule reads it as one of the contract's analytes)."""
+    out = {k: v for k, v in data.items() if k != "test_code"}
+    out["analyte"] = data["test_code"]
+    out["standardised"] = False
     return out
 
 
@@ -370,6 +527,11 @@ def parse_message(raw: bytes, *, now: datetime | None = None) -> Message:
         obj = _loads(raw)
     except UnicodeDecodeError:
         raise ContractViolation("message is not UTF-8: send UTF-8 encoded JSON") from None
+    except _DuplicateKey as exc:
+        raise ContractViolation(
+            f"field {storable(exc.key)!r} appears twice in one object, which makes the message ambiguous: "
+            "send each field once"
+        ) from None
     except ValueError as exc:
         raise ContractViolation(f"message is not JSON ({exc}): send one JSON object per line") from None
     if not isinstance(obj, dict):
@@ -384,6 +546,7 @@ def parse_message(raw: bytes, *, now: datetime | None = None) -> Message:
 
 
 def _parse_object(obj: dict[str, Any], raw: bytes, now: datetime) -> Message:
+    _refuse_nul(obj, raw)
     version = obj.get("schema_version")
     if "schema_version" in obj and version != vocab.SCHEMA_VERSION:
         raise ContractViolation(

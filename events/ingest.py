@@ -25,14 +25,14 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
-from events.contract import ContractViolation, Message, parse_message, validate_data
+from events.contract import ContractViolation, Message, parse_message, storable, validate_data
 from events.domain import Patient, patient_uuid
 from events.encoding import StateEncoder
 from events.ledger import Ledger
-from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow
+from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow, refusal
 from safety.vocabulary import AMENDMENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -230,17 +230,62 @@ class Ingestor:
                     counts=decided.count_rows(now.isoformat()),
                     tracking=tracking,
                 )
-            except IntegrityError:
-                if tracking is not None and self._already_tracked(tracking):
+            except Exception as exc:
+                kind = refusal(exc)
+                if kind is None:
                     raise
-                log.info("batch conflicted with another writer (attempt %d); judging again", attempt)
-                self._versions.clear()
-                time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 7)))  # back off, de-synchronise
+                if kind == "conflict":
+                    if tracking is not None and self._already_tracked(tracking):
+                        raise
+                    log.info("batch conflicted with another writer (attempt %d); judging again", attempt)
+                    self._versions.clear()
+                    time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 7)))  # back off, de-synchronise
+                    continue
+                items = self._without_refused(batch, items, now, exc)
                 continue
             self._versions.update(decided.versions)
             self.committed.add(decided.totals())
             return decided
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
+
+    def _without_refused(
+        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime, exc: Exception
+    ) -> list[Prepared | Rejected]:
+        """The batch with the messages the store refuses turned into quarantined ones, so one bad
+        message never holds back the others. Raises ``exc`` when no single message is to blame."""
+        refused = self._refused(batch, items, [i for i, p in enumerate(items) if isinstance(p, Prepared)], now)
+        if not refused:
+            raise exc
+        out = list(items)
+        for i, reason in refused.items():
+            p = items[i]
+            log.warning("the store refused message %s of source %s (%s); quarantined", p.message_id, p.source, reason)
+            out[i] = Rejected(f"the store refused this message ({reason}): correct it and send it again; "
+                              "the rest of its batch was stored", p.source, p.message_id)
+        return out
+
+    def _refused(
+        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], indices: list[int], now: datetime
+    ) -> dict[int, str]:
+        """Which of ``items[indices]`` the store refuses, and why: halve the batch until one message is
+        left (a probe writes and rolls back), about 2 log2(n) probes for one bad message."""
+        if not indices:
+            return {}
+        decided = self._decide([batch[i] for i in indices], [items[i] for i in indices], now)
+        try:
+            self.ledger.probe_stored(decided.stored, admissions=decided.admissions, quarantine=decided.quarantine,
+                                     counts=decided.count_rows(now.isoformat()))
+            return {}
+        except Exception as exc:
+            kind = refusal(exc)
+            if kind is None:
+                raise
+            if kind == "conflict":
+                return {}  # another writer: judged again by the caller, not this message's fault
+            if len(indices) == 1:
+                return {indices[0]: storable(f"{type(exc.__cause__ or exc).__name__}: {exc}".strip())}
+        half = len(indices) // 2
+        return {**self._refused(batch, items, indices[:half], now), **self._refused(batch, items, indices[half:], now)}
 
     def _already_tracked(self, tracking: Tracking) -> bool:
         current = self.ledger.recorder.max_tracking_id(tracking.application_name)  # type: ignore[attr-defined]
@@ -343,11 +388,13 @@ class Ingestor:
 
     @staticmethod
     def _quarantine(out: _Batch, item: RawMessage, r: Rejected, received: str) -> None:
-        out.quarantine.append(
-            (received, r.source, r.message_id, json.dumps(item.position), r.reason, item.raw)
-        )
+        # The raw bytes keep the message exactly; its id and reason go into text columns, which must
+        # take whatever the message held (a NUL, a lone surrogate).
+        source = r.source and storable(r.source)
+        out.quarantine.append((received, source, r.message_id and storable(r.message_id),
+                               json.dumps(item.position), storable(r.reason), item.raw))
         out.rejected.append((item, r.reason))
-        out.count(r.source, "quarantined")
+        out.count(source, "quarantined")
 
     def _load_versions(self, oids: set[UUID]) -> None:
         missing = [oid for oid in oids if oid not in self._versions]

@@ -12,6 +12,8 @@ that commit with it (an outbox), so a crash in between delays them but never los
 from __future__ import annotations
 
 import logging
+import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
 from events.contract import ContractViolation, parse_message
 from events.ingest import IngestCounts, Ingestor, ParserPool, Prepared, RawMessage, Rejected
@@ -35,6 +37,45 @@ TRACKING_PREFIX = "kafka:"
 
 def tracking_name(topic: str, topic_id: object, partition: int) -> str:
     return f"{TRACKING_PREFIX}{topic}:{topic_id}:{partition}"
+
+
+#: what a poll raises when the client cannot decode a record batch (as against a broker it cannot reach)
+DECODE_ERRORS = (UnsupportedCodecError, CorruptRecordError, struct.error, ValueError, IndexError)
+#: the Python package that brings each codec kafka-python reads (gzip is built in)
+CODEC_PACKAGES = {"lz4": "lz4", "snappy": "python-snappy", "zstd": "zstandard"}
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+class UndecodableBatch(Exception):
+    """A record batch this consumer cannot decode. The consumer stops there rather than skip it or
+    retry for ever: nothing after it is stored until it can be read, so nothing is lost."""
+
+    def __init__(self, topic: str, partition: int, offset: int, cause: BaseException):
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.cause = f"{type(cause).__name__}: {cause}"
+        self.fix = decode_fix(cause)
+        super().__init__(f"cannot decode the record batch of topic {topic} partition {partition} at offset "
+                         f"{offset} ({self.cause}): {self.fix}. Then start the consumer again: it resumes at "
+                         f"offset {offset}; nothing has been skipped")
+
+
+def decode_fix(cause: BaseException) -> str:
+    """What to install or fix for a batch that cannot be decoded."""
+    text = str(cause)
+    missing = re.search(r"Libraries for (\w+) compression codec not found", text)
+    if missing:
+        codec = missing.group(1)
+        package = CODEC_PACKAGES.get(codec, codec)
+        return (f"the producer compressed it with {codec}, whose library is missing here: install {package} "
+                f"(pip install '{package}'; the monitor's own install brings it)")
+    if isinstance(cause, UnsupportedCodecError):
+        return ("the producer used a compression type Kafka does not define: ask the registry to send with "
+                f"{', '.join(COMPRESSION_TYPES)}")
+    if isinstance(cause, CorruptRecordError):
+        return ("the batch failed its checks (CRC or length): ask the registry to send those messages again, "
+                "or the broker's operator to check the partition's log")
+    return ("the batch is not in a record format this consumer reads (Kafka message formats v0 to v2): check "
+            "the producer's client and the broker")
 
 
 @dataclass
@@ -114,6 +155,8 @@ class FeedConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=10,  # the test broker answers a waiting fetch late (perf notes)
+            # A message in a transaction the producer aborted must never reach the immutable ledger.
+            isolation_level="read_committed",
             max_poll_records=self.batch_size,
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
@@ -199,6 +242,9 @@ class FeedConsumer:
                     self.connect()
                 self.poll_once()
                 backoff = 0.2
+            except UndecodableBatch as exc:
+                self._stop_at(exc)
+                raise
             except KafkaError as exc:
                 log.warning("broker unavailable (%s); reconnecting in %.1f s", exc, backoff)
                 self.close()
@@ -216,6 +262,32 @@ class FeedConsumer:
         self.close()
         return self.stats
 
+    def _stop_at(self, exc: UndecodableBatch) -> None:
+        """Store what was decoded before the batch, note the fault for status and Feed health, disconnect."""
+        log.error("%s", exc)
+        try:
+            self.flush()
+        except KafkaError as flush_error:  # stored; the dead letters wait for the next start (outbox)
+            log.warning("dead letters not sent at stop (%s); the next start sends them", flush_error)
+        self.ledger.tables.record_feed_fault(
+            tracking_name(exc.topic, self._seek_topic_id, exc.partition), exc.topic, exc.partition, exc.offset,
+            exc.cause, exc.fix, self.ingestor.now().isoformat())
+        self.close()
+
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """The client's poll, with a batch it cannot decode named by topic, partition and offset."""
+        assert self.consumer is not None
+        try:
+            return self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+        except DECODE_ERRORS as exc:
+            # kafka-python keeps the partition's records it failed on; its position is the first offset
+            # not yet returned, where the failing batch starts.
+            failing = getattr(getattr(self.consumer, "_fetcher", None), "_next_partition_records", None)
+            tp = getattr(failing, "topic_partition", None) or min(self.consumer.assignment())
+            offset = getattr(failing, "next_fetch_offset", None)
+            raise UndecodableBatch(tp.topic, tp.partition, self.consumer.position(tp) if offset is None else offset,
+                                   exc) from exc
+
     def poll_once(self) -> IngestCounts:
         """One poll: each partition's records in one transaction with their offset.
 
@@ -224,7 +296,7 @@ class FeedConsumer:
         feed each poll is stored before the call returns, so a new message is not held back.
         """
         assert self.consumer is not None
-        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+        polled = self._poll()
         self.stats.polls += 1
         topic_id = self._topic_id()
         if topic_id != self._seek_topic_id and self.consumer.assignment():
@@ -322,11 +394,15 @@ def publish(
     bootstrap: str,
     topic: str = DEFAULT_TOPIC,
     client: dict[str, Any] | None = None,
+    compression: str = "none",
 ) -> PublishCounts:
-    """Validate, then send each message keyed ``source/patient_id`` with the idempotent producer."""
+    """Validate, then send each message keyed ``source/patient_id`` with the idempotent producer,
+    compressed with ``compression`` (one of ``COMPRESSION_TYPES``)."""
+    if compression not in COMPRESSION_TYPES:
+        raise ValueError(f"compression {compression!r}: use one of {', '.join(COMPRESSION_TYPES)}")
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
-        batch_size=1 << 20, **(client or {}),
+        batch_size=1 << 20, compression_type=None if compression == "none" else compression, **(client or {}),
     )
     out = PublishCounts()
     try:

@@ -73,6 +73,18 @@ class Ledger(Application):
             tracking=tracking,
         )
 
+    def probe_stored(
+        self,
+        stored: Sequence[StoredEvent],
+        *,
+        admissions: Sequence[AdmissionRow] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+        counts: Sequence[CountRow] = (),
+    ) -> None:
+        """Would the store take this batch? Raises what ``append_stored`` would raise; stores nothing."""
+        self.tables.probe_events(list(stored), admissions=list(admissions), quarantine=list(quarantine),
+                                 counts=list(counts))
+
     def mapper_settings(self) -> dict[str, str]:
         """The settings that shape serialised state (cipher, compressor), for worker processes."""
         keys = ("CIPHER_TOPIC", "CIPHER_KEY", "COMPRESSOR_TOPIC", "TRANSCODER_TOPIC", "MAPPER_TOPIC")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 
@@ -34,6 +34,10 @@ _TABLES = (
     # Quarantined Kafka messages already sent to the dead-letter topic (an outbox: sent after commit).
     "CREATE TABLE IF NOT EXISTS {s}ledger_dead_letters ("
     " quarantine_id BIGINT PRIMARY KEY, sent_at TEXT NOT NULL)",
+    # Record batches a consumer could not decode (a missing codec, a corrupt batch): it stopped there.
+    "CREATE TABLE IF NOT EXISTS {s}ledger_feed_faults ("
+    " id {serial} PRIMARY KEY, tracking TEXT NOT NULL, topic TEXT NOT NULL, partition_no BIGINT NOT NULL,"
+    " at_offset BIGINT NOT NULL, cause TEXT NOT NULL, fix TEXT NOT NULL, noted_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {s}ledger_feed_counts ("
     " source TEXT PRIMARY KEY, accepted BIGINT NOT NULL, duplicates BIGINT NOT NULL,"
     " quarantined BIGINT NOT NULL, last_message_at TEXT NOT NULL)",
@@ -53,6 +57,49 @@ _UPSERT_COUNTS = (
     " quarantined = {s}ledger_feed_counts.quarantined + excluded.quarantined,"
     " last_message_at = excluded.last_message_at"
 )
+
+
+def is_conflict(exc: IntegrityError) -> bool:
+    """Did another writer take a key, a stream version or a position first (a unique constraint), rather
+    than the store refusing the data itself (a check, a trigger, NOT NULL)?"""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__module__.startswith("psycopg"):
+        from psycopg.errors import UniqueViolation
+
+        return isinstance(cause, UniqueViolation)
+    text = str(exc)
+    return "UNIQUE constraint" in text or "PRIMARY KEY" in text or "Failed to record tracking" in text
+
+
+def refusal(exc: BaseException) -> str | None:
+    """``"conflict"`` when another writer got there first, ``"refused"`` when the store refused something
+    in the data (a value it cannot keep, a constraint it enforces), None for anything else (a lost
+    connection, a full disk: OperationalError)."""
+    if isinstance(exc, IntegrityError):
+        return "conflict" if is_conflict(exc) else "refused"
+    if isinstance(exc, (DataError, UnicodeError)):
+        return "refused"
+    if isinstance(exc, OperationalError) and type(exc.__cause__).__name__ == "PipelineAborted":
+        # PostgreSQL's pipeline reports a refused statement as an aborted pipeline; a probe (no pipeline)
+        # tells which message, and raises this again if none is to blame.
+        return "refused"
+    return None
+
+
+FEED_FAULTS_QUERY = ("SELECT tracking, topic, partition_no, at_offset, cause, fix, noted_at"
+                     " FROM {s}ledger_feed_faults ORDER BY id DESC")
+
+
+def feed_faults_from(rows: Sequence[Sequence[Any]], stored: dict[str, int]) -> list[dict[str, Any]]:
+    """Fault rows as dicts, each ``open`` while the ledger has not stored its offset (the consumer has
+    not got past the batch)."""
+    names = ("tracking", "topic", "partition", "offset", "cause", "fix", "noted_at")
+    out = []
+    for row in rows:
+        fault = dict(zip(names, row, strict=True))
+        fault["open"] = stored.get(fault["tracking"], -1) < fault["offset"]
+        out.append(fault)
+    return out
 
 
 class IndexedMessage(NamedTuple):
@@ -86,6 +133,9 @@ class LedgerTables:
         )
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    def probe_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         raise NotImplementedError
 
     def _write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:
@@ -177,6 +227,18 @@ class LedgerTables:
     def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
 
+    def record_feed_fault(self, tracking: str, topic: str, partition: int, offset: int, cause: str, fix: str,
+                          noted_at: str) -> None:
+        self._write(self._sql("INSERT INTO {s}ledger_feed_faults (tracking, topic, partition_no, at_offset, cause,"
+                              " fix, noted_at) VALUES ({p},{p},{p},{p},{p},{p},{p})"),
+                    [(tracking, topic, partition, offset, cause, fix, noted_at)])
+
+    def feed_faults(self) -> list[dict[str, Any]]:
+        """Batches a consumer stopped at, newest first; ``open`` while the ledger has not stored that
+        offset (the consumer has not got past it)."""
+        rows = self._fetch(self._sql(FEED_FAULTS_QUERY))
+        return feed_faults_from(rows, self.tracking_positions("kafka:") if rows else {})
+
     def tracking_table(self) -> str:
         raise NotImplementedError
 
@@ -229,6 +291,12 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
             self._insert_tracking(c, tracking)
         self._write_extras(c, kwargs)
         return None
+
+    def probe_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """Write what ``insert_events`` writes, on the writer's connection, and roll it back: raises
+        what the store would raise, stores nothing."""
+        with self.datastore.get_connection(commit=True) as conn, conn.transaction(commit=False) as c:
+            self._insert_events(c, stored_events, **kwargs)
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
@@ -304,6 +372,14 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
             [[s.originator_id for s in stored_events], [s.originator_version for s in stored_events],
              [s.topic for s in stored_events], [s.state for s in stored_events]],
         )
+
+    def probe_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """Write what ``insert_events`` writes in a transaction that is rolled back: raises what the
+        store would raise, stores nothing (sequence numbers it drew leave a gap, as any rollback does)."""
+        with self.datastore.transaction(commit=False) as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if stored_events:
+                self._insert_stored_events(curs, stored_events, **kwargs)
 
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                                        **kwargs: Any) -> None:

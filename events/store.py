@@ -98,6 +98,10 @@ class Store:
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_LOCK_TIMEOUT": "30",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
+            # Each ledger and read model has its own pool, and one process opens several (status: five):
+            # the library's default of five open connections each would exhaust the server's limit.
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": "4",
             "PROCESS_RECORDER_TOPIC": recorder_topic,
         }
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from events.recorders import FEED_FAULTS_QUERY, feed_faults_from
 from events.store import Store
 from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
@@ -15,19 +16,46 @@ from projections.efficacy import EfficacyModel, efficacy
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
-from projections.runner import View
+from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
 from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
 from safety.incidence import Settings
+
+
+def lab_result_text(d: dict[str, Any]) -> str:
+    """A result as read: ``89 10^9/L``, or the text of a result that is not a number."""
+    shown = f"{d['value']:g}" if "value" in d else str(d.get("result_text", ""))
+    return f"{shown} {d.get('unit', '')}".strip()
 
 
 class BoardData:
     def __init__(self, store: Store):
         self.store = store
         self.ledger_db = ReadDB(store)
-        self.incidence_db = View(store, IncidenceModel()).db
-        self.signals_db = View(store, SignalsModel()).db
-        self.audit_db = View(store, AuditModel()).db
-        self.efficacy_db = View(store, EfficacyModel()).db
+        # Plain connections per query: the board's process keeps this object for its whole life, so it
+        # must hold no pool of its own (a View's is dropped here once its tables exist).
+        self.dbs = read_model_dbs(store, (IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel()))
+        self.incidence_db = self.dbs["incidence"]
+        self.signals_db = self.dbs["signals"]
+        self.audit_db = self.dbs["audit"]
+        self.efficacy_db = self.dbs["efficacy"]
+
+    def stops(self, *names: str) -> list[Stop]:
+        """The read models (of ``names``, or all) that stopped on an event they could not apply."""
+        return [stop for name, db in self.dbs.items() if (not names or name in names)
+                and (stop := stop_in(db, name)) is not None]
+
+    def ledger_position(self) -> int:
+        table = "stored_events" if self.store.kind == "sqlite" else '{t}"ledger_events"'
+        column = "rowid" if self.store.kind == "sqlite" else "notification_id"
+        return int(self.ledger_db.query(f"SELECT MAX({column}) FROM {table}")[0][0] or 0)
+
+    def read_models(self) -> pd.DataFrame:
+        """Each read model's position, how far behind the ledger, and where and why it stopped."""
+        states = read_model_states(self.dbs, self.ledger_position())
+        rows = [(s["name"], s["position"], s["behind"], "stopped" if s["stopped"] else "running",
+                 s["stopped"] and s["stopped"]["notification_id"], s["stopped"] and s["stopped"]["reason"])
+                for s in states]
+        return pd.DataFrame(rows, columns=["read model", "position", "behind", "state", "stopped at event", "reason"])
 
     def efficacy(self, anchor: str = "MSC infusion", at_week: int = 8, cut_off_set: str = "ACR 2021") -> dict[str, Any]:
         return efficacy(self.efficacy_db, anchor=anchor, at_week=at_week, cut_off_set=cut_off_set)
@@ -56,11 +84,21 @@ class BoardData:
                                      " {t}signal_facts GROUP BY source, substr(recorded_at, 1, 10) ORDER BY 2")
         return pd.DataFrame(rows, columns=["source", "day", "messages"])
 
+    def _kafka_positions(self) -> list[tuple[str, int]]:
+        table = "tracking" if self.store.kind == "sqlite" else '{t}"ledger_tracking"'
+        return [(name, int(offset)) for name, offset in self.ledger_db.query(
+            f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE {{p}}", ["kafka:%"])]
+
+    def feed_faults(self) -> list[dict[str, Any]]:
+        """Record batches a consumer stopped at (it could not decode them), newest first, with ``open``."""
+        if not self.ledger_db.table_exists("ledger_feed_faults"):
+            return []
+        rows = self.ledger_db.query(FEED_FAULTS_QUERY.replace("{s}", "{t}"))
+        return feed_faults_from(rows, dict(self._kafka_positions()))
+
     def partition_offsets(self) -> pd.DataFrame:
         """The Kafka offset stored in the ledger for each topic partition consumed."""
-        table = "tracking" if self.store.kind == "sqlite" else '{t}"ledger_tracking"'
-        rows = self.ledger_db.query(
-            f"SELECT application_name, notification_id FROM {table} WHERE application_name LIKE {{p}}", ["kafka:%"])
+        rows = self._kafka_positions()
         waiting = self.dead_letters_waiting()
         out = []
         for name, offset in rows:
@@ -110,7 +148,7 @@ class BoardData:
         sl = self.signals_db.sealer
         for nid, mid, typ, at, rec, data in self.signals_db.query(sql, [source, sl.token(patient_id)]):
             mid, d = sl.untoken(mid), json.loads(sl.unseal(data) or "{}")
-            summary = (f"{d['analyte']} {d['value']:g} {d['unit']}" if typ == "lab_result"
+            summary = (f"{d['analyte']} {lab_result_text(d)}" if typ == "lab_result"
                        else ", ".join(f"{k}={v}" for k, v in d.items()))
             rows.append((nid, mid, typ, at, rec, summary, None, None, None))
         frame = pd.DataFrame(rows, columns=cols)
@@ -133,7 +171,9 @@ class BoardData:
         sl = self.signals_db.sealer
         for mid, at, data in self.signals_db.query(sql, [source, sl.token(patient_id)]):
             mid, d = sl.untoken(mid), json.loads(sl.unseal(data) or "{}")
-            rows.append((mid, parse_time(at), d["analyte"], d["value"], d["unit"], d.get("raw_value"),
+            if "value" not in d:  # a text result of a test outside the analyte table: in the timeline only
+                continue
+            rows.append((mid, parse_time(at), d["analyte"], d["value"], d.get("unit", ""), d.get("raw_value"),
                          d.get("raw_unit"), d.get("reference_low"), d.get("reference_high")))
         return pd.DataFrame(rows, columns=["message_id", "occurred_at", "analyte", "value", "unit", "raw_value",
                                            "raw_unit", "reference_low", "reference_high"])

@@ -102,8 +102,9 @@ def efficacy(db: ReadDB, *, anchor: str = "MSC infusion", at_week: int = 8, cut_
             continue
         start = infusions[0]
         diagnosis = next((d.get("diagnosis") for _, typ, _, d in facts if typ == "enrolment"), None)
-        esr = [(at, float(d["value"])) for _, typ, at, d in facts if typ == "lab_result" and d["analyte"] == "ESR"]
-        crp = [(at, float(d["value"])) for _, typ, at, d in facts if typ == "lab_result" and d["analyte"] == "CRP"]
+        labs = [(at, d) for _, typ, at, d in facts if typ == "lab_result" and "value" in d]
+        esr = [(at, float(d["value"])) for at, d in labs if d["analyte"] == "ESR"]
+        crp = [(at, float(d["value"])) for at, d in labs if d["analyte"] == "CRP"]
         visits, scored = [], []
         for _, _typ, at, d in sorted((f for f in facts if f[1] == "visit_assessment"), key=lambda f: f[2]):
             e, c = _nearest(esr, at, window), _nearest(crp, at, window)

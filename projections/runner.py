@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
+from events.contract import storable
 from events.ledger import Ledger
+from events.recorders import is_conflict
 from events.store import Store
 from projections.db import ReadDB
 
@@ -45,6 +49,76 @@ class PageTaken(Exception):
         super().__init__(f"{upstream}: position is {found}, not {expected}")
 
 
+@dataclass(frozen=True)
+class Stop:
+    """A read model that could not apply an event: it holds everything before ``notification_id``."""
+
+    model: str
+    position: int  #: the last ledger notification applied
+    notification_id: int  #: the event it could not apply
+    reason: str
+    stopped_at: str
+
+    def sentence(self) -> str:
+        return (f"the {self.model} read model stopped at ledger position {self.position}: event "
+                f"{self.notification_id} could not be applied ({self.reason})")
+
+
+class ReadModelStopped(Exception):
+    """A query needs a read model that has stopped: its answer would silently miss events."""
+
+    def __init__(self, stop: Stop):
+        super().__init__(f"{stop.sentence()}; its answers would miss that event and every later one, so none "
+                         "is given. Fix the cause, then run safety-monitor project (it tries again) or rebuild")
+        self.stop = stop
+
+
+class _StorableText:
+    """A cursor whose text parameters are made storable (``events.contract.storable``): the second try
+    of a page that the store refused, so any event the ledger accepted can be projected."""
+
+    def __init__(self, cursor: Any):
+        self._cursor = cursor
+
+    @staticmethod
+    def _clean(params: Any) -> Any:
+        if isinstance(params, dict):
+            return {k: storable(v) if isinstance(v, str) else v for k, v in params.items()}
+        return [storable(v) if isinstance(v, str) else v for v in params]
+
+    def execute(self, sql: Any, params: Any = ()) -> Any:
+        return self._cursor.execute(sql, self._clean(params))
+
+    def executemany(self, sql: Any, rows: Any) -> Any:
+        return self._cursor.executemany(sql, [self._clean(r) for r in rows])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def not_the_data(exc: BaseException) -> bool:
+    """A write that failed for a rival projector or a lost connection, not for what it wrote."""
+    return isinstance(exc, (PageTaken, OperationalError, InterfaceError)) or (
+        isinstance(exc, IntegrityError) and is_conflict(exc))
+
+
+_STOP_QUERY = ("SELECT model, position, notification_id, reason, stopped_at FROM {t}read_model_stops"
+               " WHERE model = {p}")
+
+
+def stop_in(db: ReadDB, model: str) -> Stop | None:
+    """A read model's recorded stop, read over a plain connection (for readers that keep no pool open)."""
+    rows = db.query(_STOP_QUERY, [model]) if db.table_exists("read_model_stops") else []
+    return Stop(*rows[0]) if rows else None
+
+
+def position_in(db: ReadDB, model: str) -> int:
+    """A read model's tracked ledger position, read over a plain connection."""
+    table = "tracking" if db.kind == "sqlite" else f'{{t}}"{model}_tracking"'
+    rows = db.query(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}", [Ledger.name])
+    return int(rows[0][0] or 0)
+
+
 class View:
     """A read model's database and tracking position."""
 
@@ -68,16 +142,48 @@ class View:
         with self.recorder.datastore.transaction(commit=True) as c:
             for statement in self.model.create_statements(self.db):
                 c.execute(statement)
+            c.execute(self.db.sql(
+                "CREATE TABLE IF NOT EXISTS {t}read_model_stops (model TEXT PRIMARY KEY, position BIGINT NOT NULL,"
+                " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)"))
+
+    def close(self) -> None:
+        """Close the recorder's connections (a caller that only wanted the tables and the database)."""
+        self.recorder.datastore.close()
+
+    def stopped(self) -> Stop | None:
+        """The recorded stop of this read model, if it has stopped."""
+        with self.recorder.datastore.transaction(commit=False) as c:  # pooled: asked before every catch-up
+            c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
+            rows = self.db.fetch(c)
+        return Stop(*rows[0]) if rows else None
+
+    def record_stop(self, notification_id: int, reason: str) -> Stop:
+        stop = Stop(self.model.name, self.position(self.LEDGER), notification_id, storable(reason),
+                    datetime.now(UTC).isoformat(timespec="seconds"))
+        with self.recorder.datastore.transaction(commit=True) as c:
+            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (stop.model,))
+            c.execute(self.db.sql("INSERT INTO {t}read_model_stops VALUES ({p},{p},{p},{p},{p})"),
+                      (stop.model, stop.position, stop.notification_id, stop.reason, stop.stopped_at))
+        return stop
+
+    def clear_stop(self) -> None:
+        with self.recorder.datastore.transaction(commit=True) as c:
+            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
 
     def position(self, upstream: str) -> int:
         return self.recorder.max_tracking_id(upstream) or 0
 
-    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking, after: int) -> None:
+    #: the upstream name of the ledger in tracking rows
+    LEDGER = Ledger.name
+
+    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking, after: int, *,
+              storable_text: bool = False) -> None:
         """Rows for ``events`` and the tracking position, in one transaction, provided the position is
-        still ``after``: another projector of the same read model may have written them meanwhile."""
+        still ``after``: another projector of the same read model may have written them meanwhile.
+        ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL)."""
         with self.recorder.datastore.transaction(commit=True) as c:
             self._claim(c, tracking.application_name, after)
-            self.model.write(c, self.db, events)
+            self.model.write(_StorableText(c) if storable_text else c, self.db, events)
             self.recorder._insert_tracking(c, tracking)
 
     def _claim(self, c: Any, upstream: str, after: int) -> None:
@@ -99,15 +205,23 @@ class View:
     def finish(self) -> None:
         """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
         finish = getattr(self.model, "finish", None)
-        if finish is not None:
+        if finish is None:
+            return
+        try:
             with self.recorder.datastore.transaction(commit=True) as c:
                 finish(c, self.db)
+        except Exception as exc:
+            if not_the_data(exc):
+                raise
+            with self.recorder.datastore.transaction(commit=True) as c:  # once more, text escaped
+                finish(_StorableText(c), self.db)
 
     def reset(self) -> None:
         """Empty the read model and forget its position (for a rebuild from zero)."""
         with self.recorder.datastore.transaction(commit=True) as c:
             for table in self.model.tables:
                 c.execute(self.db.sql(f"DELETE FROM {{t}}{table}"))
+            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
             if self.store.kind == "sqlite":
                 c.execute("DELETE FROM tracking WHERE application_name != '__migration__'")
             else:
@@ -115,6 +229,12 @@ class View:
                     self.db.sql(f'DELETE FROM {{t}}"{self.model.name}_tracking" '
                                 "WHERE application_name != '__migration__'")
                 )
+
+
+class _EventRefused(Exception):
+    def __init__(self, applied: int, notification_id: int, reason: str):
+        super().__init__(reason)
+        self.applied, self.notification_id, self.reason = applied, notification_id, reason
 
 
 class Projector:
@@ -125,13 +245,19 @@ class Projector:
         self.view = View(ledger.store, model)
         self.page = page
 
-    def catch_up(self, on_page: Callable[[int, int], None] | None = None) -> int:
+    def catch_up(self, on_page: Callable[[int, int], None] | None = None, *, retry: bool = False) -> int:
         """Process every ledger event after the tracked position; returns how many it processed.
 
-        With a backlog of more than one page, models that can defer per-patient work (signals) do
-        it once at the end instead of after every page; what is deferred is noted durably.
+        A read model that has stopped on an event (``View.stopped``) is left where it is, so a follower
+        does not try the same failing event every poll; ``retry`` tries it again (``project``,
+        ``rebuild``). With a backlog of more than one page, models that can defer per-patient work
+        (signals) do it once at the end instead of after every page; what is deferred is noted durably.
         """
         upstream = self.ledger.name
+        if self.view.stopped() is not None:
+            if not retry:
+                return 0
+            self.view.clear_stop()
         self.view.finish()  # work left by an interrupted run
         start = self.view.position(upstream)
         model = self.view.model
@@ -158,9 +284,8 @@ class Projector:
                         # does not scan the same events again (it would, for a model whose topics are rare).
                         self.view.write([], Tracking(upstream, head), after=start)
                     return processed
-                events = [(n.id, self.ledger.decode(n)) for n in notes]
-                self.view.write(events, Tracking(upstream, notes[-1].id), after=start)
-            except (PageTaken, IntegrityError, OperationalError) as exc:
+                self._write_page(notes, upstream, start)
+            except (PageTaken, OperationalError, InterfaceError, IntegrityError) as exc:
                 moved = self.view.position(upstream)
                 if moved == start:
                     raise  # not a rival projector: a real failure
@@ -168,12 +293,63 @@ class Projector:
                          self.view.model.name, moved, exc)
                 start = moved
                 continue
+            except _EventRefused as refused:
+                processed += refused.applied
+                stop = self.view.record_stop(refused.notification_id, refused.reason)
+                log.error("%s; the other read models go on", stop.sentence())
+                return processed
             start = notes[-1].id
             processed += len(notes)
             if on_page:
                 on_page(len(notes), start)
 
+    def _write_page(self, notes: Sequence[Any], upstream: str, start: int) -> None:
+        """Write a page; if the store or the model refuses it, once more with text escaped, then event
+        by event, so everything before the event that cannot be applied is kept (``_EventRefused``)."""
+        for escaped in ({}, {"storable_text": True}):
+            try:
+                self.view.write([(n.id, self.ledger.decode(n)) for n in notes], Tracking(upstream, notes[-1].id),
+                                after=start, **escaped)
+                return
+            except Exception as exc:
+                if not_the_data(exc):
+                    raise
+        after = start
+        for applied, n in enumerate(notes):
+            try:
+                self.view.write([(n.id, self.ledger.decode(n))], Tracking(upstream, n.id), after=after,
+                                storable_text=True)
+            except Exception as exc:
+                if not_the_data(exc):
+                    raise
+                raise _EventRefused(applied, n.id, f"{type(exc).__name__}: {exc}") from exc
+            after = n.id
+
     def rebuild(self, on_page: Callable[[int, int], None] | None = None) -> int:
         """Replay from zero."""
         self.view.reset()
-        return self.catch_up(on_page)
+        return self.catch_up(on_page, retry=True)
+
+
+def read_model_states(dbs: dict[str, ReadDB], ledger_position: int) -> list[dict[str, Any]]:
+    """Per read model (name -> its database): its position, how far behind the ledger it is, and its
+    stop (None while it runs)."""
+    out = []
+    for name, db in dbs.items():
+        position = position_in(db, name)
+        stop = stop_in(db, name)
+        out.append({"name": name, "position": position, "behind": max(0, ledger_position - position),
+                    "stopped": None if stop is None else {"position": stop.position,
+                                                          "notification_id": stop.notification_id,
+                                                          "reason": stop.reason, "stopped_at": stop.stopped_at}})
+    return out
+
+
+def read_model_dbs(store: Store, models: Sequence[ReadModel]) -> dict[str, ReadDB]:
+    """Each read model's database (its tables created), without keeping a connection pool open."""
+    out = {}
+    for model in models:
+        view = View(store, model)
+        view.close()
+        out[model.name] = view.db
+    return out

@@ -56,7 +56,8 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
         data = amended.data(mid, data)
         at = parse_time(at_text)
         if typ == "lab_result":
-            h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at))
+            if data.get("standardised", True):  # tests outside the analyte table feed no rule
+                h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at))
         elif typ == "clinical_finding":
             h.findings.append(Finding(at, data))
         elif typ == "enrolment":

@@ -275,7 +275,7 @@ def demo(
         err.print(f"replaying {len(ordered)} messages in clinical-time order, one every {delay:g} s")
     else:
         counts = Ingestor(ledger).ingest(messages)
-        _catch_up(ledger, *read_models())
+        _catch_up(ledger, *read_models(), required=False)
         err.print(f"demo study loaded into {ledger.store.display()}: {json.dumps(counts.as_dict())}")
     if not no_board:
         err.print("demo sign-in: physician / demo-physician (also dsmb / demo-dsmb, admin / demo-admin)")
@@ -366,14 +366,28 @@ def _projector(ledger: Any, model: Any) -> Any:
     return Projector(ledger, model)
 
 
-def _catch_up(ledger: Any, *models: Any) -> None:
-    """Bring read models up to date (with a progress bar when there is much to do)."""
+def _catch_up(ledger: Any, *models: Any, retry: bool = False, required: bool = True) -> list[Any]:
+    """Bring read models up to date (with a progress bar when there is much to do); a stopped one
+    (``projections.runner.Stop``) is tried again with ``retry``. Each read model goes on whatever another
+    does; then, when the answer needs them (``required``), a stopped one fails the command with its
+    position and reason, since its answers would silently miss events."""
+    from projections.runner import ReadModelStopped
+
+    stops = []
     for model in models:
         projector = _projector(ledger, model)
         behind = ledger.position() - projector.view.position(ledger.name)
         with _progress() as progress:
             task = progress.add_task(f"project {model.name}", total=max(behind, 1))
-            projector.catch_up(lambda n, _pos, t=task: progress.advance(t, n))
+            projector.catch_up(lambda n, _pos, t=task: progress.advance(t, n), retry=retry)
+        stop = projector.view.stopped()
+        if stop is not None:
+            stops.append(stop)
+            if not required:
+                err.print(f"[red]error:[/red] {ReadModelStopped(stop)}")
+    if stops and required:
+        raise fail("; ".join(str(ReadModelStopped(stop)) for stop in stops))
+    return stops
 
 
 AnchorOption = Annotated[str, typer.Option(help="intervention name that anchors the windows")]
@@ -592,14 +606,18 @@ def project(
     follow: Annotated[bool, typer.Option("--follow", help="keep following new events until stopped")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.02,
 ) -> None:
-    """Bring the read models up to date; with --follow, keep them so (polling)."""
+    """Bring the read models up to date; with --follow, keep them so (polling).
+
+    A read model that stopped on an event it could not apply is tried again here (not by --follow,
+    which leaves it stopped and keeps the others current); exit 1 if one is still stopped."""
     from projections.runner import Projector
 
     ledger = open_ledger(store)
-    projectors = [Projector(ledger, model) for model in read_models()]
     if not follow:
-        _catch_up(ledger, *[p.view.model for p in projectors])
+        if _catch_up(ledger, *read_models(), retry=True, required=False):
+            raise typer.Exit(1)
         return
+    projectors = [Projector(ledger, model) for model in read_models()]
     stopping = _stop_flag()
     err.print("following the ledger; Ctrl+C or SIGTERM stops")
     while not stopping():
@@ -656,7 +674,7 @@ def consume(
     import logging
 
     stopping = _stop_flag()  # first: a stop asked for during start-up is honoured too
-    from events.kafka import FeedConsumer
+    from events.kafka import FeedConsumer, UndecodableBatch
     from projections.runner import Projector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -673,7 +691,10 @@ def consume(
                         batch_size=batch_size, poll_timeout_ms=poll_timeout, client=_kafka_client(),
                         after_batch=after, source=source, parsers=parsers)
     err.print(f"consuming {topic} from {bootstrap} into {ledger.store.display()}")
-    stats = feed.run(stopping)
+    try:
+        stats = feed.run(stopping)
+    except UndecodableBatch as exc:  # noted for status and Feed health; a restart resumes at the offset
+        raise fail(str(exc)) from None
     typer.echo(json.dumps({**stats.counts.as_dict(), "dead_letters": stats.dead_letters,
                            "reconnects": stats.reconnects}))
 
@@ -683,16 +704,23 @@ def publish(
     paths: Annotated[list[str], typer.Argument(help="NDJSON files; - reads standard input")],
     bootstrap: BootstrapOption,
     topic: TopicOption = "pv.events",
+    compression: Annotated[
+        str, typer.Option(help="none, gzip, snappy, lz4 or zstd (lz4 and zstd are the usual production choice)")
+    ] = "none",
 ) -> None:
     """Validate NDJSON messages and publish the valid ones, keyed source/patient_id (acks=all, idempotent)."""
     from events.files import read_ndjson
+    from events.kafka import COMPRESSION_TYPES
     from events.kafka import publish as send
+
+    if compression not in COMPRESSION_TYPES:
+        raise fail(f"--compression {compression!r}: use one of {', '.join(COMPRESSION_TYPES)}")
 
     total_sent, invalid = 0, []
     for path in paths:
         if path != "-" and not Path(path).is_file():
             raise fail(f"no such file: {path}")
-        result = send(read_ndjson(path), bootstrap, topic, client=_kafka_client())
+        result = send(read_ndjson(path), bootstrap, topic, client=_kafka_client(), compression=compression)
         total_sent += result.sent
         invalid += result.invalid
     for position, reason in invalid:
@@ -708,7 +736,7 @@ def status(
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Feed status: per-partition offsets and lag, last message time, counts per source, dead letters
-    waiting to be sent."""
+    waiting to be sent, and each read model's position (and stop, if it stopped)."""
     from events.kafka import TRACKING_PREFIX, partition_lag
 
     ledger = open_ledger(store)
@@ -718,6 +746,8 @@ def status(
     else:
         partitions = [{"tracking": name, "offset": offset} for name, offset in sorted(stored.items())]
     sources = ledger.tables.feed_counts()
+    from projections.runner import read_model_dbs, read_model_states
+
     answer = {
         "store": ledger.store.display(),
         "ledger_position": ledger.position(),
@@ -726,6 +756,10 @@ def status(
         "sources": sources,
         # quarantined from the topic, committed, not yet on its dead-letter topic (sent at the next start)
         "dead_letters_waiting": len(ledger.tables.undelivered_dead_letters(topic)),
+        # each read model's position against the ledger's, and where and why it stopped, if it did
+        "read_models": read_model_states(read_model_dbs(ledger.store, read_models()), ledger.position()),
+        # record batches a consumer stopped at because it could not decode them (open: not yet got past)
+        "feed_faults": ledger.tables.feed_faults(),
     }
     if format is Format.json:
         typer.echo(json.dumps(answer, indent=2))
@@ -802,13 +836,22 @@ def rekey(
 @app.command()
 def rebuild(store: StoreOption = None) -> None:
     """Replay every read model from the start of the ledger."""
+    from projections.runner import ReadModelStopped
+
     ledger = open_ledger(store)
+    stopped = False
     for model in read_models():
         projector = _projector(ledger, model)
         with _progress() as progress:
             task = progress.add_task(f"rebuild {model.name}", total=max(ledger.position(), 1))
             n = projector.rebuild(lambda k, _pos, t=task: progress.advance(t, k))
         err.print(f"{model.name}: {n} events replayed")
+        stop = projector.view.stopped()
+        if stop is not None:
+            stopped = True
+            err.print(f"[red]error:[/red] {ReadModelStopped(stop)}")
+    if stopped:
+        raise typer.Exit(1)
 
 
 def _run_board(store_url: str, port: int) -> None:

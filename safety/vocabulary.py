@@ -28,7 +28,7 @@ MESSAGE_TYPES: Final = (
 #: Types that amend an earlier message instead of stating a clinical fact.
 AMENDMENT_TYPES: Final = ("retraction", "correction")
 
-SEXES: Final = ("F", "M", "other")
+SEXES: Final = ("F", "M", "other", "unknown")
 ILAR_CATEGORIES: Final = (
     "systemic",
     "polyarticular RF-",
@@ -89,11 +89,12 @@ def _same(*units: str) -> tuple[tuple[str, float], ...]:
 ANALYTES: Final[dict[str, Analyte]] = {
     a.code: a
     for a in (
+        # GI/L ("giga per litre") is how SDTM standard units write 10^9/L.
         Analyte("WBC", ("6690-2", "26464-8"), "10^9/L",
-                _same("10^9/L", "10^3/uL", "10^3/µL", "/nL", "G/L")),
-        Analyte("NEUT", ("751-8", "26499-4"), "10^9/L", _same("10^9/L", "10^3/uL", "10^3/µL")),
+                _same("10^9/L", "10^3/uL", "10^3/µL", "/nL", "G/L", "GI/L")),
+        Analyte("NEUT", ("751-8", "26499-4"), "10^9/L", _same("10^9/L", "10^3/uL", "10^3/µL", "GI/L")),
         Analyte("PLT", ("777-3", "26515-7"), "10^9/L",
-                _same("10^9/L", "10^3/uL", "10^3/µL", "G/L")),
+                _same("10^9/L", "10^3/uL", "10^3/µL", "G/L", "GI/L")),
         Analyte("HGB", ("718-7",), "g/L", (("g/L", 1.0), ("g/dL", 10.0), ("mmol/L", 16.11))),
         Analyte("ESR", ("4537-7", "30341-2"), "mm/h", _same("mm/h", "mm/hr"), maximum=200.0),
         Analyte("CRP", ("1988-5",), "mg/L", (("mg/L", 1.0), ("mg/dL", 10.0))),
@@ -103,6 +104,9 @@ ANALYTES: Final[dict[str, Analyte]] = {
         Analyte("AST", ("1920-8", "30239-8"), "U/L", _same("U/L", "IU/L")),
         Analyte("ALT", ("1742-6",), "U/L", _same("U/L", "IU/L")),
         Analyte("LDH", ("2532-0",), "U/L", _same("U/L", "IU/L")),
+        # Total bilirubin (LOINC 1975-2): 1 mg/dL = 17.1 umol/L from its molar mass, 584.66 g/mol [computed].
+        Analyte("BILI", ("1975-2",), "umol/L", (("umol/L", 1.0), ("µmol/L", 1.0), ("mg/dL", 17.1))),
+        Analyte("ALP", ("6768-6",), "U/L", _same("U/L", "IU/L")),
     )
 }
 

@@ -26,13 +26,18 @@ JSONISH = st.recursive(
 )
 
 
+#: identifiers as the contract takes them: no C0 control character or DEL
+ID_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="".join(map(chr, [*range(32), 127]))),
+                  min_size=1, max_size=20)
+
+
 @st.composite
 def valid_lab(draw: Any) -> dict[str, Any]:
     analyte = draw(st.sampled_from(sorted(ANALYTES)))
     unit = draw(st.sampled_from(ANALYTES[analyte].units))
     high = 200.0 if analyte == "ESR" else 1e6
     value = draw(st.floats(min_value=0, max_value=high, allow_nan=False, allow_infinity=False))
-    return message(draw(st.text(min_size=1, max_size=20)), patient_id=draw(st.sampled_from(["P1", "P2", "P3"])),
+    return message(draw(ID_TEXT), patient_id=draw(st.sampled_from(["P1", "P2", "P3"])),
                    data={"analyte": analyte, "value": value, "unit": unit})
 
 
