@@ -401,6 +401,12 @@ def feed_page(data: BoardData) -> None:
         st.subheader("Volume per source over time")
         st.altair_chart(alt.Chart(volume).mark_bar().encode(x="day:T", y="messages:Q", color="source:N"),
                         use_container_width=True)
+    transfers = data.transfers()
+    if not transfers.empty:
+        st.subheader("SDTM transfers")
+        st.caption("What each transfer changed: records new, corrected (a changed value or date) and retracted "
+                   "(absent from the transfer). docs/sdtm-mapping.md")
+        st.dataframe(transfers, hide_index=True)
     st.subheader("Read models")
     models = data.read_models()
     st.dataframe(models, hide_index=True)

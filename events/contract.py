@@ -479,8 +479,8 @@ _KEPT = ("origin", "test_code", "test_name")
 def _normalise_lab(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     code, loinc = data.get("analyte"), data.get("loinc")
     if code is None and loinc is None:
-        if data["test_code"] not in vocab.ANALYTES:
-            return _other_test(data)
+        if data["test_code"] not in vocab.ANALYTES or "value" not in data:
+            return _other_test(data)  # a text result of a contract analyte ("<3") is kept as sent too
         code = data["test_code"]  # a sender's code that is the contract's is that analyte
     try:
         analyte = vocab.resolve_analyte(code, loinc)

@@ -43,10 +43,16 @@ PATIENT_TOPIC = get_topic(Patient)
 
 @dataclass(frozen=True)
 class RawMessage:
-    """Bytes as received, and where they came from (file and line, or topic/partition/offset)."""
+    """Bytes as received, and where they came from (file and line, or topic/partition/offset).
+
+    ``refused`` is set by an inbound adapter that could not make a message of what it read (an SDTM
+    record without USUBJID): the bytes go to the quarantine with that reason, never to the ledger."""
 
     raw: bytes
     position: dict[str, Any]
+    refused: Rejected | None = None
+    #: the adapter's own parse of ``raw`` (``parse_message(raw)``), so that ingest does not parse it again
+    parsed: Message | None = None
 
 
 @dataclass
@@ -95,10 +101,10 @@ class Rejected(NamedTuple):
     message_id: str | None
 
 
-def prepare(raw: bytes, now: datetime, encoder: StateEncoder) -> Prepared | Rejected:
+def prepare(raw: bytes, now: datetime, encoder: StateEncoder, parsed: Message | None = None) -> Prepared | Rejected:
     """Parse, validate and serialise one message: the part of ingest that needs no database."""
     try:
-        m = parse_message(raw, now=now)
+        m = parsed or parse_message(raw, now=now)
     except ContractViolation as exc:
         return Rejected(exc.reason, exc.source, exc.message_id)
     if m.type in AMENDMENT_TYPES:
@@ -171,7 +177,8 @@ class Ingestor:
         if workers <= 0:
             for batch in batches:
                 now = self.now()
-                total.add(self._store(batch, [prepare(r.raw, now, self.encoder) for r in batch], now, None).totals())
+                prepared = [prepare(r.raw, now, self.encoder, r.parsed) for r in batch]
+                total.add(self._store(batch, prepared, now, None).totals())
             return total
         pool = ParserPool(workers, self.ledger)
         try:
@@ -303,6 +310,8 @@ class Ingestor:
         in_batch: dict[str, IndexedMessage] = {}
         received = now.isoformat()
         for item, p in zip(batch, items, strict=True):
+            if item.refused is not None:
+                p = item.refused
             if isinstance(p, Prepared) and self.allowed_source and p.source != self.allowed_source:
                 p = Rejected(f"unauthorised: source {p.source} may not send on this feed, which belongs to "
                              f"{self.allowed_source}; send it under the registry's own credentials and topic",

@@ -18,6 +18,7 @@ from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
 from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
+from projections.transfers import TransfersModel, transfer_changes
 from safety.incidence import Settings
 
 
@@ -33,7 +34,8 @@ class BoardData:
         self.ledger_db = ReadDB(store)
         # Plain connections per query: the board's process keeps this object for its whole life, so it
         # must hold no pool of its own (a View's is dropped here once its tables exist).
-        self.dbs = read_model_dbs(store, (IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel()))
+        self.dbs = read_model_dbs(store, (IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(),
+                                          TransfersModel()))
         self.incidence_db = self.dbs["incidence"]
         self.signals_db = self.dbs["signals"]
         self.audit_db = self.dbs["audit"]
@@ -71,6 +73,22 @@ class BoardData:
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
+
+    def transfers(self) -> pd.DataFrame:
+        """Per SDTM transfer and domain: the records it added, corrected and retracted."""
+        rows = transfer_changes(self.dbs["transfers"])
+        frame = pd.DataFrame(rows, columns=["source", "study", "transfer", "domain", "change", "records",
+                                            "first_recorded_at", "last_recorded_at"])
+        if frame.empty:
+            return frame
+        wide = frame.pivot_table(index=["source", "study", "transfer", "domain"], columns="change", values="records",
+                                 aggfunc="sum", fill_value=0).reset_index()
+        for change in ("new", "corrected", "retracted"):
+            if change not in wide:
+                wide[change] = 0
+        when = frame.groupby(["source", "study", "transfer"])["first_recorded_at"].min().rename("recorded_at")
+        wide = wide.join(when, on=["source", "study", "transfer"]).sort_values(["recorded_at", "transfer", "domain"])
+        return wide[["source", "study", "transfer", "recorded_at", "domain", "new", "corrected", "retracted"]]
 
     def feed_counts(self) -> pd.DataFrame:
         return feed_counts(self.ledger_db)

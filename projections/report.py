@@ -134,7 +134,26 @@ def efficacy_html(eff: dict[str, Any] | None) -> str:
             f"<th>Why</th></tr>{decisions}</table><h3>Protocol deviations</h3><ul>{deviations}</ul>")
 
 
-def dsmb_html(answer: dict[str, Any], eff: dict[str, Any] | None = None) -> str:
+def changes_html(changes: list[dict[str, Any]] | None, since: str | None) -> str:
+    """What SDTM transfers changed (recorded after ``since``): per transfer and domain, new, corrected and
+    retracted records."""
+    if changes is None:
+        return ""
+    e = html.escape
+    heading = f"<h2>Data transfers since {e(since)}</h2>" if since else "<h2>Data transfers</h2>"
+    if not changes:
+        return heading + "<p>No SDTM transfer changed anything in this period.</p>"
+    rows = "".join(f"<tr><td>{e(c['source'])}</td><td>{e(c['study'])}</td><td>{e(c['transfer'])}</td>"
+                   f"<td>{e(c['first_recorded_at'][:16])}</td><td>{e(c['domain'])}</td><td>{e(c['change'])}</td>"
+                   f"<td>{c['records']}</td></tr>" for c in changes)
+    return (heading + "<p>Records each transfer added, corrected (a changed value or date) or retracted (absent "
+            "from the transfer), as recorded in the ledger.</p><table><tr><th>source</th><th>study</th>"
+            "<th>transfer</th><th>recorded</th><th>domain</th><th>change</th><th>records</th></tr>"
+            f"{rows}</table>")
+
+
+def dsmb_html(answer: dict[str, Any], eff: dict[str, Any] | None = None,
+              changes: list[dict[str, Any]] | None = None, changes_since: str | None = None) -> str:
     """One self-contained HTML file: no scripts, no fonts, no network."""
     e = html.escape
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -204,6 +223,7 @@ tr.section th{{text-align:left;background:#e4e9f2}} .meta td{{border:none;paddin
 <h2>Episodes (months from the anchor)</h2>
 <table><tr><th>Patient</th>{''.join(f'<th>{e(label)}</th>' for label in labels)}</tr>{''.join(episode_rows)}</table>
 {efficacy_html(eff)}
+{changes_html(changes, changes_since)}
 <h2>Methods</h2><ul>{methods}</ul>
 </body></html>
 """

@@ -108,6 +108,11 @@ def demo_feed_path() -> Path:
     return Path(str(resources.files("events") / "demo" / "seed-study.ndjson"))
 
 
+def pilot_path() -> Path:
+    """The CDISC pilot study's SDTM datasets, as shipped (events/sdtm/pilot)."""
+    return Path(str(resources.files("events") / "sdtm" / "pilot"))
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the registry-feed contract v1."""
@@ -208,11 +213,12 @@ def history(
     if format is Format.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("occurred_at", "type", "message_id", "recorded_at", "retracted", "corrected")
+    table = Table("occurred_at", "type", "message_id", "recorded_at", "retracted", "corrected", "transfer")
     for r in rows:
         table.add_row(
             r["occurred_at"], r["type"], r["message_id"], r["recorded_at"],
             "yes" if r["retracted"] else "", "yes" if r["corrected"] else "",
+            (r["data"].get("origin") or {}).get("transfer", ""),
         )
     out_console().print(table)
 
@@ -255,8 +261,12 @@ def demo(
         bool, typer.Option("--replay", help="feed the study message by message in clinical-time order")
     ] = False,
     delay: Annotated[float, typer.Option(help="seconds between replayed messages")] = 0.3,
+    study: Annotated[
+        str, typer.Option(help="seed: the six MSC-treated JIA patients; pilot: the CDISC pilot trial (three arms, "
+                               "real labs), imported from SDTM")
+    ] = "seed",
 ) -> None:
-    """Load the seed study (six MSC-treated JIA patients) and start the board on it."""
+    """Load a demo study (by default the seed study: six MSC-treated JIA patients) and start the board on it."""
     import threading
 
     from dashboard.auth import UserStore, users_path
@@ -268,6 +278,19 @@ def demo(
     if not users.list():
         for name, role in DEMO_USERS:
             users.add(name, role, f"demo-{name}")
+    if study not in ("seed", "pilot"):
+        raise fail(f"--study {study!r}: use seed or pilot")
+    if study == "pilot":
+        from events.sdtm.readers import read_transfer
+
+        summary = _import_transfer(ledger, read_transfer([pilot_path()]), "cdiscpilot01", "pilot-1")
+        _catch_up(ledger, *read_models(), required=False)
+        err.print(f"CDISC pilot study imported into {ledger.store.display()}: "
+                  f"{json.dumps({k: v for k, v in summary.items() if k != 'domains'})}")
+        if not no_board:
+            err.print("demo sign-in: physician / demo-physician (also dsmb / demo-dsmb, admin / demo-admin)")
+            _run_board(ledger.store.url, port)
+        return
     messages = list(read_ndjson(str(demo_feed_path())))
     if replay and not no_board:
         ordered = in_clinical_order(messages)
@@ -443,17 +466,26 @@ def report(
     post_months: PostOption = 12,
     as_of: AsOfOption = None,
     data_cut: DataCutOption = None,
+    changes_since: Annotated[
+        str | None, typer.Option(help="list what SDTM transfers changed since this time (ISO 8601), e.g. the last "
+                                      "review")
+    ] = None,
 ) -> None:
     """Write the DSMB report: one self-contained HTML file."""
     from projections.efficacy import EfficacyModel, efficacy
+    from projections.incidence import utc_text
     from projections.report import dsmb_html
     from projections.runner import View
+    from projections.transfers import TransfersModel, transfer_changes
 
     ledger = open_ledger(store)
     answer = _incidence_answer(ledger, anchor, pre_months, post_months, as_of, data_cut)
-    _catch_up(ledger, EfficacyModel())
+    _catch_up(ledger, EfficacyModel(), TransfersModel())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
-    out.write_text(dsmb_html(answer, eff), encoding="utf-8")
+    since = _as_of(changes_since)
+    changes = transfer_changes(View(ledger.store, TransfersModel()).db, utc_text(since) if since else None)
+    out.write_text(dsmb_html(answer, eff, changes if changes or since else None,
+                             since.isoformat() if since else None), encoding="utf-8")
     from events.workflow import record_audit
 
     record_audit(ledger, os.environ.get("USER", "cli"), "download", f"DSMB report {answer['fingerprint']} to {out}")
@@ -465,8 +497,81 @@ def read_models() -> list[Any]:
     from projections.efficacy import EfficacyModel
     from projections.incidence import IncidenceModel
     from projections.signals import SignalsModel
+    from projections.transfers import TransfersModel
 
-    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel()]
+    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel()]
+
+
+@app.command(name="import-sdtm")
+def import_sdtm(
+    paths: Annotated[list[str], typer.Argument(help="SDTM datasets (.xpt, .json, .ndjson, gzipped or not) or folders")],
+    source: Annotated[str, typer.Option(help="the sponsor or registry the transfer comes from")],
+    transfer: Annotated[
+        str | None, typer.Option(help="the transfer's label (default: from the files' content, so the same files "
+                                      "get the same label)")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Import an SDTM transfer: each record a message, and each later transfer only its differences.
+
+    Prints as its last line {"transfer": ..., "new": n, "corrected": n, "retracted": n, "unchanged": n,
+    "quarantined": n, "domains": {...}}. Exit codes as ingest.
+    """
+    import re
+
+    from events.sdtm.readers import DatasetError, read_transfer
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", source):
+        raise fail(f"--source {source!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if transfer is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", transfer):
+        raise fail(f"--transfer {transfer!r}: use 1-40 letters, digits, '.', '_' or '-'")
+    try:
+        datasets = read_transfer(paths)
+    except DatasetError as exc:
+        raise fail(str(exc)) from None
+    summary = _import_transfer(open_ledger(store), datasets, source, transfer)
+    typer.echo(json.dumps(summary))
+
+
+def _import_transfer(ledger: Any, datasets: list[Any], source: str, transfer: str | None) -> dict[str, Any]:
+    """Plan a transfer against what the ledger holds of ``source`` and ingest its messages."""
+    import hashlib
+
+    from events.ingest import Ingestor
+    from events.sdtm.transfer import plan_transfer
+    from projections.runner import View
+    from projections.transfers import TransfersModel, conditions, first_exposures, known_records
+
+    if transfer is None:
+        digest = hashlib.sha256()
+        for d in sorted(datasets, key=lambda d: d.domain):
+            digest.update(d.domain.encode() + d.path.read_bytes())
+        transfer = "T-" + digest.hexdigest()[:12]
+    model = TransfersModel()
+    _catch_up(ledger, model)
+    db = View(ledger.store, model).db
+    with _progress() as progress:
+        progress.add_task(f"read and compare {len(datasets)} datasets", total=None)
+        plan = plan_transfer(datasets, source, transfer, known_records(db, source), first_exposures(db, source),
+                             conditions(db, source), datetime.now(UTC))
+    ingestor = Ingestor(ledger)
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"import transfer {transfer}", total=max(len(plan.messages), 1))
+
+            def tracked() -> Iterator[Any]:
+                for item in plan.messages:
+                    progress.advance(task)
+                    yield item
+
+            ingestor.ingest(tracked(), batch_size=2000)
+    except STORE_ERRORS as exc:
+        typer.echo(json.dumps(ingestor.committed.as_dict()))
+        raise fail(store_refused(exc)) from None
+    for domain, records in plan.unmapped.items():
+        err.print(f"{domain}: {records} records read; this domain is not mapped (docs/sdtm-mapping.md)")
+    _catch_up(ledger, model)
+    return plan.summary()
 
 
 @app.command(name="efficacy")

@@ -66,6 +66,10 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_a_safety_physician_sees_patient_6s_warning_and_opens_the_patient(board: str):
     from playwright.sync_api import expect, sync_playwright
 
+    # A page render on a loaded two-core machine (the other test worker busy) can take longer than
+    # expect's 5 s default.
+    expect.set_options(timeout=30_000)
+
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[

@@ -1,0 +1,399 @@
+"""SDTM records to contract messages, domain by domain (``docs/sdtm-mapping.md`` says it variable by
+variable).
+
+Each record becomes one message whose id is its *record id*: the study, the domain, the subject and a
+digest of the record's identifying variables (``IDENTITY``), never ``--SEQ``, which sponsors renumber
+between transfers. Records sharing every identifying value are told apart by their order (``#2``...).
+A record that cannot be made into a message (no USUBJID, an unparseable date) is a ``Refusal`` with
+the reason, to be quarantined; the contract judges the rest (units, ranges) as for any message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from safety.partial_dates import Imputed, PartialDateError, impute_end, impute_start
+
+#: the identifying variables of each mapped domain (those a record is known by across transfers)
+IDENTITY: dict[str, tuple[str, ...]] = {
+    "DM": ("USUBJID",),
+    "AE": ("USUBJID", "AETERM", "AESTDTC", "AESPID"),
+    "LB": ("USUBJID", "LBTESTCD", "LBCAT", "LBSPEC", "LBMETHOD", "VISITNUM", "LBTPTNUM", "LBDTC"),
+    "EX": ("USUBJID", "EXTRT", "EXDOSE", "EXDOSU", "EXSTDTC"),  # of each period's first record
+    "DS": ("USUBJID", "DSCAT", "DSDECOD", "DSSTDTC"),
+    "VS": ("USUBJID", "VSTESTCD", "VISITNUM", "VSTPTNUM", "VSDTC"),
+}
+#: domains read for context only: TS (the indication) and SUPPAE (merged into AE)
+CONTEXT = ("TS", "SUPPAE")
+MAPPED = (*IDENTITY, *CONTEXT)
+
+#: SDTM LBTESTCD -> the contract's analyte code; other tests keep their own code
+LB_ANALYTES = {
+    "WBC": "WBC", "NEUT": "NEUT", "PLAT": "PLT", "HGB": "HGB", "ESR": "ESR", "CRP": "CRP",
+    "FERRITIN": "FERRITIN", "FERR": "FERRITIN", "FIBRINO": "FIBRINOGEN", "FIBRINOG": "FIBRINOGEN",
+    "TRIG": "TG", "AST": "AST", "ALT": "ALT", "LDH": "LDH", "BILI": "BILI", "ALP": "ALP",
+}
+SEVERITY = {"MILD": "mild", "MODERATE": "moderate", "SEVERE": "severe"}
+#: AEREL is sponsor-defined; these are the usual values (others are kept in ``supplemental``)
+RELATEDNESS = {
+    "NONE": "not related", "NOT RELATED": "not related", "N": "not related", "UNRELATED": "not related",
+    "REMOTE": "unlikely", "UNLIKELY": "unlikely", "UNLIKELY RELATED": "unlikely",
+    "POSSIBLE": "possible", "POSSIBLY RELATED": "possible",
+    "PROBABLE": "probable", "PROBABLY RELATED": "probable",
+    "DEFINITE": "definite", "DEFINITELY RELATED": "definite", "RELATED": "definite", "Y": "definite",
+}
+#: seriousness flags (Y/N) -> the contract's criteria
+SERIOUSNESS = (("AESDTH", "death"), ("AESLIFE", "life-threatening"), ("AESHOSP", "hospitalisation"),
+               ("AESDISAB", "disability"), ("AESCONG", "congenital-anomaly"), ("AESMIE", "important-medical-event"))
+SEX = {"F": "F", "M": "M", "U": "unknown", "UNDIFFERENTIATED": "other"}
+#: DS disposition events that are not a discontinuation
+NOT_WITHDRAWN = ("COMPLETED", "SCREEN FAILURE")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a record is: its file, domain and row (1-based), for the quarantine and the summary."""
+
+    file: str
+    domain: str
+    row: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "domain": self.domain, "row": self.row}
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A record as a contract message (``message["message_id"]`` is its record id)."""
+
+    record: str
+    domain: str
+    message: dict[str, Any]
+    position: Position
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A record that cannot be a message; ``reason`` names the variable and the fix."""
+
+    domain: str
+    reason: str
+    row: dict[str, Any]
+    position: Position
+    subject: str | None = None
+
+
+@dataclass
+class Context:
+    """What mapping a record needs from elsewhere: each subject's first exposure (to impute partial
+    dates), the study's indication, the AE qualifiers of SUPPAE."""
+
+    source: str
+    transfer: str
+    first_exposure: dict[tuple[str, str], date]
+    condition: dict[str, str]
+    qualifiers: dict[tuple[str, str, str], dict[str, str]]
+
+
+def record_id(study: str, domain: str, subject: str, identity: tuple[Any, ...], occurrence: int) -> str:
+    """``STUDY/DOMAIN/USUBJID/digest`` (``#n`` for the n-th record with the same identity); at most 128."""
+    digest = hashlib.sha256("\x1f".join("" if v is None else str(v) for v in identity).encode()).hexdigest()[:12]
+    rid = f"{study}/{domain}/{subject}" if domain == "DM" else f"{study}/{domain}/{subject}/{digest}"
+    if occurrence > 1:
+        rid += f"#{occurrence}"
+    if len(rid) > 100:  # room for "@transfer" suffixes of amendments
+        rid = f"{domain}/{hashlib.sha256(rid.encode()).hexdigest()[:40]}"
+    return rid
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _date(row: dict[str, Any], name: str) -> str | None:
+    v = row.get(name)
+    return None if v is None else str(v)
+
+
+def _start(row: dict[str, Any], name: str, floor: date | None, as_sent: dict[str, str], field: str) -> str | None:
+    """A start date, imputed (``field`` noted in ``as_sent`` when it was partial)."""
+    return _imputed(row, name, as_sent, field, lambda text: impute_start(text, floor))
+
+
+def _end(row: dict[str, Any], name: str, as_sent: dict[str, str], field: str) -> str | None:
+    return _imputed(row, name, as_sent, field, impute_end)
+
+
+def _imputed(row: dict[str, Any], name: str, as_sent: dict[str, str], field: str,
+             rule: Callable[[str], Imputed]) -> str | None:
+    text = _date(row, name)
+    if text is None:
+        return None
+    try:
+        imputed = rule(text)
+    except PartialDateError as exc:
+        raise _Bad(f"{name}: {exc}; send an ISO 8601 date") from None
+    if imputed.imputed:
+        as_sent[field] = imputed.as_sent
+    return imputed.value
+
+
+def _first_day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(impute_start(text).value[:10])
+    except (PartialDateError, ValueError):
+        return None
+
+
+def _number(v: Any) -> float | int | None:
+    if v is None or isinstance(v, (int, float)):
+        return v
+    try:
+        f = float(str(v))
+    except ValueError:
+        return None
+    return int(f) if f.is_integer() else f
+
+
+def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfer: str,
+                 known_first_exposure: dict[tuple[str, str], date], known_condition: dict[str, str]) -> Context:
+    """The context of a transfer: from its DM, TS and SUPPAE, else from what earlier transfers sent."""
+    first = dict(known_first_exposure)
+    for row in datasets.get("DM", []):
+        day = _first_day(_date(row, "RFXSTDTC"))
+        if row.get("USUBJID") and day is not None:
+            first[(str(row.get("STUDYID")), str(row["USUBJID"]))] = day
+    condition = dict(known_condition)
+    for row in datasets.get("TS", []):
+        if row.get("TSPARMCD") == "INDIC" and row.get("TSVAL"):
+            condition[str(row.get("STUDYID"))] = str(row["TSVAL"])
+    qualifiers: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+    for row in datasets.get("SUPPAE", []):
+        if row.get("IDVAR") and row.get("QNAM") and row.get("QVAL") is not None:
+            key = (str(row.get("USUBJID")), str(row["IDVAR"]), str(_number(row.get("IDVARVAL")) or row.get("IDVARVAL")))
+            qualifiers[key][str(row["QNAM"])] = str(row["QVAL"])
+    return Context(source, transfer, first, condition, dict(qualifiers))
+
+
+def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context) -> Iterator[Mapped | Refusal]:
+    """Every record of a mapped domain, as a message or a refusal, in the dataset's order."""
+    seen: dict[tuple[str, str, tuple[Any, ...]], int] = defaultdict(int)
+    if domain == "EX":
+        yield from _exposure_periods(rows, file, ctx, seen)
+        return
+    build = _BUILDERS[domain]
+    for n, row in enumerate(rows, start=1):
+        position = Position(file, domain, n)
+        subject, study = row.get("USUBJID"), row.get("STUDYID")
+        if not subject or not study:
+            missing = "USUBJID" if not subject else "STUDYID"
+            yield Refusal(domain, f"{missing}: missing; every SDTM record names its study and subject", row,
+                          position, subject)
+            continue
+        if domain == "DS" and (row.get("DSCAT") != "DISPOSITION EVENT" or row.get("DSDECOD") in NOT_WITHDRAWN):
+            continue  # milestones, completions and screen failures are not discontinuations
+        if domain == "VS" and row.get("VSTESTCD") != "TEMP":
+            continue
+        identity = tuple(row.get(v) for v in IDENTITY[domain])
+        seen[(str(study), str(subject), identity)] += 1
+        rid = record_id(str(study), domain, str(subject), identity, seen[(str(study), str(subject), identity)])
+        as_sent: dict[str, str] = {}
+        origin: dict[str, Any] = {"standard": "SDTM", "study": str(study), "domain": domain, "record": rid,
+                                  "transfer": ctx.transfer, "as_sent": as_sent}
+        try:
+            kind, occurred_at, data = build(row, ctx, as_sent)
+        except _Bad as exc:
+            yield Refusal(domain, str(exc), row, position, str(subject))
+            continue
+        yield Mapped(rid, domain, _message(rid, ctx.source, str(subject), kind, occurred_at, data, origin), position)
+
+
+def _message(rid: str, source: str, subject: str, kind: str, occurred_at: str, data: dict[str, Any],
+             origin: dict[str, Any]) -> dict[str, Any]:
+    if origin.get("as_sent") == {}:
+        del origin["as_sent"]
+    return {"schema_version": 1, "message_id": rid, "source": source, "patient_id": subject, "type": kind,
+            "occurred_at": occurred_at, "data": {k: v for k, v in {**data, "origin": origin}.items() if v is not None}}
+
+
+def _floor(row: dict[str, Any], ctx: Context) -> date | None:
+    return ctx.first_exposure.get((str(row.get("STUDYID")), str(row.get("USUBJID"))))
+
+
+def _dm(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    when = None
+    for name in ("RFICDTC", "RFSTDTC", "DMDTC"):
+        when = _start(row, name, None, as_sent, "occurred_at")
+        if when is not None:
+            break
+    if when is None:
+        raise _Bad("RFICDTC, RFSTDTC and DMDTC: all missing; the enrolment needs a date")
+    sex = SEX.get(str(row.get("SEX")))
+    if sex is None:
+        raise _Bad(f"SEX: {row.get('SEX')!r} is not SDTM's M, F, U or UNDIFFERENTIATED")
+    age = _number(row.get("AGE"))
+    unit = row.get("AGEU") or "YEARS"
+    factor = {"YEARS": 1, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25}.get(str(unit))
+    study = str(row["STUDYID"])
+    return "enrolment", when, {
+        "sex": sex,
+        "condition": ctx.condition.get(study, f"the condition studied in {study}"),
+        "age_years": None if age is None or factor is None else round(age * factor, 2),
+        "study": study,
+        "arm": row.get("ARM"), "arm_code": row.get("ARMCD"),
+        "actual_arm": row.get("ACTARM"), "actual_arm_code": row.get("ACTARMCD"),
+        "first_exposure_on": _start(row, "RFXSTDTC", None, as_sent, "first_exposure_on"),
+        "last_exposure_on": _end(row, "RFXENDTC", as_sent, "last_exposure_on"),
+        "birth_date": _start(row, "BRTHDTC", None, as_sent, "birth_date"),
+    }
+
+
+def _ae(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    onset = _start(row, "AESTDTC", _floor(row, ctx), as_sent, "occurred_at")
+    if onset is None:
+        raise _Bad("AESTDTC: missing; the adverse event needs its onset date (a partial date will do)")
+    term = row.get("AEDECOD") or row.get("AETERM")
+    if not term:
+        raise _Bad("AEDECOD and AETERM: both missing; send the reported term")
+    supplemental = dict(ctx.qualifiers.get((str(row["USUBJID"]), "AESEQ", str(row.get("AESEQ"))), {}))
+    relatedness = RELATEDNESS.get(str(row.get("AEREL") or "").upper())
+    if row.get("AEREL") and relatedness is None:
+        supplemental["AEREL"] = str(row["AEREL"])  # a sponsor's own term: kept as sent
+    grade = _number(row.get("AETOXGR"))
+    code = _number(row.get("AEPTCD"))
+    return "adverse_event", onset, {
+        "term": term,
+        "verbatim_term": row.get("AETERM"),
+        "serious": row.get("AESER") == "Y",
+        "severity": SEVERITY.get(str(row.get("AESEV") or "").upper()),
+        "ctcae_grade": int(grade) if grade is not None and 1 <= grade <= 5 else None,
+        "seriousness": [c for flag, c in SERIOUSNESS if row.get(flag) == "Y"] or None,
+        "meddra_pt": row.get("AEDECOD"),
+        "meddra_code": None if code is None else str(code),
+        "system_organ_class": row.get("AESOC") or row.get("AEBODSYS"),
+        "action_taken": row.get("AEACN"),
+        "outcome": row.get("AEOUT"),
+        "relatedness": relatedness,
+        "resolved_at": _end(row, "AEENDTC", as_sent, "resolved_at"),
+        "supplemental": supplemental or None,
+    }
+
+
+def _lb(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    when = _start(row, "LBDTC", None, as_sent, "occurred_at")
+    if when is None:
+        raise _Bad("LBDTC: missing; the result needs the date of its specimen")
+    code = str(row.get("LBTESTCD") or "")
+    if not code:
+        raise _Bad("LBTESTCD: missing; send the test's code")
+    number = _number(row.get("LBSTRESN"))
+    text = row.get("LBSTRESC")
+    if number is None and text is None:
+        raise _Bad("LBSTRESN and LBSTRESC: both empty; a result without a value is not sent (LBSTAT NOT DONE)")
+    analyte = LB_ANALYTES.get(code) if number is not None else None
+    data: dict[str, Any] = {
+        "test_code": code, "test_name": row.get("LBTEST"), "loinc": row.get("LBLOINC"),
+        "unit": row.get("LBSTRESU"),
+        "reference_low": _number(row.get("LBSTNRLO")), "reference_high": _number(row.get("LBSTNRHI")),
+    }
+    if analyte is not None:
+        data["analyte"] = analyte
+        data["value"] = number
+    elif number is not None:
+        data["value"] = number
+    else:
+        data["result_text"] = str(text)
+    if analyte is None:
+        data.pop("loinc")  # a LOINC code names one of the contract's analytes; others keep their code
+    return "lab_result", when, data
+
+
+def _ds(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    when = _start(row, "DSSTDTC", None, as_sent, "occurred_at")
+    if when is None:
+        raise _Bad("DSSTDTC: missing; the disposition needs its date")
+    decod = str(row.get("DSDECOD") or "")
+    return "withdrawal", when, {"reason": str(row.get("DSTERM") or decod or "discontinued"),
+                                "disposition": decod or None, "death": True if decod == "DEATH" else None}
+
+
+def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    when = _start(row, "VSDTC", None, as_sent, "occurred_at")
+    if when is None:
+        raise _Bad("VSDTC: missing; the measurement needs its date")
+    value = _number(row.get("VSSTRESN"))
+    unit = str(row.get("VSSTRESU") or "C")
+    if value is None:
+        raise _Bad("VSSTRESN: empty; a temperature is a number")
+    if unit.upper() in ("F", "[DEGF]"):
+        value = round((value - 32) * 5 / 9, 2)
+    elif unit.upper() not in ("C", "[DEGC]"):
+        raise _Bad(f"VSSTRESU: {unit!r} is not a temperature unit; send C or F")
+    return "clinical_finding", when, {"temperature_c": value}
+
+
+_BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs}
+
+
+def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
+                      seen: dict[tuple[str, str, tuple[Any, ...]], int]) -> Iterator[Mapped | Refusal]:
+    """EX records collapse into periods of one product at one dose: a record that starts on or before the
+    day after the previous one ended continues it. Each period is a treatment start and, once it has an
+    end, a stop."""
+    by_subject: dict[tuple[str, str], list[tuple[int, dict[str, Any], date, date | None]]] = defaultdict(list)
+    for n, row in enumerate(rows, start=1):
+        position = Position(file, "EX", n)
+        subject, study = row.get("USUBJID"), row.get("STUDYID")
+        if not subject or not study or not row.get("EXTRT"):
+            missing = "USUBJID" if not subject else "STUDYID" if not study else "EXTRT"
+            yield Refusal("EX", f"{missing}: missing; every exposure names its study, subject and product", row,
+                          position, subject)
+            continue
+        start = _first_day(_date(row, "EXSTDTC"))
+        if start is None:
+            yield Refusal("EX", "EXSTDTC: missing or not an ISO 8601 date; an exposure needs its start", row,
+                          position, str(subject))
+            continue
+        end_text = _date(row, "EXENDTC")
+        end = None if end_text is None else _first_day(impute_end(end_text).value if _valid(end_text) else None)
+        by_subject[(str(study), str(subject))].append((n, row, start, end))
+    for (study, subject), records in by_subject.items():
+        records.sort(key=lambda r: (str(r[1].get("EXTRT")), r[2]))
+        periods: list[list[tuple[int, dict[str, Any], date, date | None]]] = []
+        for rec in records:
+            last = periods[-1][-1] if periods else None
+            same = last is not None and all(last[1].get(v) == rec[1].get(v) for v in ("EXTRT", "EXDOSE", "EXDOSU"))
+            if same and last is not None and last[3] is not None and (rec[2] - last[3]).days <= 1:
+                periods[-1].append(rec)
+            else:
+                periods.append([rec])
+        for period in periods:
+            first_row, first_n = period[0][1], period[0][0]
+            identity = tuple(first_row.get(v) for v in IDENTITY["EX"])
+            seen[(study, subject, identity)] += 1
+            rid = record_id(study, "EX", subject, identity, seen[(study, subject, identity)])
+            dose = _number(first_row.get("EXDOSE"))
+            data = {"drug": str(first_row["EXTRT"]), "dose": None if dose is None else
+                    f"{dose:g} {first_row.get('EXDOSU') or ''}".strip(), "route": first_row.get("EXROUTE")}
+            for action, when, n in (("start", period[0][2], first_n), ("stop", period[-1][3], period[-1][0])):
+                if when is None:
+                    continue
+                part = f"{rid}/{action}"
+                origin = {"standard": "SDTM", "study": study, "domain": "EX", "record": part, "transfer": ctx.transfer}
+                yield Mapped(part, "EX", _message(part, ctx.source, subject, "treatment", when.isoformat(),
+                                                  {**data, "action": action}, origin), Position(file, "EX", n))
+
+
+def _valid(text: str) -> bool:
+    try:
+        impute_end(text)
+        return True
+    except PartialDateError:
+        return False

@@ -1,0 +1,171 @@
+"""One SDTM transfer as differences from what earlier transfers of the same source put in the ledger.
+
+A sponsor sends a full snapshot every few weeks. Compared with the records the ledger holds for the
+source (``Known``, from the transfers read model), each record of a domain present in the transfer is
+new (a message), unchanged (nothing is sent), or changed: a ``correction`` of its message, or, when its
+date changed (a correction cannot move a message in time), a ``retraction`` and a new message. A
+record of a present domain that the transfer no longer holds is retracted ("absent from transfer X");
+a domain absent from the transfer retracts nothing. The same transfer imported again sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+from events.contract import ContractViolation, parse_message
+from events.ingest import RawMessage, Rejected
+from events.sdtm.mapping import CONTEXT, IDENTITY, Mapped, Refusal, context_from, map_domain
+from events.sdtm.readers import Dataset
+
+AMENDMENT_SEPARATOR = "@"
+
+
+class Known(NamedTuple):
+    """What the ledger holds of one record: its current message and the fingerprint of its content."""
+
+    record: str
+    study: str
+    domain: str
+    patient_id: str
+    message_id: str
+    occurred_at: str
+    fingerprint: str
+    retracted: bool
+
+
+def fingerprint(kind: str, patient_id: str, data: dict[str, Any]) -> str:
+    """The content of a record as the ledger keeps it (normalised data, without its origin), for telling
+    a changed record from an unchanged one. The same function runs on the write side (a transfer's
+    records) and the read side (the ledger's events)."""
+    content = {k: v for k, v in data.items() if k != "origin"}
+    text = json.dumps([kind, patient_id, content], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def occurred_text(when: datetime) -> str:
+    return when.isoformat()
+
+
+@dataclass
+class DomainCounts:
+    records: int = 0
+    new: int = 0
+    corrected: int = 0
+    retracted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class Plan:
+    """The messages a transfer sends, in order (originals before the amendments that target them), and
+    what they do, per domain."""
+
+    transfer: str
+    messages: list[RawMessage] = field(default_factory=list)
+    domains: dict[str, DomainCounts] = field(default_factory=lambda: defaultdict(DomainCounts))
+    unmapped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        totals: Counter[str] = Counter()
+        for counts in self.domains.values():
+            totals.update({k: v for k, v in counts.as_dict().items() if k != "records"})
+        domains = {d: c.as_dict() for d, c in sorted(self.domains.items())}
+        domains.update({d: {**DomainCounts(records=n).as_dict()} for d, n in sorted(self.unmapped.items())})
+        return {"transfer": self.transfer, **{k: totals[k] for k in
+                ("new", "corrected", "retracted", "unchanged", "quarantined")}, "domains": domains}
+
+
+def plan_transfer(datasets: Iterable[Dataset], source: str, transfer: str, known: dict[str, Known],
+                  first_exposure: dict[tuple[str, str], date], condition: dict[str, str], now: datetime) -> Plan:
+    """Compare a transfer with the ledger's records of ``source`` and plan the messages to send."""
+    plan = Plan(transfer)
+    by_domain = {d.domain: d for d in datasets}
+    rows = {name: list(d.rows()) for name, d in by_domain.items() if name in (*IDENTITY, *CONTEXT)}
+    ctx = context_from(rows, source, transfer, first_exposure, condition)
+    amendments: list[RawMessage] = []
+    for name, dataset in by_domain.items():
+        if name not in IDENTITY:
+            if name not in CONTEXT:
+                plan.unmapped[name] = sum(1 for _ in dataset.rows())
+            continue
+        counts = plan.domains[name]
+        counts.records = len(rows[name])
+        present: set[str] = set()
+        for item in map_domain(name, rows[name], dataset.path.name, ctx):
+            position = {**item.position.as_dict(), "transfer": transfer}
+            if isinstance(item, Refusal):
+                counts.quarantined += 1
+                raw = json.dumps({"domain": name, "record": item.row}, default=str, ensure_ascii=False).encode()
+                plan.messages.append(RawMessage(raw, position, refused=Rejected(
+                    f"{name} row {item.position.row}: {item.reason}", source, None)))
+                continue
+            present.add(item.record)
+            _plan_record(item, known.get(item.record), transfer, now, position, counts, plan.messages, amendments)
+        for record in sorted(set(known) - present):
+            k = known[record]
+            if k.domain == name and not k.retracted:
+                counts.retracted += 1
+                amendments.append(_retraction(k, source, transfer, now, f"absent from transfer {transfer}",
+                                              {"domain": name, "transfer": transfer}))
+    plan.messages += amendments
+    return plan
+
+
+def _plan_record(item: Mapped, prior: Known | None, transfer: str, now: datetime, position: dict[str, Any],
+                 counts: DomainCounts, originals: list[RawMessage], amendments: list[RawMessage]) -> None:
+    m = item.message
+    raw = json.dumps(m, ensure_ascii=False).encode()
+    try:
+        parsed = parse_message(raw, now=now)
+    except ContractViolation:
+        counts.quarantined += 1  # ingest quarantines it with the contract's reason and this position
+        originals.append(RawMessage(raw, position))
+        return
+    fp = fingerprint(parsed.type, parsed.patient_id, parsed.data)
+    if prior is None or prior.retracted:
+        if prior is not None:  # back after a retraction: its first message id is taken
+            m = {**m, "message_id": f"{item.record}{AMENDMENT_SEPARATOR}{transfer}"}
+            raw = json.dumps(m, ensure_ascii=False).encode()
+        counts.new += 1
+        originals.append(RawMessage(raw, position, parsed=parsed if prior is None else None))
+        return
+    if prior.fingerprint == fp and prior.occurred_at == occurred_text(parsed.occurred_at):
+        counts.unchanged += 1
+        return
+    counts.corrected += 1
+    if prior.occurred_at != occurred_text(parsed.occurred_at) or prior.patient_id != parsed.patient_id:
+        # A correction cannot move a message in time: retract it, and send the record again.
+        amendments.append(_retraction(prior, m["source"], transfer, now, f"date changed in transfer {transfer}",
+                                      position))
+        amendments.append(RawMessage(json.dumps(
+            {**m, "message_id": f"{item.record}{AMENDMENT_SEPARATOR}{transfer}"}, ensure_ascii=False).encode(),
+            position))
+        return
+    correction = {
+        "schema_version": 1, "message_id": f"{item.record}{AMENDMENT_SEPARATOR}{transfer}", "source": m["source"],
+        "patient_id": prior.patient_id, "type": "correction", "occurred_at": m["occurred_at"],
+        "data": {"target_message_id": prior.message_id, "reason": f"changed in transfer {transfer}",
+                 "data": m["data"], "origin": m["data"]["origin"]},
+    }
+    amendments.append(RawMessage(json.dumps(correction, ensure_ascii=False).encode(), position))
+
+
+def _retraction(k: Known, source: str, transfer: str, now: datetime, reason: str,
+                position: dict[str, Any]) -> RawMessage:
+    m = {"schema_version": 1, "message_id": f"{k.record}{AMENDMENT_SEPARATOR}{transfer}/retraction",
+         "source": source, "patient_id": k.patient_id, "type": "retraction",
+         "occurred_at": now.isoformat(),
+         "data": {"target_message_id": k.message_id, "reason": reason,
+                  "origin": {"standard": "SDTM", "study": k.study, "domain": k.domain, "record": k.record,
+                             "transfer": transfer}}}
+    return RawMessage(json.dumps(m, ensure_ascii=False).encode(), position)
