@@ -83,8 +83,11 @@ def signals_page(data: BoardData, user: User) -> None:
                 and (not statuses or s["status"] in statuses) and (not sources or s["source"] in sources)]
         st.caption(f"{len(rows)} signals (showing the first {min(shown, len(rows))}) · updated "
                    f"{datetime.now(UTC).strftime('%H:%M:%S')} UTC")
+        notified: dict[str, list[dict[str, Any]]] = {}
+        for d in data.deliveries():
+            notified.setdefault(d["signal_id"], []).append(d)
         for s in rows[:shown]:
-            render_signal(s, user)
+            render_signal(s, user, notified.get(s["id"]))
         if len(rows) > shown and st.button("Show 50 more", key="more_signals"):
             st.session_state["signals_shown"] = shown + 50
             st.rerun()
@@ -92,7 +95,21 @@ def signals_page(data: BoardData, user: User) -> None:
     live()
 
 
-def render_signal(s: dict[str, Any], user: User) -> None:
+def delivery_sentence(rows: list[dict[str, Any]]) -> str:
+    """How a signal's notifications went: ``mail sent 03:12 · webhook failing (3 attempts: ...)``."""
+    parts = []
+    for r in rows:
+        if r["status"] == "sent":
+            parts.append(f"{r['level']} by {r['channel']} sent {_when(r['sent_at'])}")
+        elif r["status"] == "pending":
+            parts.append(f"{r['level']} by {r['channel']} " + (f"failing ({r['attempts']} attempts: {r['last_error']})"
+                                                               if r["attempts"] else "waiting"))
+        else:
+            parts.append(f"{r['level']} by {r['channel']} not sent: {r['last_error']}")
+    return " · ".join(parts)
+
+
+def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]] | None = None) -> None:
     with st.container(border=True):
         colour = LEVEL_COLOUR.get(s["level"], "gray")
         head = (f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · "
@@ -109,6 +126,8 @@ def render_signal(s: dict[str, Any], user: User) -> None:
                 st.caption("Note: " + s["criteria_2016"]["note"])
         if s["context"]:
             st.caption("Context: " + "; ".join(s["context"]))
+        if deliveries:
+            st.caption("Notified: " + delivery_sentence(deliveries))
         cols = st.columns([1, 3])
         if cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
             st.session_state["patient"] = (s["source"], s["patient_id"])
@@ -426,6 +445,21 @@ def feed_page(data: BoardData) -> None:
     else:
         st.dataframe(offsets, hide_index=True)
         st.caption("Lag against the broker: `safety-monitor status --bootstrap HOST:PORT`.")
+    st.subheader("Notifications")
+    deliveries = data.deliveries()
+    waiting = [d for d in deliveries if d["status"] != "sent"]
+    if not deliveries:
+        st.caption("No notification sent yet (`safety-monitor notify --follow` sends warnings and alerts by mail "
+                   "and webhook).")
+    else:
+        st.caption(f"{len(deliveries) - len(waiting)} delivered, {len(waiting)} not (yet): failed ones are retried "
+                   "with back-off.")
+    for d in waiting:
+        if d["attempts"]:
+            st.error(f"{d['channel']} for signal {d['signal_id']} ({d['level']}): {d['attempts']} failed attempts, "
+                     f"last: {d['last_error']}; next try after {_when(d['next_attempt_at'])}.")
+    if waiting:
+        st.dataframe(pd.DataFrame(waiting), hide_index=True)
     st.subheader("Quarantine")
     quarantine = data.quarantine()
     st.dataframe(quarantine, hide_index=True)

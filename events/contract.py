@@ -119,6 +119,8 @@ class Origin(_Strict):
     transfer: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
     #: field -> the partial ISO 8601 date sent (``2014-01``); the message's own field holds the imputed date
     as_sent: dict[str, Annotated[str, Field(max_length=32), _NoControl]] | None = None
+    #: a digest of the record's content as mapped, which the next transfer compares with
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
 class _Data(_Strict):

@@ -12,6 +12,7 @@ from events.recorders import FEED_FAULTS_QUERY, feed_faults_from
 from events.store import Store
 from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
+from projections.delivery import Deliveries
 from projections.efficacy import EfficacyModel, efficacy
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
@@ -73,6 +74,10 @@ class BoardData:
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every notification delivery (per signal, level and channel) with its status and last error."""
+        return Deliveries(self.store).rows()
 
     def transfers(self) -> pd.DataFrame:
         """Per SDTM transfer and domain: the records it added, corrected and retracted."""

@@ -24,6 +24,7 @@ from projections.db import ReadDB
 from projections.incidence import utc_text
 from safety.amendments import Amendments
 from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
+from safety.notifications import rises
 
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
                   "raised_at", "updated_at", "evidence", "context", "criteria_2016", "details",
@@ -75,7 +76,7 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
 
 class SignalsModel:
     name = "signals"
-    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions")
+    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises")
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -90,7 +91,12 @@ class SignalsModel:
         self.defer = False
 
     def create_statements(self, db: ReadDB) -> list[str]:
+        serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
         return [db.sql(s) for s in (
+            # Each new signal at warning or alert, and each rise of one to such a level, once: the outbox
+            # that notifications follow (committed with the signals it notes).
+            f"CREATE TABLE IF NOT EXISTS {{t}}signal_raises (seq {serial} PRIMARY KEY, signal_id TEXT NOT NULL,"
+            " level TEXT NOT NULL, raised_at TEXT NOT NULL, UNIQUE (signal_id, level))",
             "CREATE TABLE IF NOT EXISTS {t}signal_facts (notification_id BIGINT PRIMARY KEY,"
             " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL,"
             " type TEXT NOT NULL, occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)",
@@ -153,12 +159,17 @@ class SignalsModel:
         sl = db.sealer
         for source, pid, mid, typ, at, data in db.fetch(cursor):
             rows[(source, pid)].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
-        cursor.execute(db.sql("SELECT id, status, raised_at FROM {t}signals WHERE " + where), params)
-        existing = {r[0]: (r[1], r[2]) for r in db.fetch(cursor)}
-        produced = []
+        cursor.execute(db.sql("SELECT id, status, raised_at, level FROM {t}signals WHERE " + where), params)
+        found = db.fetch(cursor)
+        existing = {r[0]: (r[1], r[2]) for r in found}
+        levels = {r[0]: r[3] for r in found}
+        produced: list[tuple[Any, ...]] = []
+        raised: list[tuple[str, str, str]] = []
         for key, recorded_at in keys.items():
             for s in evaluate(history_from(key[0], sl.untoken(key[1]), rows.get(key, [])), self.config):
                 status, raised_at = existing.get(s.id, ("open", recorded_at))
+                if rises(levels.get(s.id), s.level):
+                    raised.append((s.id, s.level, recorded_at))
                 produced.append((
                     s.id, s.source, key[1], s.kind, s.level, s.priority, status,
                     utc_text(s.occurred_at), raised_at, recorded_at, sl.seal(json.dumps(s.evidence)),
@@ -182,6 +193,9 @@ class SignalsModel:
                        f" ON CONFLICT (id) DO UPDATE SET {updates}"),
                 produced,
             )
+        if raised:
+            cursor.executemany(db.sql("INSERT INTO {t}signal_raises (signal_id, level, raised_at) VALUES ({p},{p},{p})"
+                                      " ON CONFLICT (signal_id, level) DO NOTHING"), raised)
 
 
 LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}

@@ -1,7 +1,7 @@
 """The transfers read model: what SDTM transfers put in the ledger, record by record, and what each
 transfer changed.
 
-``sdtm_records`` holds each record's current message and the fingerprint of its content (so the next
+``sdtm_records`` holds each record's current message and the digest of its mapped content (so the next
 transfer can be compared with it), ``sdtm_changes`` one row per message a transfer sent (new,
 corrected, retracted), ``sdtm_subjects`` each subject's first exposure and ``sdtm_studies`` each study's
 condition (so a transfer without DM or TS imputes and maps as the earlier ones did).
@@ -16,7 +16,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import Patient
-from events.sdtm.transfer import Known, fingerprint, occurred_text
+from events.sdtm.transfer import Known, occurred_text
 from projections.db import ReadDB
 from projections.incidence import utc_text
 
@@ -33,7 +33,7 @@ class TransfersModel:
         return [db.sql(s) for s in (
             "CREATE TABLE IF NOT EXISTS {t}sdtm_records (source TEXT NOT NULL, record TEXT NOT NULL,"
             " study TEXT NOT NULL, domain TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL,"
-            " occurred_at TEXT NOT NULL, fingerprint TEXT NOT NULL, retracted INTEGER NOT NULL,"
+            " occurred_at TEXT NOT NULL, digest TEXT NOT NULL, retracted INTEGER NOT NULL,"
             " PRIMARY KEY (source, record))",
             "CREATE TABLE IF NOT EXISTS {t}sdtm_changes (notification_id BIGINT PRIMARY KEY, source TEXT NOT NULL,"
             " study TEXT NOT NULL, transfer TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL,"
@@ -64,13 +64,13 @@ class TransfersModel:
                                           " WHERE source = {p} AND record = {p}"), key)
                 else:
                     change = "corrected"
-                    fp = fingerprint(e.data["target_type"], e.patient_id, e.data["data"])
-                    cursor.execute(db.sql("UPDATE {t}sdtm_records SET fingerprint = {p}"
+                    fp = (e.data["data"].get("origin") or {}).get("digest") or ""
+                    cursor.execute(db.sql("UPDATE {t}sdtm_records SET digest = {p}"
                                           " WHERE source = {p} AND record = {p}"), (fp, *key))
             else:
                 change = "new"
                 records.append((e.source, record, origin["study"], origin["domain"], pid, s.token(e.message_id),
-                                occurred_text(e.occurred_at), fingerprint(e.type, e.patient_id, e.data)))
+                                occurred_text(e.occurred_at), origin.get("digest") or ""))
                 if isinstance(e, Patient.Enrolment):
                     self._enrolment(cursor, db, e, origin, pid)
             changes.append((nid, e.source, origin["study"], origin["transfer"], origin["domain"], record, pid, change,
@@ -88,7 +88,7 @@ class TransfersModel:
                 "INSERT INTO {t}sdtm_records VALUES ({p},{p},{p},{p},{p},{p},{p},{p},0)"
                 " ON CONFLICT (source, record) DO UPDATE SET study = excluded.study, domain = excluded.domain,"
                 " patient_id = excluded.patient_id, message_id = excluded.message_id,"
-                " occurred_at = excluded.occurred_at, fingerprint = excluded.fingerprint, retracted = 0"), records)
+                " occurred_at = excluded.occurred_at, digest = excluded.digest, retracted = 0"), records)
             records.clear()
 
     @staticmethod
@@ -107,7 +107,7 @@ class TransfersModel:
 def known_records(db: ReadDB, source: str) -> dict[str, Known]:
     """Every record earlier transfers of ``source`` put in the ledger, by record id."""
     s = db.sealer
-    rows = db.query("SELECT record, study, domain, patient_id, message_id, occurred_at, fingerprint, retracted"
+    rows = db.query("SELECT record, study, domain, patient_id, message_id, occurred_at, digest, retracted"
                     " FROM {t}sdtm_records WHERE source = {p}", [source])
     out = {}
     for record, study, domain, pid, mid, occurred, fp, retracted in rows:

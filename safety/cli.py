@@ -872,6 +872,77 @@ def status(
     out_console().print_json(json.dumps(answer))
 
 
+def _transports() -> list[Any]:
+    """The channels configured by environment (SAFETY_MONITOR_SMTP_URL ..., SAFETY_MONITOR_WEBHOOK_URL ...)."""
+    from projections.transports import MailTransport, WebhookTransport
+    from safety.notifications import smtp_settings
+
+    out: list[Any] = []
+    smtp = os.environ.get("SAFETY_MONITOR_SMTP_URL")
+    if smtp:
+        recipients = [a.strip() for a in os.environ.get("SAFETY_MONITOR_NOTIFY_TO", "").split(",") if a.strip()]
+        sender = os.environ.get("SAFETY_MONITOR_NOTIFY_FROM")
+        if not recipients or not sender:
+            raise fail("SAFETY_MONITOR_SMTP_URL is set: set SAFETY_MONITOR_NOTIFY_FROM and SAFETY_MONITOR_NOTIFY_TO "
+                       "(comma-separated) too")
+        try:
+            out.append(MailTransport(smtp_settings(smtp), sender, recipients))
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    webhook = os.environ.get("SAFETY_MONITOR_WEBHOOK_URL")
+    if webhook:
+        if not webhook.startswith(("http://", "https://")):
+            raise fail(f"SAFETY_MONITOR_WEBHOOK_URL {webhook!r}: use an http:// or https:// URL")
+        out.append(WebhookTransport(webhook, os.environ.get("SAFETY_MONITOR_WEBHOOK_SECRET")))
+    return out
+
+
+@app.command()
+def notify(
+    once: Annotated[bool, typer.Option("--once", help="send what is due and exit")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="keep sending as signals arrive, until stopped")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between rounds with --follow")] = 5.0,
+    store: StoreOption = None,
+) -> None:
+    """Send each new signal at warning or alert (and each rise to such a level) once by mail and once by webhook.
+
+    Channels by environment: SAFETY_MONITOR_SMTP_URL, _NOTIFY_FROM, _NOTIFY_TO; SAFETY_MONITOR_WEBHOOK_URL,
+    _WEBHOOK_SECRET; SAFETY_MONITOR_BOARD_URL for the links. Prints as its last line
+    {"sent": n, "failed": n, "pending": n} (a mail and a webhook call count one each).
+    """
+    from projections.delivery import Deliveries, RunCounts, notify_once
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    if once == follow:
+        raise fail("give --once or --follow")
+    transports = _transports()
+    if not transports:
+        raise fail("no channel configured: set SAFETY_MONITOR_SMTP_URL (with _NOTIFY_FROM and _NOTIFY_TO) or "
+                   "SAFETY_MONITOR_WEBHOOK_URL")
+    ledger = open_ledger(store)
+    deliveries = Deliveries(ledger.store)
+    signals_db = View(ledger.store, SignalsModel()).db
+    board_url = os.environ.get("SAFETY_MONITOR_BOARD_URL")
+    stopping = _stop_flag()
+    total = RunCounts()
+    while True:
+        _catch_up(ledger, SignalsModel(), required=False)
+        counts = notify_once(deliveries, signals_db, transports, board_url, all_pending=once)
+        total.sent, total.failed, total.pending = total.sent + counts.sent, total.failed + counts.failed, counts.pending
+        if once or stopping():
+            break
+        if counts.sent or counts.failed:
+            err.print(json.dumps(counts.as_dict()))
+        slept = 0.0
+        while slept < interval and not stopping():
+            time_module.sleep(0.1)
+            slept += 0.1
+        if stopping():
+            break
+    typer.echo(json.dumps(total.as_dict()))
+
+
 def _kafka_client() -> dict[str, Any]:
     """SASL settings from the environment (SAFETY_MONITOR_KAFKA_USER / _PASSWORD), if any."""
     user = os.environ.get("SAFETY_MONITOR_KAFKA_USER")

@@ -11,6 +11,7 @@ the reason, to be quarantined; the contract judges the rest (units, ranges) as f
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -219,8 +220,17 @@ def _message(rid: str, source: str, subject: str, kind: str, occurred_at: str, d
              origin: dict[str, Any]) -> dict[str, Any]:
     if origin.get("as_sent") == {}:
         del origin["as_sent"]
+    content = {k: v for k, v in data.items() if v is not None}
+    origin["digest"] = digest(kind, subject, occurred_at, content, origin.get("as_sent"))
     return {"schema_version": 1, "message_id": rid, "source": source, "patient_id": subject, "type": kind,
-            "occurred_at": occurred_at, "data": {k: v for k, v in {**data, "origin": origin}.items() if v is not None}}
+            "occurred_at": occurred_at, "data": {**content, "origin": origin}}
+
+
+def digest(kind: str, subject: str, occurred_at: str, content: dict[str, Any], as_sent: Any) -> str:
+    """What tells a changed record from an unchanged one: its mapped content (not its origin's transfer),
+    so the next transfer compares without validating every unchanged record again."""
+    text = json.dumps([kind, subject, occurred_at, content, as_sent], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _floor(row: dict[str, Any], ctx: Context) -> date | None:
