@@ -72,6 +72,8 @@ allowed = PAGES_BY_ROLE[user.role]
 available = {
     "signals": st.Page(lambda: pages.signals_page(data, user), title="Signals", icon=":material/notifications:",
                        url_path="signals"),
+    "expedited": st.Page(lambda: pages.expedited_page(data, user), title="Expedited reports",
+                         icon=":material/timer:", url_path="expedited"),
     "incidence": st.Page(lambda: pages.incidence_page(data), title="Incidence", icon=":material/bar_chart:",
                          url_path="incidence"),
     "efficacy": st.Page(lambda: pages.efficacy_page(data), title="Efficacy", icon=":material/monitoring:",

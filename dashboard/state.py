@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard.auth import SignInLimiter, User, UserStore, users_path
 from events.ledger import Ledger
 from events.store import Store
-from events.workflow import act_on_signal, record_audit
+from events.workflow import act_on_signal, record_audit, submit_expedited
 from projections.board import BoardData
 
 
@@ -56,3 +56,19 @@ def record_sign_in(user: User) -> None:
 
 def record_download(user: User, what: str) -> None:
     record_audit(ledger(), user.name, "download", what)
+
+
+def submit(case: str, user: User, on: str, authority: str) -> None:
+    """Record an expedited report's submission, by the signed-in user (ValueError if refused)."""
+    submit_expedited(ledger(), case, user.name, on, authority)
+
+
+def reference_safety_information() -> tuple[dict[str, frozenset[str]], bool]:
+    """The RSI named by SAFETY_MONITOR_RSI (empty when unset), and whether one is in force."""
+    import os
+    from pathlib import Path
+
+    from safety.expedited import load_rsi
+
+    path = os.environ.get("SAFETY_MONITOR_RSI")
+    return (load_rsi(Path(path).read_text(encoding="utf-8")), True) if path else ({}, False)

@@ -204,3 +204,20 @@ class AuditEntry(Aggregate):
         self.by = by
         self.action = action
         self.detail = detail
+
+
+class ExpeditedSubmission(Aggregate):
+    """One expedited report of a SUSAR case to an authority, as the safety physician recorded it: a fact
+    of the ledger, so the clock's history survives any rebuild."""
+
+    class Recorded(Aggregate.Created):
+        case: str
+        by: str
+        submitted_on: str
+        authority: str
+
+    def __init__(self, case: str, by: str, submitted_on: str, authority: str):
+        self.case = case
+        self.by = by
+        self.submitted_on = submitted_on
+        self.authority = authority

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from eventsourcing.application import AggregateNotFoundError
 
-from events.domain import AuditEntry, SignalReview
+from events.domain import AuditEntry, ExpeditedSubmission, SignalReview
 from events.ledger import Ledger
 
 
@@ -26,3 +28,17 @@ def act_on_signal(
 def record_audit(ledger: Ledger, by: str, action: str, detail: str = "") -> None:
     """Record a human action (sign-in, download, user change) as an immutable ledger event."""
     ledger.save(AuditEntry(by=by, action=action, detail=detail))
+
+
+def submit_expedited(ledger: Ledger, case: str, by: str, submitted_on: str, authority: str) -> None:
+    """Record that a case was reported to an authority (ValueError naming the field if not usable)."""
+    if not by.strip():
+        raise ValueError("--by: name the person who submitted the report")
+    if not authority.strip():
+        raise ValueError("--authority: name the authority it went to (for example EMA, MHRA, FDA)")
+    try:
+        date.fromisoformat(submitted_on)
+    except ValueError:
+        raise ValueError(f"--on {submitted_on!r}: the date of submission as YYYY-MM-DD") from None
+    ledger.save(ExpeditedSubmission(case=case, by=by, submitted_on=submitted_on, authority=authority))
+    record_audit(ledger, by, "expedited report", f"{case} submitted to {authority} on {submitted_on}")

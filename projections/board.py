@@ -14,6 +14,7 @@ from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
 from projections.delivery import Deliveries
 from projections.efficacy import EfficacyModel, efficacy
+from projections.expedited import ExpeditedModel, expedited_cases
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
@@ -36,7 +37,7 @@ class BoardData:
         # Plain connections per query: the board's process keeps this object for its whole life, so it
         # must hold no pool of its own (a View's is dropped here once its tables exist).
         self.dbs = read_model_dbs(store, (IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(),
-                                          TransfersModel()))
+                                          TransfersModel(), ExpeditedModel()))
         self.incidence_db = self.dbs["incidence"]
         self.signals_db = self.dbs["signals"]
         self.audit_db = self.dbs["audit"]
@@ -74,6 +75,10 @@ class BoardData:
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
+
+    def expedited(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """The SUSAR cases with their clock (``projections.expedited``)."""
+        return expedited_cases(self.dbs["expedited"], rsi, as_of)
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every notification delivery (per signal, level and channel) with its status and last error."""

@@ -495,11 +495,93 @@ def report(
 def read_models() -> list[Any]:
     from projections.audit import AuditModel
     from projections.efficacy import EfficacyModel
+    from projections.expedited import ExpeditedModel
     from projections.incidence import IncidenceModel
     from projections.signals import SignalsModel
     from projections.transfers import TransfersModel
 
-    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel()]
+    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel(), ExpeditedModel()]
+
+
+expedited_app = typer.Typer(help="The expedited-reporting clock of SUSARs (7 or 15 calendar days).")
+app.add_typer(expedited_app, name="expedited")
+RSIOption = Annotated[
+    Path | None, typer.Option("--rsi", help="reference safety information (TOML; default $SAFETY_MONITOR_RSI)")
+]
+
+
+def _rsi(path: Path | None) -> tuple[dict[str, frozenset[str]], bool]:
+    """The reference safety information, and whether one was given."""
+    from safety.expedited import RSIError, load_rsi
+
+    chosen = path or (Path(os.environ["SAFETY_MONITOR_RSI"]) if os.environ.get("SAFETY_MONITOR_RSI") else None)
+    if chosen is None:
+        return {}, False
+    try:
+        return load_rsi(chosen.read_text(encoding="utf-8")), True
+    except OSError as exc:
+        raise fail(f"--rsi {chosen}: {exc}") from None
+    except RSIError as exc:
+        raise fail(f"--rsi {chosen}: {exc}") from None
+
+
+@expedited_app.callback(invoke_without_command=True)
+def expedited_cases_command(
+    ctx: typer.Context,
+    as_of: AsOfOption = None,
+    rsi: RSIOption = None,
+    format: Annotated[Format, typer.Option("--format")] = Format.table,
+    store: StoreOption = None,
+) -> None:
+    """List SUSAR cases with their awareness time, due date and status (open, overdue, submitted, closed)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from projections.expedited import ExpeditedModel, expedited_cases
+    from projections.runner import View
+
+    reference, given = _rsi(rsi)
+    if not given:
+        err.print("no reference safety information (--rsi or SAFETY_MONITOR_RSI): every serious related event is "
+                  "taken as unexpected")
+    ledger = open_ledger(store)
+    _catch_up(ledger, ExpeditedModel())
+    cases = expedited_cases(View(ledger.store, ExpeditedModel()).db, reference, _as_of(as_of))
+    if format is Format.json:
+        typer.echo(json.dumps({"cases": cases}, indent=2, ensure_ascii=False))
+        return
+    table = Table("case", "patient", "term", "7-day", "aware", "due", "days left", "status")
+    for c in cases:
+        left = "" if c["status"] in ("submitted", "closed") else f"{c['days_left']:.1f}"
+        table.add_row(c["case"], f"{c['source']}/{c['patient_id']}", c["term"],
+                      "yes" if c["fatal_or_life_threatening"] else "", c["aware_at"][:16], c["due_at"][:16], left,
+                      c["status"] + (f" ({c['closed_reason']})" if c["closed_reason"] else ""))
+    out_console().print(table)
+
+
+@expedited_app.command("submit")
+def expedited_submit(
+    case: Annotated[str, typer.Argument(metavar="CASE", help="the case id (safety-monitor expedited lists them)")],
+    by: Annotated[str, typer.Option("--by", help="who submitted the report")],
+    on: Annotated[str, typer.Option("--on", help="the date it was submitted, YYYY-MM-DD")],
+    authority: Annotated[str, typer.Option("--authority", help="where it went: EMA, MHRA, FDA ...")],
+    rsi: RSIOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Record the submission of a case's expedited report (an audited ledger event)."""
+    from events.workflow import submit_expedited
+    from projections.expedited import ExpeditedModel, expedited_cases
+    from projections.runner import View
+
+    ledger = open_ledger(store)
+    _catch_up(ledger, ExpeditedModel())
+    known = {c["case"] for c in expedited_cases(View(ledger.store, ExpeditedModel()).db, _rsi(rsi)[0])}
+    if case not in known:
+        raise fail(f"no case {case}: list them with safety-monitor expedited")
+    try:
+        submit_expedited(ledger, case, by, on, authority)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps({"case": case, "status": "submitted", "by": by, "on": on, "authority": authority}))
 
 
 @app.command(name="import-sdtm")

@@ -83,6 +83,7 @@ data = board_data()
 CALLS = {
     "signals": "pages.signals_page(data, user)",
     "incidence": "pages.incidence_page(data)",
+    "expedited": "pages.expedited_page(data, user)",
     "efficacy": "pages.efficacy_page(data)",
     "patient": "st.session_state['patient'] = ('umcu-msc-jia', 'MSC-06')\npages.patient_page(data)",
     "feed": "pages.feed_page(data)",
@@ -116,7 +117,7 @@ def test_the_incidence_page_shows_table_2(demo_store):
     assert any("Fingerprint" in c.value for c in at.caption)
 
 
-@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy"])
+@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy", "expedited"])
 def test_every_other_page_renders(demo_store, name):
     page(name, "admin" if name == "users" else "physician", "admin" if name == "users" else "safety_physician")
 

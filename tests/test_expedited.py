@@ -1,0 +1,142 @@
+"""The expedited-reporting clock: which serious adverse events are SUSAR cases, when the clock starts
+(the reported_at of the message that made the event a case), when it ends (7 or 15 calendar days),
+what --as-of shows, submission and closure."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from events.ingest import Ingestor
+from events.ledger import Ledger
+from events.store import Store
+from safety.cli import app
+from safety.expedited import load_rsi, why_not
+from tests.messages import message, raw
+
+RSI = """
+[[product]]
+name = "MSC infusion"
+expected = ["Fever", "Infusion reaction"]
+"""
+
+
+def ae(mid: str, patient: str, term: str, relatedness: str, reported_at: str, **data: Any) -> dict[str, Any]:
+    return message(mid, type="adverse_event", patient_id=patient, occurred_at="2024-01-10", reported_at=reported_at,
+                   data={"term": term, "severity": "severe", "serious": True, "relatedness": relatedness, **data})
+
+
+def msc(patient: str) -> dict[str, Any]:
+    return message(f"{patient}-msc", type="intervention", patient_id=patient, occurred_at="2024-01-01",
+                   data={"name": "MSC infusion"})
+
+
+FEED = [
+    msc("A"), ae("A-ae", "A", "Pneumonia", "probable", "2024-01-11T09:00:00Z", seriousness=["death"],
+                 outcome="fatal"),
+    msc("B"), ae("B-ae", "B", "fever", "definite", "2024-01-12T09:00:00Z"),  # expected (case does not matter)
+    msc("C"), ae("C-ae", "C", "Sepsis", "not related", "2024-01-12T09:00:00Z"),
+    msc("D"), ae("D-ae", "D", "Hepatitis", "unlikely", "2024-02-01T09:00:00Z"),
+]
+CORRECTION = message("D-ae-c1", type="correction", patient_id="D", occurred_at="2024-01-10",
+                     reported_at="2024-02-05T10:00:00Z",
+                     data={"target_message_id": "D-ae", "reason": "causality reassessed", "data": {
+                         "term": "Hepatitis", "severity": "severe", "serious": True, "relatedness": "possible"}})
+
+
+def cases(url: str, rsi: Path, *extra: str) -> list[dict[str, Any]]:
+    result = CliRunner().invoke(app, ["expedited", "--format", "json", "--rsi", str(rsi), "--store", url, *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["cases"]  # type: ignore[no-any-return]
+
+
+def test_cases_and_due_dates_with_a_correction_that_makes_an_event_related(store_url: str, tmp_path: Path):
+    rsi = tmp_path / "rsi.toml"
+    rsi.write_text(RSI)
+    ledger = Ledger(Store.parse(store_url))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(FEED)])
+    time.sleep(0.01)
+    before_correction = datetime.now(UTC).isoformat()
+    time.sleep(0.01)
+    Ingestor(ledger).ingest([raw(CORRECTION)])
+    found = {c["patient_id"]: c for c in cases(store_url, rsi)}
+    assert set(found) == {"A", "D"}  # B expected, C not related
+    a, d = found["A"], found["D"]
+    assert a["fatal_or_life_threatening"] and a["clock_days"] == 7
+    assert a["aware_at"].startswith("2024-01-11T09:00") and a["due_at"].startswith("2024-01-18T09:00")
+    assert not d["fatal_or_life_threatening"] and d["clock_days"] == 15
+    assert d["aware_at"].startswith("2024-02-05T10:00") and d["due_at"].startswith("2024-02-20T10:00")
+    assert a["status"] == d["status"] == "overdue"  # read now, in 2026
+    assert set(a) >= {"case", "source", "patient_id", "term", "fatal_or_life_threatening", "aware_at", "due_at",
+                      "clock_days", "status"}
+    earlier = {c["patient_id"] for c in cases(store_url, rsi, "--as-of", before_correction)}
+    assert earlier == {"A"}  # before the correction D was not related
+    runner = CliRunner()
+    submit = runner.invoke(app, ["expedited", "submit", a["case"], "--by", "dr-smith", "--on", "2024-01-15",
+                                 "--authority", "EMA", "--rsi", str(rsi), "--store", store_url])
+    assert submit.exit_code == 0, submit.output
+    assert {c["patient_id"]: c["status"] for c in cases(store_url, rsi)} == {"A": "submitted", "D": "overdue"}
+    audit = runner.invoke(app, ["status", "--store", store_url])
+    assert audit.exit_code == 0
+    Ingestor(ledger).ingest([raw(message("D-ae-r", type="retraction", patient_id="D", occurred_at="2024-03-01",
+                                         data={"target_message_id": "D-ae", "reason": "entered in error"}))])
+    closed = {c["patient_id"]: c for c in cases(store_url, rsi)}["D"]
+    assert closed["status"] == "closed" and "entered in error" in closed["closed_reason"]
+
+
+def test_submission_needs_a_known_case_and_a_date(sqlite_url: str, tmp_path: Path):
+    rsi = tmp_path / "rsi.toml"
+    rsi.write_text(RSI)
+    ledger = Ledger(Store.parse(sqlite_url))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(FEED[:2])])
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["expedited", "submit", "reg-a/nope", "--by", "x", "--on", "2024-01-15",
+                                  "--authority", "EMA", "--rsi", str(rsi), "--store", sqlite_url])
+    assert unknown.exit_code == 1 and "no case reg-a/nope" in unknown.output
+    bad_date = runner.invoke(app, ["expedited", "submit", "reg-a/A-ae", "--by", "x", "--on", "15/01/2024",
+                                   "--authority", "EMA", "--rsi", str(rsi), "--store", sqlite_url])
+    assert bad_date.exit_code == 1 and "--on" in bad_date.output and "YYYY-MM-DD" in bad_date.output
+
+
+def test_the_rule_without_reference_safety_information_is_conservative():
+    rsi = load_rsi(RSI)
+    event = {"serious": True, "relatedness": "possible", "term": "Fever"}
+    assert why_not(event, ["msc infusion"], rsi) is not None  # expected for the product received
+    assert why_not(event, [], rsi) is None  # no RSI product received: expectedness cannot be shown
+    assert why_not({**event, "meddra_pt": "Pyrexia"}, ["msc infusion"], rsi) is None  # the coded term counts
+    assert why_not({**event, "serious": False}, [], rsi) == "not serious"
+
+
+def test_the_board_lists_cases_by_due_date_and_a_physician_records_a_submission(sqlite_url: str, tmp_path: Path,
+                                                                                monkeypatch: Any):
+    from streamlit.testing.v1 import AppTest
+
+    rsi = tmp_path / "rsi.toml"
+    rsi.write_text(RSI)
+    ledger = Ledger(Store.parse(sqlite_url))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate([*FEED, CORRECTION])])
+    monkeypatch.setenv("SAFETY_MONITOR_STORE", sqlite_url)
+    monkeypatch.setenv("SAFETY_MONITOR_RSI", str(rsi))
+    CliRunner().invoke(app, ["project", "--store", sqlite_url])
+    script = ("import streamlit as st\nfrom dashboard import pages\nfrom dashboard.auth import User\n"
+              "from dashboard.state import board_data\nuser = User('physician', '{role}')\n"
+              "st.session_state['user'] = user\npages.expedited_page(board_data(), user)\n")
+    dsmb = AppTest.from_string(script.format(role="dsmb"), default_timeout=60)
+    dsmb.run()
+    assert not dsmb.exception and not [b for b in dsmb.button if b.label == "Record"]
+    at = AppTest.from_string(script.format(role="safety_physician"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    lines = [m.value for m in at.markdown]
+    assert len([x for x in lines if "OVERDUE" in x]) == 2
+    assert "Pneumonia" in lines[0] and "7-day clock" in lines[0]  # the earliest due first
+    at.text_input(key="authority-reg-a/A-ae").set_value("EMA")
+    at.button(key="submit-reg-a/A-ae").click().run()
+    assert not at.exception and any("submitted to EMA by physician" in s.value for s in at.success)
+    statuses = {c["patient_id"]: c["status"] for c in cases(sqlite_url, rsi)}
+    assert statuses == {"A": "submitted", "D": "overdue"}
