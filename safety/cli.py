@@ -792,6 +792,9 @@ def project(
     store: StoreOption = None,
     follow: Annotated[bool, typer.Option("--follow", help="keep following new events until stopped")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls when idle")] = 0.02,
+    with_notify: Annotated[
+        bool, typer.Option("--notify", help="with --follow, also send notifications (as notify --follow does)")
+    ] = False,
 ) -> None:
     """Bring the read models up to date; with --follow, keep them so (polling).
 
@@ -805,12 +808,35 @@ def project(
             raise typer.Exit(1)
         return
     projectors = [Projector(ledger, model) for model in read_models()]
+    send = _notifier(ledger, all_pending=False) if with_notify else None
     stopping = _stop_flag()
     err.print("following the ledger; Ctrl+C or SIGTERM stops")
+    last_sent = 0.0
     while not stopping():
         busy = sum(p.catch_up() for p in projectors)
+        if send is not None and (busy or time_module.monotonic() - last_sent > 5):  # retries come due when idle
+            counts = send()
+            last_sent = time_module.monotonic()
+            if counts.sent or counts.failed:
+                err.print(f"notify: {json.dumps(counts.as_dict())}")
         if not busy:
             time_module.sleep(interval)
+
+
+def _notifier(ledger: Any, *, all_pending: bool) -> Callable[[], Any]:
+    """A notify round over the ledger's signals, by the channels the environment configures: each call
+    sends what is due (every pending delivery with ``all_pending``, else those past their back-off)."""
+    from projections.delivery import Deliveries, notify_once
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    transports = _transports()
+    if not transports:
+        raise fail("no channel configured: set SAFETY_MONITOR_SMTP_URL (with _NOTIFY_FROM and _NOTIFY_TO) or "
+                   "SAFETY_MONITOR_WEBHOOK_URL")
+    deliveries, signals_db = Deliveries(ledger.store), View(ledger.store, SignalsModel()).db
+    board_url = os.environ.get("SAFETY_MONITOR_BOARD_URL")
+    return lambda: notify_once(deliveries, signals_db, transports, board_url, all_pending=all_pending)
 
 
 @app.command()
@@ -992,25 +1018,18 @@ def notify(
     _WEBHOOK_SECRET; SAFETY_MONITOR_BOARD_URL for the links. Prints as its last line
     {"sent": n, "failed": n, "pending": n} (a mail and a webhook call count one each).
     """
-    from projections.delivery import Deliveries, RunCounts, notify_once
-    from projections.runner import View
+    from projections.delivery import RunCounts
     from projections.signals import SignalsModel
 
     if once == follow:
         raise fail("give --once or --follow")
-    transports = _transports()
-    if not transports:
-        raise fail("no channel configured: set SAFETY_MONITOR_SMTP_URL (with _NOTIFY_FROM and _NOTIFY_TO) or "
-                   "SAFETY_MONITOR_WEBHOOK_URL")
     ledger = open_ledger(store)
-    deliveries = Deliveries(ledger.store)
-    signals_db = View(ledger.store, SignalsModel()).db
-    board_url = os.environ.get("SAFETY_MONITOR_BOARD_URL")
+    send = _notifier(ledger, all_pending=once)
     stopping = _stop_flag()
     total = RunCounts()
     while True:
         _catch_up(ledger, SignalsModel(), required=False)
-        counts = notify_once(deliveries, signals_db, transports, board_url, all_pending=once)
+        counts = send()
         total.sent, total.failed, total.pending = total.sent + counts.sent, total.failed + counts.failed, counts.pending
         if once or stopping():
             break
@@ -1118,8 +1137,11 @@ def _run_board(store_url: str, port: int) -> None:
     root = Path(str(resources.files("dashboard"))).parent
     env = {**os.environ, "SAFETY_MONITOR_STORE": store_url,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    # the board's follower also notifies when a channel is configured (SAFETY_MONITOR_SMTP_URL, _WEBHOOK_URL)
+    notifying = ["--notify"] if os.environ.get("SAFETY_MONITOR_SMTP_URL") or os.environ.get(
+        "SAFETY_MONITOR_WEBHOOK_URL") else []
     follower = subprocess.Popen(
-        [sys.executable, "-m", "safety.cli", "project", "--follow", "--store", store_url], env=env)
+        [sys.executable, "-m", "safety.cli", "project", "--follow", *notifying, "--store", store_url], env=env)
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, a service manager) stops the board like Ctrl+C
 

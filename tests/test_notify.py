@@ -197,3 +197,28 @@ def test_smtp_urls_and_retry_backoff():
     with pytest.raises(ValueError, match="smtp://HOST:PORT"):
         smtp_settings("http://relay")
     assert [retry_after(n) for n in (1, 2, 3)] == [30, 60, 120] and retry_after(20) == 3600
+
+
+def test_the_projector_follower_notifies_when_asked(sqlite_url: str):
+    """`project --follow --notify` (the board's follower, when a channel is configured) sends as it projects."""
+    ledger = Ledger(Store.parse(sqlite_url))
+    Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))  # not projected yet: the follower does it
+    hook = Webhook()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SAFETY_MONITOR_WEBHOOK_URL": hook.url}
+    proc = subprocess.Popen([sys.executable, "-m", "safety.cli", "project", "--follow", "--notify",
+                             "--store", sqlite_url], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        expected = None
+        while time.time() < deadline:
+            projected = query_signals(Projector(ledger, SignalsModel()).view.db)
+            expected = {notification_id(s["id"], s["level"]) for s in projected if s["level"] in ("warning", "alert")}
+            if expected and {h["Idempotency-Key"] for h, _ in hook.calls} == expected:
+                break
+            time.sleep(0.3)
+        assert expected and {h["Idempotency-Key"] for h, _ in hook.calls} == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        hook.close()
+    assert len(hook.calls) == len(expected)
