@@ -90,14 +90,15 @@ def _identifier(value: str) -> str:
     return value
 
 
-_NoControl = AfterValidator(_identifier)
+#: no C0 control character or DEL; checked by pydantic's own (Rust) regex, the reason written by describe()
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 #: message ids (and the ids that point at them), study names
-Id128 = Annotated[str, Field(min_length=1, max_length=128), _NoControl]
+Id128 = Annotated[str, Field(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)]
 #: patient ids
-Id64 = Annotated[str, Field(min_length=1, max_length=64), _NoControl]
+Id64 = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
 #: codes: analyte, LOINC, MedDRA
-Code32 = Annotated[str, Field(max_length=32), _NoControl]
-Code16 = Annotated[str, Field(max_length=16), _NoControl]
+Code32 = Annotated[str, Field(max_length=32, pattern=IDENTIFIER_PATTERN)]
+Code16 = Annotated[str, Field(max_length=16, pattern=IDENTIFIER_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -118,7 +119,7 @@ class Origin(_Strict):
     record: Id128
     transfer: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")]
     #: field -> the partial ISO 8601 date sent (``2014-01``); the message's own field holds the imputed date
-    as_sent: dict[str, Annotated[str, Field(max_length=32), _NoControl]] | None = None
+    as_sent: dict[str, Annotated[str, Field(max_length=32, pattern=IDENTIFIER_PATTERN)]] | None = None
     #: a digest of the record's content as mapped, which the next transfer compares with
     digest: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
@@ -448,6 +449,11 @@ def describe(error: Any, prefix: str = "") -> str:
     kind = error["type"]
     if kind in _FIXES:
         return _FIXES[kind].format(loc=loc)
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == IDENTIFIER_PATTERN:
+        try:
+            _identifier(str(error["input"]))
+        except ValueError as exc:
+            return f"{loc}: {exc}"
     if kind == "literal_error":
         return f"{loc}: {error['input']!r} is not allowed; use {error['ctx']['expected']}"
     if kind == "value_error":

@@ -301,3 +301,14 @@ def test_an_imported_study_is_just_another_source(sqlite_url: str, tmp_path: Pat
     transfers = board.transfers().set_index("domain")
     assert transfers.loc["AE", "new"] == 1191 and transfers.loc["LB", "new"] == 2000
     assert set(transfers["transfer"]) == {"T1"}
+
+
+def test_a_nul_character_in_a_transfer_is_quarantined_on_every_store(store_url: str, tmp_path: Path):
+    """The SDTM path refuses what no store can keep, as file and Kafka ingest do (issue 17)."""
+    ae = rows_of("ae")[:30]
+    ae[4] = {**ae[4], "AETERM": "RASH\u0000X", "AEDECOD": None}
+    summary = import_sdtm(store_url, write_transfer(tmp_path / "t1", {"AE": ae}), transfer="T1")
+    assert summary["domains"]["AE"]["quarantined"] == 1 and summary["domains"]["AE"]["new"] == 29
+    ledger = Ledger(Store.parse(store_url))
+    (q,) = ledger.tables.quarantined()
+    assert "contains the NUL character" in q["reason"] and json.loads(q["position"])["row"] == 5
