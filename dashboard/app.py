@@ -74,6 +74,8 @@ available = {
                        url_path="signals"),
     "expedited": st.Page(lambda: pages.expedited_page(data, user), title="Expedited reports",
                          icon=":material/timer:", url_path="expedited"),
+    "liver": st.Page(lambda: pages.liver_page(data), title="Liver (eDISH)", icon=":material/scatter_plot:",
+                     url_path="liver"),
     "incidence": st.Page(lambda: pages.incidence_page(data), title="Incidence", icon=":material/bar_chart:",
                          url_path="incidence"),
     "efficacy": st.Page(lambda: pages.efficacy_page(data), title="Efficacy", icon=":material/monitoring:",

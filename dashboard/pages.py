@@ -19,7 +19,8 @@ from safety.incidence import CATEGORIES, Settings
 from safety.mas import CRITERIA_ITEMS, FERRITIN_ABOVE
 
 LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
-KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "serious_adverse_event")
+KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "serious_adverse_event",
+         "transaminase_elevation", "hys_law")
 
 
 def refresh_seconds() -> float | None:
@@ -147,6 +148,57 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
                             st.error(str(exc))
                         else:
                             st.success(f"{label}d by {user.name}: now {status.replace('_', ' ')}")
+
+
+# --- Liver (eDISH) -------------------------------------------------------------------------------
+
+
+def liver_page(data: BoardData) -> None:
+    st.title("Liver safety (eDISH)")
+    stopped_banner(data, "signals")
+    c1, c2 = st.columns(2)
+    by = c1.radio("Group by", ("arm", "drug"), horizontal=True, key="edish_by")
+    after = c2.checkbox("After the first exposure only", key="edish_after")
+    answer = data.edish(by, after)
+    t = answer["thresholds"]
+    st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
+               f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
+               f"{answer['rules_version']}). Potential Hy's law also needs the bilirubin within "
+               f"{t['window_days']} days of the transaminase rise and ALP below {t['cholestatic_alp_xuln']:g}×ULN. "
+               "Click a patient to open them.")
+    frame = pd.DataFrame(answer["patients"])
+    if frame.empty:
+        st.info("No patient has a liver test with a reference range.")
+        return
+    frame["peak_transaminase_xuln"] = frame[["peak_alt_xuln", "peak_ast_xuln"]].max(axis=1)
+    frame = frame.dropna(subset=["peak_transaminase_xuln", "peak_bili_xuln"])
+    pick = alt.selection_point(fields=["source", "patient_id"], name="patient")
+    scale = alt.Scale(type="log")
+    points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
+        x=alt.X("peak_transaminase_xuln:Q", scale=scale, title="peak ALT or AST (×ULN)"),
+        y=alt.Y("peak_bili_xuln:Q", scale=scale, title="peak total bilirubin (×ULN)"),
+        color=alt.Color("group:N", title=by), shape=alt.Shape("potential_hys_law:N", title="potential Hy's law"),
+        tooltip=["patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln",
+                 "quadrant", "reason"]).add_params(pick)
+    lines = [alt.Chart(pd.DataFrame({"x": [t["transaminase_xuln"]]})).mark_rule(strokeDash=[4, 4], color="red")
+             .encode(x="x:Q"),
+             alt.Chart(pd.DataFrame({"y": [t["bilirubin_xuln"]]})).mark_rule(strokeDash=[4, 4], color="red")
+             .encode(y="y:Q")]
+    event = st.altair_chart(alt.layer(points, *lines).properties(height=420), use_container_width=True,
+                            on_select="rerun", key="edish_chart")
+    chosen = (event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})) or {}
+    picked = chosen.get("patient") or []
+    if picked:
+        st.session_state["patient"] = (picked[0]["source"], picked[0]["patient_id"])
+        st.switch_page(st.session_state["pages"]["patient"])
+    counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
+    st.subheader("Patients by quadrant")
+    st.dataframe(counts)
+    flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
+    if not flagged.empty:
+        st.subheader("In the Hy's law range")
+        st.dataframe(flagged[["patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
+                              "peak_alp_xuln", "potential_hys_law", "reason"]], hide_index=True)
 
 
 # --- Expedited reports ----------------------------------------------------------------------------
@@ -413,6 +465,18 @@ def patient_page(data: BoardData) -> None:
                                         ("diamonds: a rule fired", analyte in fired)) if shown]
             st.caption(f"{analyte} ({unit})" + (" — " + "; ".join(notes) if notes else ""))
             st.altair_chart(alt.layer(*layers).properties(height=180), use_container_width=True)
+
+    panel = data.liver_panel(source, patient_id)
+    if not panel.empty:
+        st.subheader("Liver panel (×ULN)")
+        lines = alt.Chart(panel).mark_line(point=True).encode(
+            x=alt.X("at:T", title=None), y=alt.Y("xuln:Q", title="× upper limit of normal"), color="test:N",
+            tooltip=["at", "test", "value", "unit", "uln", "uln_source", "xuln"])
+        rules = alt.Chart(pd.DataFrame({"y": [2.0, 3.0], "what": ["bilirubin 2×", "ALT/AST 3×"]})).mark_rule(
+            strokeDash=[4, 4], color="red").encode(y="y:Q", tooltip=["what"])
+        st.altair_chart(alt.layer(lines, rules).properties(height=220), use_container_width=True)
+        st.caption("Each result against its own reference range (or a documented default); red dashes: the Hy's "
+                   "law thresholds.")
 
     st.subheader("Signals")
     for s in signals:

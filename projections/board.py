@@ -18,10 +18,12 @@ from projections.expedited import ExpeditedModel, expedited_cases
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
+from projections.liver import edish_view, liver_panel
 from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
 from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
 from projections.transfers import TransfersModel, transfer_changes
 from safety.incidence import Settings
+from safety.liver import load_liver_config
 
 
 def lab_result_text(d: dict[str, Any]) -> str:
@@ -42,6 +44,7 @@ class BoardData:
         self.signals_db = self.dbs["signals"]
         self.audit_db = self.dbs["audit"]
         self.efficacy_db = self.dbs["efficacy"]
+        self.liver = load_liver_config()
 
     def stops(self, *names: str) -> list[Stop]:
         """The read models (of ``names``, or all) that stopped on an event they could not apply."""
@@ -75,6 +78,14 @@ class BoardData:
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
+
+    def edish(self, by: str = "arm", after_first_exposure: bool = False) -> dict[str, Any]:
+        """Each patient's liver peaks as ULN multiples, quadrant and potential Hy's law (``projections.liver``)."""
+        return edish_view(self.signals_db, self.liver, by=by, after_first_exposure=after_first_exposure)
+
+    def liver_panel(self, source: str, patient_id: str) -> pd.DataFrame:
+        rows = liver_panel(self.signals_db, self.liver, source, patient_id)
+        return pd.DataFrame(rows, columns=["at", "test", "xuln", "value", "unit", "uln", "uln_source"])
 
     def expedited(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[dict[str, Any]]:
         """The SUSAR cases with their clock (``projections.expedited``)."""

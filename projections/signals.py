@@ -23,6 +23,7 @@ from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, S
 from projections.db import ReadDB
 from projections.incidence import utc_text
 from safety.amendments import Amendments
+from safety.liver import LiverConfig, evaluate_liver, load_liver_config
 from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
 from safety.notifications import rises
 
@@ -58,7 +59,8 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
         at = parse_time(at_text)
         if typ == "lab_result":
             if data.get("standardised", True):  # tests outside the analyte table feed no rule
-                h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at))
+                h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at,
+                                  data.get("reference_high")))
         elif typ == "clinical_finding":
             h.findings.append(Finding(at, data))
         elif typ == "enrolment":
@@ -85,8 +87,9 @@ class SignalsModel:
         )
     )
 
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, liver: LiverConfig | None = None):
         self.config = config or load_config()
+        self.liver = liver or load_liver_config()
         #: during a rebuild, patients are evaluated once at the end instead of after every page
         self.defer = False
 
@@ -166,7 +169,8 @@ class SignalsModel:
         produced: list[tuple[Any, ...]] = []
         raised: list[tuple[str, str, str]] = []
         for key, recorded_at in keys.items():
-            for s in evaluate(history_from(key[0], sl.untoken(key[1]), rows.get(key, [])), self.config):
+            history = history_from(key[0], sl.untoken(key[1]), rows.get(key, []))
+            for s in evaluate(history, self.config) + evaluate_liver(history, self.liver):
                 status, raised_at = existing.get(s.id, ("open", recorded_at))
                 if rises(levels.get(s.id), s.level):
                     raised.append((s.id, s.level, recorded_at))

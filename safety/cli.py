@@ -754,6 +754,53 @@ def signals_command(
     out_console().print(table)
 
 
+class GroupBy(StrEnum):
+    arm = "arm"
+    drug = "drug"
+
+
+@app.command(name="edish")
+def edish_command(
+    by: Annotated[GroupBy, typer.Option("--by", help="group patients by arm or by each drug started")] = GroupBy.arm,
+    as_of: AsOfOption = None,
+    after_first_exposure: Annotated[
+        bool, typer.Option("--after-first-exposure", help="peaks after each patient's first exposure only")
+    ] = False,
+    format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
+    store: StoreOption = None,
+) -> None:
+    """eDISH: each patient's peak ALT, AST, bilirubin and ALP as multiples of the ULN, the quadrant and
+    potential Hy's law (FDA 2009 DILI guidance; thresholds in safety/liver_rules.toml)."""
+    from projections.liver import edish_view
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    ledger = open_ledger(store)
+    model = SignalsModel()
+    _catch_up(ledger, model)
+    answer = edish_view(View(ledger.store, model).db, model.liver, by=by.value, as_of=_as_of(as_of),
+                        after_first_exposure=after_first_exposure)
+    columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
+               "peak_alp_xuln", "quadrant", "potential_hys_law", "reason"]
+    if format is ReportFormat.json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+    elif format is ReportFormat.csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(answer["patients"])
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        table = Table(*columns[1:], title=f"eDISH by {by.value} ({answer['rules_version']})")
+        for p in answer["patients"]:
+            table.add_row(*("" if p[c] is None else f"{p[c]:.2f}" if isinstance(p[c], float) else str(p[c])
+                            for c in columns[1:]))
+        out_console().print(table)
+
+
 class SignalAction(StrEnum):
     ack = "ack"
     review = "review"

@@ -97,6 +97,8 @@ class Lab:
     value: float
     unit: str
     at: datetime
+    #: the result's own upper limit of normal, when the source sent its range
+    reference_high: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""The eDISH view over the signals read model's facts: each patient's peak liver tests as multiples of
+the ULN, the quadrant, and potential Hy's law (``safety.liver``), grouped by arm or by drug."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from projections.db import ReadDB
+from projections.incidence import utc_text
+from projections.signals import history_from
+from safety.liver import LiverConfig, edish, multiples
+
+
+def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
+               after_first_exposure: bool = False) -> dict[str, Any]:
+    """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
+    sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
+    params: list[Any] = []
+    if as_of is not None:
+        sql += " WHERE recorded_at <= {p}"
+        params.append(utc_text(as_of))
+    rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
+    s = db.sealer
+    for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
+        rows[(source, s.untoken(pid))].append((s.untoken(mid), typ, at, s.unseal(data) or ""))
+    patients = []
+    for (source, pid), facts in sorted(rows.items()):
+        history = history_from(source, pid, facts)
+        enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
+        start = enrolment.get("first_exposure_on") if after_first_exposure else None
+        view = edish(history, config, datetime.fromisoformat(start) if start else None)
+        if all(view[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
+            continue
+        if by == "drug":
+            groups = sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
+        else:
+            groups = [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
+        patients += [{"source": source, "patient_id": pid, "group": g, **view} for g in groups]
+    return {"by": by, "rules_version": config.version, "after_first_exposure": after_first_exposure,
+            "thresholds": {"transaminase_xuln": config.hy_transaminase_xuln,
+                           "bilirubin_xuln": config.hy_bilirubin_xuln, "window_days": config.hy_window.days,
+                           "cholestatic_alp_xuln": config.cholestatic_alp_xuln},
+            "patients": patients}
+
+
+def liver_panel(db: ReadDB, config: LiverConfig, source: str, patient_id: str) -> list[dict[str, Any]]:
+    """A patient's ALT, AST, bilirubin and ALP over time as multiples of the ULN used for each."""
+    s = db.sealer
+    rows = db.query("SELECT message_id, type, occurred_at, data FROM {t}signal_facts WHERE source = {p}"
+                    " AND patient_id = {p} ORDER BY notification_id", [source, s.token(patient_id)])
+    history = history_from(source, patient_id, [(s.untoken(m), t, at, s.unseal(d) or "") for m, t, at, d in rows])
+    return [{"at": m.lab.at, "test": m.lab.analyte, "xuln": m.xuln, "value": m.lab.value, "unit": m.lab.unit,
+             "uln": m.uln, "uln_source": m.uln_source} for m in multiples(history.labs, config)]

@@ -1,0 +1,133 @@
+"""Liver safety: ULN multiples, transaminase elevations and Hy's law evaluated in clinical time, and the
+eDISH view of the imported CDISC pilot checked against an independent computation from its LB."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from events.ingest import Ingestor
+from events.ledger import Ledger
+from events.store import Store
+from projections.runner import Projector
+from projections.signals import SignalsModel, query_signals
+from safety.cli import app
+from tests.messages import message, raw
+from tests.test_sdtm import rows_of, write_transfer
+
+ULN = {"ALT": 40.0, "AST": 40.0, "BILI": 20.0, "ALP": 100.0}
+UNITS = {"ALT": "U/L", "AST": "U/L", "BILI": "umol/L", "ALP": "U/L"}
+
+
+def lab(patient: str, n: int, analyte: str, xuln: float, day: int) -> dict[str, Any]:
+    when = (date(2024, 1, 1) + timedelta(days=day)).isoformat()
+    return message(f"{patient}-{analyte}-{n}", patient_id=patient, occurred_at=when,
+                   data={"analyte": analyte, "value": round(xuln * ULN[analyte], 6), "unit": UNITS[analyte],
+                         "reference_high": ULN[analyte]})
+
+
+BOUNDARIES = [
+    # Hy's law: ALT 3x on day 0, bilirubin 2x on day 30 (the window's last day), ALP 1x
+    lab("H30", 1, "ALT", 3.0, 0), lab("H30", 2, "ALP", 1.0, 29), lab("H30", 3, "BILI", 2.0, 30),
+    # bilirubin on day 31: too late
+    lab("H31", 1, "ALT", 3.5, 0), lab("H31", 2, "ALP", 1.0, 31), lab("H31", 3, "BILI", 2.5, 31),
+    # ALP at exactly 2x ULN: the cholestatic pattern
+    lab("CHOL", 1, "AST", 4.0, 0), lab("CHOL", 2, "ALP", 2.0, 5), lab("CHOL", 3, "BILI", 3.0, 5),
+    # exactly 3x (watch) then 5x (warning) ULN in one episode; 2.99x raises nothing
+    lab("T5", 1, "ALT", 2.99, 0), lab("T5", 2, "ALT", 3.0, 10), lab("T5", 3, "ALT", 5.0, 20),
+]
+
+
+def signals_of(url: str, messages: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    ledger = Ledger(Store.parse(url))
+    for i, m in enumerate(messages):  # one message per batch: each arrival re-evaluates the patient
+        Ingestor(ledger).ingest([raw(m, i)])
+        if i % 3 == 0:
+            Projector(ledger, SignalsModel()).catch_up()
+    projector = Projector(ledger, SignalsModel())
+    projector.catch_up()
+    return {(s["patient_id"], s["kind"], s["level"], s["occurred_at"][:10]) for s in query_signals(projector.view.db)
+            if s["kind"] in ("hys_law", "transaminase_elevation")}
+
+
+def test_boundaries_in_any_arrival_order(store_url: str, tmp_path: Path):
+    expected = {
+        ("H30", "transaminase_elevation", "watch", "2024-01-01"), ("H30", "hys_law", "alert", "2024-01-31"),
+        ("H31", "transaminase_elevation", "watch", "2024-01-01"),
+        ("CHOL", "transaminase_elevation", "watch", "2024-01-01"),
+        ("T5", "transaminase_elevation", "warning", "2024-01-21"),
+    }
+    assert signals_of(store_url, BOUNDARIES) == expected
+    shuffled = BOUNDARIES[::-1]  # every later panel first: each earlier one arrives late
+    random.Random(7).shuffle(shuffled)
+    assert signals_of(f"sqlite:///{tmp_path}/shuffled.db", shuffled) == expected
+
+
+def test_the_hys_law_signal_names_its_evidence_and_drugs(sqlite_url: str):
+    ledger = Ledger(Store.parse(sqlite_url))
+    start = message("H30-mtx", type="treatment", patient_id="H30", occurred_at="2023-12-01",
+                    data={"drug": "methotrexate", "action": "start"})
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate([start, *BOUNDARIES[:3]])])
+    projector = Projector(ledger, SignalsModel())
+    projector.catch_up()
+    (hy,) = [s for s in query_signals(projector.view.db) if s["kind"] == "hys_law"]
+    assert hy["level"] == "alert" and hy["context"] == ["on methotrexate"]
+    tests = [e["test"] for e in hy["evidence"]]
+    assert tests == ["ALT", "BILI", "ALP"]
+    assert all(e["uln_source"] == "the result's own reference range" for e in hy["evidence"])
+    assert hy["evidence"][0]["xuln"] == 3.0
+
+
+def independent_edish(lb: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Peaks and quadrants straight from the LB rows, with pandas (no code of ours)."""
+    frame = pd.DataFrame(lb)
+    frame = frame[frame["LBTESTCD"].isin(["ALT", "AST", "BILI", "ALP"]) & frame["LBSTRESN"].notna()
+                  & frame["LBSTNRHI"].notna()]
+    frame = frame.assign(xuln=frame["LBSTRESN"].astype(float) / frame["LBSTNRHI"].astype(float))
+    peaks = frame.pivot_table(index="USUBJID", columns="LBTESTCD", values="xuln", aggfunc="max")
+    out = {}
+    for subject, row in peaks.iterrows():
+        t = max(row.get("ALT", float("nan")), row.get("AST", float("nan")))
+        high_t, high_b = t >= 3, row.get("BILI", 0) >= 2
+        quadrant = ["normal", "temple_corollary", "hyperbilirubinaemia", "hys_law_range"][int(high_t) + 2 * int(high_b)]
+        out[str(subject)] = {"ALT": row.get("ALT"), "BILI": row.get("BILI"), "quadrant": quadrant}
+    return out
+
+
+def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, tmp_path: Path, monkeypatch: Any):
+    dm, lb = rows_of("dm"), rows_of("lb")
+    liver = [r for r in lb if r["LBTESTCD"] in ("ALT", "AST", "BILI", "ALP")]
+    runner = CliRunner()
+    result = runner.invoke(app, ["import-sdtm", str(write_transfer(tmp_path / "t1", {"DM": dm, "LB": liver})),
+                                 "--source", "cdisc-pilot", "--transfer", "T1", "--store", sqlite_url])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(runner.invoke(app, ["edish", "--format", "json", "--store", sqlite_url]).stdout)
+    got = {p["patient_id"]: p for p in answer["patients"]}
+    expected = independent_edish(liver)
+    assert set(got) == set(expected)
+    for subject, e in expected.items():
+        assert got[subject]["quadrant"] == e["quadrant"], subject
+        assert got[subject]["peak_alt_xuln"] == pytest.approx(e["ALT"], abs=1e-4), subject
+        assert got[subject]["peak_bili_xuln"] == pytest.approx(e["BILI"], abs=1e-4), subject
+    cholestatic = got["01-705-1186"]
+    assert cholestatic["quadrant"] == "hys_law_range" and not cholestatic["potential_hys_law"]
+    assert cholestatic["peak_alp_xuln"] > 5 and "cholestatic pattern" in cholestatic["reason"]
+    assert {p["group"] for p in answer["patients"]} == {"Placebo", "Xanomeline Low Dose", "Xanomeline High Dose"}
+    # the board's page draws them and lists the patient in the Hy's law range with the reason
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SAFETY_MONITOR_STORE", sqlite_url)
+    at = AppTest.from_string("import streamlit as st\nfrom dashboard import pages\nfrom dashboard.state import "
+                             "board_data\nst.session_state.setdefault('pages', {})\npages.liver_page(board_data())\n",
+                             default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    flagged = at.dataframe[1].value
+    assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
