@@ -194,6 +194,15 @@ def liver_page(data: BoardData) -> None:
     counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
     st.subheader("Patients by quadrant")
     st.dataframe(counts)
+    shifts = data.lab_shifts(by)
+    if shifts["rows"]:
+        st.subheader(f"Laboratory shifts ({shifts['version']})")
+        st.caption(f"Patients by baseline grade and worst post-baseline grade; baseline: {shifts['baseline']}.")
+        table = pd.DataFrame(shifts["rows"])
+        test = st.selectbox("Test", list(dict.fromkeys(table["term"])), key="shift_test")
+        chosen = table[table["term"] == test]
+        st.dataframe(chosen.pivot_table(index=["group", "baseline_grade"], columns="worst_grade", values="patients",
+                                        aggfunc="sum", fill_value=0), use_container_width=True)
     flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
     if not flagged.empty:
         st.subheader("In the Hy's law range")

@@ -18,7 +18,7 @@ from projections.expedited import ExpeditedModel, expedited_cases
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
-from projections.liver import edish_view, liver_panel
+from projections.liver import edish_view, lab_shifts, liver_panel
 from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
 from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
 from projections.transfers import TransfersModel, transfer_changes
@@ -82,6 +82,9 @@ class BoardData:
     def edish(self, by: str = "arm", after_first_exposure: bool = False) -> dict[str, Any]:
         """Each patient's liver peaks as ULN multiples, quadrant and potential Hy's law (``projections.liver``)."""
         return edish_view(self.signals_db, self.liver, by=by, after_first_exposure=after_first_exposure)
+
+    def lab_shifts(self, by: str = "arm") -> dict[str, Any]:
+        return lab_shifts(self.signals_db, by=by)
 
     def liver_panel(self, source: str, patient_id: str) -> pd.DataFrame:
         rows = liver_panel(self.signals_db, self.liver, source, patient_id)

@@ -11,12 +11,21 @@ from typing import Any
 from projections.db import ReadDB
 from projections.incidence import utc_text
 from projections.signals import history_from
+from safety.ctcae import GRADED, Result, shift, shift_rows
+from safety.ctcae import VERSION as CTCAE_VERSION
 from safety.liver import LiverConfig, edish, multiples
+from safety.mas import History
 
 
-def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
-               after_first_exposure: bool = False) -> dict[str, Any]:
-    """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
+def groups_of(history: History, enrolment: dict[str, Any], by: str) -> list[str]:
+    """A patient's groups: the actual (else planned) arm, or each drug started."""
+    if by == "drug":
+        return sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
+    return [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
+
+
+def _patient_facts(db: ReadDB, as_of: datetime | None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
+    """Every patient's facts in the signals read model (recorded by ``as_of`` when given)."""
     sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
     params: list[Any] = []
     if as_of is not None:
@@ -26,19 +35,45 @@ def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datet
     s = db.sealer
     for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
         rows[(source, s.untoken(pid))].append((s.untoken(mid), typ, at, s.unseal(data) or ""))
+    return rows
+
+
+def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None) -> dict[str, Any]:
+    """CTCAE v5.0 shift tables: per test and group, patients by baseline grade and worst post-baseline
+    grade (``safety.ctcae``)."""
+    patients: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    for (source, pid), facts in sorted(_patient_facts(db, as_of).items()):
+        history = history_from(source, pid, facts)
+        enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
+        results = []
+        for _, typ, at, data_text in facts:
+            d = json.loads(data_text) if typ == "lab_result" else None
+            if d and d.get("analyte") in GRADED and "value" in d:
+                results.append(Result(d["analyte"], float(d["value"]), d.get("reference_low"), d.get("reference_high"),
+                                      datetime.fromisoformat(at)))
+        start = enrolment.get("first_exposure_on") or next(
+            (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
+        shifts = shift(results, datetime.fromisoformat(start) if start else None)
+        if shifts:
+            patients += [(g, shifts) for g in groups_of(history, enrolment, by)]
+    return {"by": by, "version": CTCAE_VERSION,
+            "baseline": "the last result on or before the first exposure (the first result without one)",
+            "rows": shift_rows(patients)}
+
+
+def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
+               after_first_exposure: bool = False) -> dict[str, Any]:
+    """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
     patients = []
-    for (source, pid), facts in sorted(rows.items()):
+    for (source, pid), facts in sorted(_patient_facts(db, as_of).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
         start = enrolment.get("first_exposure_on") if after_first_exposure else None
         view = edish(history, config, datetime.fromisoformat(start) if start else None)
         if all(view[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
             continue
-        if by == "drug":
-            groups = sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
-        else:
-            groups = [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
-        patients += [{"source": source, "patient_id": pid, "group": g, **view} for g in groups]
+        patients += [{"source": source, "patient_id": pid, "group": g, **view}
+                     for g in groups_of(history, enrolment, by)]
     return {"by": by, "rules_version": config.version, "after_first_exposure": after_first_exposure,
             "thresholds": {"transaminase_xuln": config.hy_transaminase_xuln,
                            "bilirubin_xuln": config.hy_bilirubin_xuln, "window_days": config.hy_window.days,

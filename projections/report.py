@@ -152,8 +152,21 @@ def changes_html(changes: list[dict[str, Any]] | None, since: str | None) -> str
             f"{rows}</table>")
 
 
+def shifts_html(shifts: dict[str, Any] | None) -> str:
+    """The CTCAE shift tables: patients by baseline and worst post-baseline grade, per test and group."""
+    if not shifts or not shifts["rows"]:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(r['term'])}</td><td>{e(r['group'])}</td><td>{r['baseline_grade']}</td>"
+                   f"<td>{r['worst_grade']}</td><td>{r['patients']}</td></tr>" for r in shifts["rows"])
+    return (f"<h2>Laboratory shifts ({e(shifts['version'])})</h2><p>Baseline: {e(shifts['baseline'])}; worst "
+            "post-baseline grade. Grade 0: within the limits.</p><table><tr><th>term</th><th>group</th>"
+            f"<th>baseline grade</th><th>worst grade</th><th>patients</th></tr>{rows}</table>")
+
+
 def dsmb_html(answer: dict[str, Any], eff: dict[str, Any] | None = None,
-              changes: list[dict[str, Any]] | None = None, changes_since: str | None = None) -> str:
+              changes: list[dict[str, Any]] | None = None, changes_since: str | None = None,
+              shifts: dict[str, Any] | None = None) -> str:
     """One self-contained HTML file: no scripts, no fonts, no network."""
     e = html.escape
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -223,6 +236,7 @@ tr.section th{{text-align:left;background:#e4e9f2}} .meta td{{border:none;paddin
 <h2>Episodes (months from the anchor)</h2>
 <table><tr><th>Patient</th>{''.join(f'<th>{e(label)}</th>' for label in labels)}</tr>{''.join(episode_rows)}</table>
 {efficacy_html(eff)}
+{shifts_html(shifts)}
 {changes_html(changes, changes_since)}
 <h2>Methods</h2><ul>{methods}</ul>
 </body></html>

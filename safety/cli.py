@@ -474,18 +474,21 @@ def report(
     """Write the DSMB report: one self-contained HTML file."""
     from projections.efficacy import EfficacyModel, efficacy
     from projections.incidence import utc_text
+    from projections.liver import lab_shifts
     from projections.report import dsmb_html
     from projections.runner import View
+    from projections.signals import SignalsModel
     from projections.transfers import TransfersModel, transfer_changes
 
     ledger = open_ledger(store)
     answer = _incidence_answer(ledger, anchor, pre_months, post_months, as_of, data_cut)
-    _catch_up(ledger, EfficacyModel(), TransfersModel())
+    _catch_up(ledger, EfficacyModel(), TransfersModel(), SignalsModel())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
+    shifts = lab_shifts(View(ledger.store, SignalsModel()).db, as_of=_as_of(as_of))
     since = _as_of(changes_since)
     changes = transfer_changes(View(ledger.store, TransfersModel()).db, utc_text(since) if since else None)
     out.write_text(dsmb_html(answer, eff, changes if changes or since else None,
-                             since.isoformat() if since else None), encoding="utf-8")
+                             since.isoformat() if since else None, shifts), encoding="utf-8")
     from events.workflow import record_audit
 
     record_audit(ledger, os.environ.get("USER", "cli"), "download", f"DSMB report {answer['fingerprint']} to {out}")
@@ -798,6 +801,41 @@ def edish_command(
         for p in answer["patients"]:
             table.add_row(*("" if p[c] is None else f"{p[c]:.2f}" if isinstance(p[c], float) else str(p[c])
                             for c in columns[1:]))
+        out_console().print(table)
+
+
+@app.command(name="lab-shifts")
+def lab_shifts_command(
+    by: Annotated[GroupBy, typer.Option("--by", help="group patients by arm or by each drug started")] = GroupBy.arm,
+    as_of: AsOfOption = None,
+    format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
+    store: StoreOption = None,
+) -> None:
+    """CTCAE v5.0 shift tables: patients by baseline grade and worst post-baseline grade, per test and group."""
+    from projections.liver import lab_shifts
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    ledger = open_ledger(store)
+    model = SignalsModel()
+    _catch_up(ledger, model)
+    answer = lab_shifts(View(ledger.store, model).db, by=by.value, as_of=_as_of(as_of))
+    columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
+    if format is ReportFormat.json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+    elif format is ReportFormat.csv:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(answer["rows"])
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        table = Table(*columns, title=f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
+        for r in answer["rows"]:
+            table.add_row(*(str(r[c]) for c in columns))
         out_console().print(table)
 
 

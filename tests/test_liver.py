@@ -131,3 +131,50 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     assert not at.exception, at.exception
     flagged = at.dataframe[1].value
     assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
+
+
+def ctcae_alt(value: float, uln: float, baseline: float | None) -> int:
+    """CTCAE v5.0 'Alanine aminotransferase increased', written out from the table."""
+    if baseline is not None and baseline > uln:
+        r = value / baseline
+        return 0 if r < 1.5 else 1 if r <= 3 else 2 if r <= 5 else 3 if r <= 20 else 4
+    r = value / uln
+    return 0 if r <= 1 else 1 if r <= 3 else 2 if r <= 5 else 3 if r <= 20 else 4
+
+
+def ctcae_plt(value: float, lln: float) -> int:
+    """CTCAE v5.0 'Platelet count decreased' (10^9/L)."""
+    return 4 if value < 25 else 3 if value < 50 else 2 if value < 75 else 1 if value < lln else 0
+
+
+def test_shift_tables_of_the_pilot_equal_an_independent_count(sqlite_url: str, tmp_path: Path):
+    dm, lb = rows_of("dm"), rows_of("lb")
+    used = [r for r in lb if r["LBTESTCD"] in ("ALT", "PLAT")]
+    runner = CliRunner()
+    assert runner.invoke(app, ["import-sdtm", str(write_transfer(tmp_path / "t1", {"DM": dm, "LB": used})),
+                               "--source", "cdisc-pilot", "--transfer", "T1", "--store", sqlite_url]).exit_code == 0
+    answer = json.loads(runner.invoke(app, ["lab-shifts", "--format", "json", "--store", sqlite_url]).stdout)
+    got = {(r["test"], r["group"], r["baseline_grade"], r["worst_grade"]): r["patients"] for r in answer["rows"]}
+    arms = {r["USUBJID"]: r["ACTARM"] for r in dm}
+    first = {r["USUBJID"]: r["RFXSTDTC"] for r in dm if r["RFXSTDTC"]}
+    expected: dict[tuple[str, str, int, int], int] = {}
+    frame = pd.DataFrame(used).dropna(subset=["LBSTRESN"])
+    for (subject, code), rows in frame.groupby(["USUBJID", "LBTESTCD"]):
+        if subject not in first:
+            continue
+        rows = rows.sort_values("LBDTC")
+        before = rows[rows["LBDTC"].str[:10] <= first[subject]]
+        after = rows[rows["LBDTC"].str[:10] > first[subject]]
+        if before.empty or after.empty:
+            continue
+        base = before.iloc[-1]
+        if code == "ALT":
+            b = ctcae_alt(base["LBSTRESN"], base["LBSTNRHI"], None)
+            w = max(ctcae_alt(v, u, base["LBSTRESN"]) for v, u in zip(after["LBSTRESN"], after["LBSTNRHI"], strict=True))
+        else:
+            b = ctcae_plt(base["LBSTRESN"], base["LBSTNRLO"])
+            w = max(ctcae_plt(v, lo) for v, lo in zip(after["LBSTRESN"], after["LBSTNRLO"], strict=True))
+        key = ("ALT" if code == "ALT" else "PLT", arms[subject], b, w)
+        expected[key] = expected.get(key, 0) + 1
+    assert got == expected
+    assert sum(n for (test, *_), n in got.items() if test == "ALT") > 200
