@@ -170,7 +170,8 @@ def test_shift_tables_of_the_pilot_equal_an_independent_count(sqlite_url: str, t
         base = before.iloc[-1]
         if code == "ALT":
             b = ctcae_alt(base["LBSTRESN"], base["LBSTNRHI"], None)
-            w = max(ctcae_alt(v, u, base["LBSTRESN"]) for v, u in zip(after["LBSTRESN"], after["LBSTNRHI"], strict=True))
+            pairs = zip(after["LBSTRESN"], after["LBSTNRHI"], strict=True)
+            w = max(ctcae_alt(v, u, base["LBSTRESN"]) for v, u in pairs)
         else:
             b = ctcae_plt(base["LBSTRESN"], base["LBSTNRLO"])
             w = max(ctcae_plt(v, lo) for v, lo in zip(after["LBSTRESN"], after["LBSTNRLO"], strict=True))
