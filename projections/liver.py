@@ -4,13 +4,11 @@ the ULN, the quadrant, and potential Hy's law (``safety.liver``), grouped by arm
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from projections.db import ReadDB
-from projections.incidence import utc_text
-from projections.signals import history_from
+from projections.signals import history_from, patient_facts
 from safety.ctcae import GRADED, Result, shift, shift_rows
 from safety.ctcae import VERSION as CTCAE_VERSION
 from safety.liver import LiverConfig, edish, multiples
@@ -24,25 +22,11 @@ def groups_of(history: History, enrolment: dict[str, Any], by: str) -> list[str]
     return [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
 
 
-def _patient_facts(db: ReadDB, as_of: datetime | None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
-    """Every patient's facts in the signals read model (recorded by ``as_of`` when given)."""
-    sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
-    params: list[Any] = []
-    if as_of is not None:
-        sql += " WHERE recorded_at <= {p}"
-        params.append(utc_text(as_of))
-    rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
-    s = db.sealer
-    for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
-        rows[(source, s.untoken(pid))].append((s.untoken(mid), typ, at, s.unseal(data) or ""))
-    return rows
-
-
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None) -> dict[str, Any]:
     """CTCAE v5.0 shift tables: per test and group, patients by baseline grade and worst post-baseline
     grade (``safety.ctcae``)."""
     patients: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    for (source, pid), facts in sorted(_patient_facts(db, as_of).items()):
+    for (source, pid), facts in sorted(patient_facts(db, as_of).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
         results = []
@@ -65,7 +49,7 @@ def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datet
                after_first_exposure: bool = False) -> dict[str, Any]:
     """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
     patients = []
-    for (source, pid), facts in sorted(_patient_facts(db, as_of).items()):
+    for (source, pid), facts in sorted(patient_facts(db, as_of).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
         start = enrolment.get("first_exposure_on") if after_first_exposure else None

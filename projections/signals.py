@@ -271,3 +271,52 @@ def signal_actions(db: ReadDB, signal_id: str | None = None) -> list[dict[str, A
     for row in out:
         row["note"] = db.sealer.unseal(row["note"])
     return out
+
+
+def patient_facts(db: ReadDB, as_of: datetime | None = None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
+    """Every patient's facts in the read model, as ``history_from`` takes them (recorded by ``as_of``)."""
+    sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
+    params: list[Any] = []
+    if as_of is not None:
+        sql += " WHERE recorded_at <= {p}"
+        params.append(utc_text(as_of))
+    rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
+    sl = db.sealer
+    for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
+        rows[(source, sl.untoken(pid))].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
+    return rows
+
+
+def evaluate_all(db: ReadDB, config: Config, liver: LiverConfig) -> list[Any]:
+    """Every signal the read model's facts raise under these rules, computed aside (nothing is written)."""
+    out: list[Any] = []
+    for (source, pid), facts in sorted(patient_facts(db).items()):
+        history = history_from(source, pid, facts)
+        out += evaluate(history, config) + evaluate_liver(history, liver)
+    return out
+
+
+def diff_rules(db: ReadDB, config: Config, liver: LiverConfig) -> dict[str, Any]:
+    """What other rules would do to the live signals: the signals they add, remove, or raise at another
+    level or time, by signal id (patient, kind and episode start), without touching the read model."""
+    live = {s["id"]: s for s in query_signals(db)}
+    other = {s.id: s for s in evaluate_all(db, config, liver)}
+
+    def row(sid: str) -> dict[str, Any]:
+        s, o = live.get(sid), other.get(sid)
+        if s is not None:
+            who = (s["source"], s["patient_id"], s["kind"])
+        else:
+            assert o is not None
+            who = (o.source, o.patient_id, o.kind)
+        return {"id": sid, "source": who[0], "patient_id": who[1], "kind": who[2],
+                "live": None if s is None else {"level": s["level"], "occurred_at": s["occurred_at"]},
+                "other": None if o is None else {"level": o.level, "occurred_at": o.occurred_at.isoformat()}}
+
+    added = [row(sid) for sid in sorted(set(other) - set(live))]
+    removed = [row(sid) for sid in sorted(set(live) - set(other))]
+    changed = [row(sid) for sid in sorted(set(live) & set(other))
+               if live[sid]["level"] != other[sid].level
+               or parse_time(live[sid]["occurred_at"]) != other[sid].occurred_at]
+    return {"rules": {"mas": config.version, "liver": liver.version}, "added": added, "removed": removed,
+            "changed": changed, "unchanged": len(set(live) & set(other)) - len(changed)}

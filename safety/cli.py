@@ -729,12 +729,26 @@ def signals_command(
         str | None,
         typer.Option(help="knowledge time (ISO 8601): signals first raised by then, with the status they had then"),
     ] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="with --diff: a MAS or liver rules file (TOML) to compare with the "
+                                                  "live rules")
+    ] = None,
+    diff: Annotated[bool, typer.Option("--diff", help="report what --rules would add, remove or change")] = False,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
-    """Safety signals: open first, by level and time, each with its evidence."""
+    """Safety signals: open first, by level and time, each with its evidence.
+
+    With --rules FILE --diff: evaluate the whole ledger under another rules file and list the signals it
+    would add, remove, or raise at another level or time, without touching the live read models."""
     from events.domain import SIGNAL_STATUSES
     from projections.runner import View
     from projections.signals import SignalsModel, query_signals
+
+    if diff or rules is not None:
+        if not (diff and rules is not None):
+            raise fail("give --rules FILE with --diff")
+        _signals_diff(store, rules, format)
+        return
 
     if status is not None and status not in SIGNAL_STATUSES:
         raise fail(f"--status {status!r}: use {', '.join(SIGNAL_STATUSES)}")
@@ -837,6 +851,44 @@ def lab_shifts_command(
         for r in answer["rows"]:
             table.add_row(*(str(r[c]) for c in columns))
         out_console().print(table)
+
+
+def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
+    import tomllib
+
+    from projections.runner import View
+    from projections.signals import SignalsModel, diff_rules, load_config
+    from safety.liver import load_liver_config
+
+    try:
+        text = rules.read_text(encoding="utf-8")
+        parsed = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise fail(f"--rules {rules}: {exc}") from None
+    model = SignalsModel()
+    try:
+        if "hys_law" in parsed:
+            config, liver = model.config, load_liver_config(text)
+        elif "rules" in parsed:
+            config, liver = load_config(text), model.liver
+        else:
+            raise fail(f"--rules {rules}: neither MAS rules ([rules]) nor liver rules ([hys_law])")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"--rules {rules}: {type(exc).__name__} {exc}: compare with safety/mas_rules.toml or "
+                   "safety/liver_rules.toml") from None
+    ledger = open_ledger(store)
+    _catch_up(ledger, model)
+    answer = diff_rules(View(ledger.store, model).db, config, liver)
+    if format is Format.json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+        return
+    table = Table("change", "id", "patient", "kind", "live", "with --rules",
+                  title=f"{rules.name}: {answer['unchanged']} signals unchanged")
+    for change in ("added", "removed", "changed"):
+        for r in answer[change]:
+            shown = ["" if r[k] is None else f"{r[k]['level']} {r[k]['occurred_at'][:10]}" for k in ("live", "other")]
+            table.add_row(change, r["id"], f"{r['source']}/{r['patient_id']}", r["kind"], *shown)
+    out_console().print(table)
 
 
 class SignalAction(StrEnum):

@@ -129,7 +129,7 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
                              default_timeout=60)
     at.run()
     assert not at.exception, at.exception
-    flagged = at.dataframe[1].value
+    flagged = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
 
 
@@ -179,3 +179,25 @@ def test_shift_tables_of_the_pilot_equal_an_independent_count(sqlite_url: str, t
         expected[key] = expected.get(key, 0) + 1
     assert got == expected
     assert sum(n for (test, *_), n in got.items() if test == "ALT") > 200
+
+
+def test_a_rules_diff_reports_exactly_what_a_lower_threshold_adds(sqlite_url: str, tmp_path: Path):
+    from importlib import resources
+
+    feed = [m for m in BOUNDARIES if m["patient_id"] != "T5"] + [lab("LOW", 1, "ALT", 2.7, 3)]
+    before = signals_of(sqlite_url, feed)
+    rules = (resources.files("safety") / "liver_rules.toml").read_text()
+    lower = tmp_path / "lower.toml"
+    lower.write_text(rules.replace("watch_xuln = 3.0", "watch_xuln = 2.5").replace(
+        'version = "liver-rules-2026.1"', 'version = "liver-rules-test"'))
+    result = CliRunner().invoke(app, ["signals", "--rules", str(lower), "--diff", "--format", "json",
+                                      "--store", sqlite_url])
+    assert result.exit_code == 0, result.output
+    diff = json.loads(result.stdout)
+    assert diff["rules"]["liver"] == "liver-rules-test"
+    assert [(a["patient_id"], a["kind"], a["other"]["level"]) for a in diff["added"]] == [
+        ("LOW", "transaminase_elevation", "watch")]
+    assert diff["removed"] == [] and diff["changed"] == []
+    assert signals_of(sqlite_url, []) == before  # the live read model is untouched
+    table = CliRunner().invoke(app, ["signals", "--rules", str(lower), "--diff", "--store", sqlite_url])
+    assert table.exit_code == 0 and "added" in table.stdout
