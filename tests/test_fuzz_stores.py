@@ -128,3 +128,33 @@ def campaign(store_url: str) -> None:
 
 def test_hostile_unicode_through_every_layer(store_url: str):
     campaign(store_url)
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(hostile_message())
+def test_the_contract_accepts_only_what_every_store_can_keep(m: dict[str, Any]):
+    """All of Unicode through the contract: a refusal with a reason, or a message whose every string a
+    store can keep and whose identifiers hold no control character."""
+    from events.contract import ContractViolation, parse_message
+
+    try:
+        parsed = parse_message(json.dumps(m).encode())
+    except ContractViolation as exc:
+        assert exc.reason
+        return
+    assert _storable(parsed.data) and _storable([parsed.message_id, parsed.patient_id, parsed.source])
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in parsed.message_id + parsed.patient_id)
