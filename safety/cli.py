@@ -799,6 +799,12 @@ def edish_command(
                         after_first_exposure=after_first_exposure)
     columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
                "peak_alp_xuln", "quadrant", "potential_hys_law", "reason"]
+    _rows_out(answer, answer["patients"], columns, format, f"eDISH by {by.value} ({answer['rules_version']})")
+
+
+def _rows_out(answer: dict[str, Any], rows: list[dict[str, Any]], columns: list[str], format: ReportFormat,
+              title: str) -> None:
+    """An answer as JSON (whole), CSV (its rows) or a table (its rows)."""
     if format is ReportFormat.json:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     elif format is ReportFormat.csv:
@@ -808,13 +814,13 @@ def edish_command(
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(answer["patients"])
+        writer.writerows({c: r[c] for c in columns} for r in rows)
         typer.echo(buffer.getvalue(), nl=False)
     else:
-        table = Table(*columns[1:], title=f"eDISH by {by.value} ({answer['rules_version']})")
-        for p in answer["patients"]:
-            table.add_row(*("" if p[c] is None else f"{p[c]:.2f}" if isinstance(p[c], float) else str(p[c])
-                            for c in columns[1:]))
+        table = Table(*columns, title=title)
+        for r in rows:
+            table.add_row(*("" if r[c] is None else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])
+                            for c in columns))
         out_console().print(table)
 
 
@@ -835,22 +841,8 @@ def lab_shifts_command(
     _catch_up(ledger, model)
     answer = lab_shifts(View(ledger.store, model).db, by=by.value, as_of=_as_of(as_of))
     columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
-    if format is ReportFormat.json:
-        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
-    elif format is ReportFormat.csv:
-        import csv
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(answer["rows"])
-        typer.echo(buffer.getvalue(), nl=False)
-    else:
-        table = Table(*columns, title=f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
-        for r in answer["rows"]:
-            table.add_row(*(str(r[c]) for c in columns))
-        out_console().print(table)
+    _rows_out(answer, answer["rows"], columns, format,
+              f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
 
 
 def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
