@@ -17,7 +17,6 @@ from urllib.parse import unquote, urlsplit
 
 #: the levels that notify, lowest first
 NOTIFYING_LEVELS = ("warning", "alert")
-CHANNELS = ("mail", "webhook")
 SIGNATURE_HEADER = "X-Safety-Monitor-Signature"
 #: seconds before the n-th retry of a failed delivery (n = 1, 2, ...): 30 s doubling, at most an hour
 RETRY_FIRST, RETRY_MAX = 30.0, 3600.0

@@ -31,7 +31,6 @@ IDENTITY: dict[str, tuple[str, ...]] = {
 }
 #: domains read for context only: TS (the indication) and SUPPAE (merged into AE)
 CONTEXT = ("TS", "SUPPAE")
-MAPPED = (*IDENTITY, *CONTEXT)
 
 #: SDTM LBTESTCD -> the contract's analyte code; other tests keep their own code
 LB_ANALYTES = {
@@ -86,7 +85,6 @@ class Refusal:
     reason: str
     row: dict[str, Any]
     position: Position
-    subject: str | None = None
 
 
 @dataclass
@@ -196,7 +194,7 @@ def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context)
         if not subject or not study:
             missing = "USUBJID" if not subject else "STUDYID"
             yield Refusal(domain, f"{missing}: missing; every SDTM record names its study and subject", row,
-                          position, subject)
+                          position)
             continue
         if domain == "DS" and (row.get("DSCAT") != "DISPOSITION EVENT" or row.get("DSDECOD") in NOT_WITHDRAWN):
             continue  # milestones, completions and screen failures are not discontinuations
@@ -211,7 +209,7 @@ def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context)
         try:
             kind, occurred_at, data = build(row, ctx, as_sent)
         except _Bad as exc:
-            yield Refusal(domain, str(exc), row, position, str(subject))
+            yield Refusal(domain, str(exc), row, position)
             continue
         yield Mapped(rid, domain, _message(rid, ctx.source, str(subject), kind, occurred_at, data, origin), position)
 
@@ -364,12 +362,12 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
         if not subject or not study or not row.get("EXTRT"):
             missing = "USUBJID" if not subject else "STUDYID" if not study else "EXTRT"
             yield Refusal("EX", f"{missing}: missing; every exposure names its study, subject and product", row,
-                          position, subject)
+                          position)
             continue
         start = _first_day(_date(row, "EXSTDTC"))
         if start is None:
             yield Refusal("EX", "EXSTDTC: missing or not an ISO 8601 date; an exposure needs its start", row,
-                          position, str(subject))
+                          position)
             continue
         end_text = _date(row, "EXENDTC")
         end = None if end_text is None else _first_day(impute_end(end_text).value if _valid(end_text) else None)

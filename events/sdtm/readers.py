@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: what each reader calls its format (in the import's summary and the quarantine's positions)
-FORMATS = ("xpt-v5", "xpt-v8", "dataset-json-1.0", "dataset-json-1.1", "dataset-ndjson-1.1")
 _XPT5 = b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!"
 _XPT8 = b"HEADER RECORD*******LIBV8   HEADER RECORD!!!!!!!"
 _DECODER = json.JSONDecoder()
