@@ -45,6 +45,7 @@ class BoardData:
         self.audit_db = self.dbs["audit"]
         self.efficacy_db = self.dbs["efficacy"]
         self.liver = load_liver_config()
+        self.delivery = Deliveries(store)  # its table made once, not on every live refresh
 
     def stops(self, *names: str) -> list[Stop]:
         """The read models (of ``names``, or all) that stopped on an event they could not apply."""
@@ -96,7 +97,7 @@ class BoardData:
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every notification delivery (per signal, level and channel) with its status and last error."""
-        return Deliveries(self.store).rows()
+        return self.delivery.rows()
 
     def transfers(self) -> pd.DataFrame:
         """Per SDTM transfer and domain: the records it added, corrected and retracted."""
