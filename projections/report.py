@@ -164,9 +164,84 @@ def shifts_html(shifts: dict[str, Any] | None) -> str:
             f"<th>baseline grade</th><th>worst grade</th><th>patients</th></tr>{rows}</table>")
 
 
+def _ae_lines(ae: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(level, soc, row, by_group) for every line of the tables: the overview, then each SOC and its terms."""
+    lines = [("overview", "", o["row"], o["by_group"]) for o in ae["overview"]]
+    for soc in ae["socs"]:
+        lines.append(("soc", soc["soc"], soc["soc"], soc["by_group"]))
+        lines += [("term", soc["soc"], t["term"], t["by_group"]) for t in soc["terms"]]
+    return lines
+
+
+def _n_percent(c: dict[str, Any]) -> str:
+    return f"{c['subjects']} ({fmt(c['percent'], 1)}%)"
+
+
+def _rate(c: dict[str, Any], key: str = "eair") -> str:
+    low, high = c[f"{key}_ci95"]
+    return f"{fmt(c[f'{key}_per_100py'], 2)} ({fmt(low, 2)}–{fmt(high, 2)})"
+
+
+def ae_rows(ae: dict[str, Any], compact: bool = True) -> list[dict[str, Any]]:
+    """The tables as flat rows: compact for reading (n (%) and EAIR with its interval per group) or
+    every number in its own column (for CSV)."""
+    out = []
+    for level, soc, row, by_group in _ae_lines(ae):
+        line: dict[str, Any] = ({"row": f"  {row}" if level == "term" else row.upper() if level == "overview" else row}
+                                if compact else {"level": level, "soc": soc, "row": row})
+        for g in ae["groups"]:
+            c = by_group[g["name"]]
+            if compact:
+                line[f"{g['name']}: n/N (%)"] = _n_percent(c)
+                line[f"{g['name']}: EAIR /100 PY"] = _rate(c)
+            else:
+                line.update({f"{g['name']} {k}": v for k, v in c.items() if not k.endswith("ci95")})
+                for k in ("eair", "event_rate"):
+                    line[f"{g['name']} {k}_ci95_low"], line[f"{g['name']} {k}_ci95_high"] = c[f"{k}_ci95"]
+                line[f"{g['name']} N"] = g["subjects"]
+        out.append(line)
+    return out
+
+
+def ae_html(ae: dict[str, Any] | None) -> str:
+    """The treatment-emergent adverse-event tables and comparisons, beside the pre/post comparison."""
+    if not ae or not ae["groups"]:
+        return ""
+    e = html.escape
+    groups = [g["name"] for g in ae["groups"]]
+    head = "".join(f"<th>{e(g)}<br>N = {n['subjects']}, {fmt(n['patient_years'], 1)} PY</th>"
+                   for g, n in zip(groups, ae["groups"], strict=True))
+    rows = []
+    for level, _soc, row, by_group in _ae_lines(ae):
+        label = e(row) if level != "term" else f"&nbsp;&nbsp;&nbsp;{e(row)}"
+        style = ' class="section"' if level == "soc" else ""
+        rows.append(f"<tr{style}><td>{'<b>' + label + '</b>' if level == 'soc' else label}</td>" + "".join(
+            f"<td>{_n_percent(c)} [{c['events']}]<br><small>EAIR {_rate(c)}</small></td>"
+            for c in (by_group[g] for g in groups)) + "</tr>")
+    comparisons = [c for c in ae["comparisons"] if c["level"] == "overview"]
+    comp_rows = "".join(
+        f"<tr><td>{e(c['row'])}</td><td>{e(c['group'])} vs {e(c['control'])}</td>"
+        f"<td>{fmt(c['risk_difference'])} ({fmt(c['risk_difference_ci95'][0])}–{fmt(c['risk_difference_ci95'][1])})</td>"
+        f"<td>{fmt(c['relative_risk'], 2)} ({fmt(c['relative_risk_ci95'][0], 2)}–{fmt(c['relative_risk_ci95'][1], 2)})</td>"
+        f"<td>{fmt(c['eair_ratio'], 2)} ({fmt(c['eair_ratio_ci95'][0], 2)}–{fmt(c['eair_ratio_ci95'][1], 2)})</td>"
+        f"<td>{fmt(c['eair_ratio_p'], 3)}</td></tr>" for c in comparisons)
+    methods = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in ae["methods"].items())
+    meanings = "".join(f"<li><b>{e(o['row'])}</b>: {e(o['meaning'])}</li>" for o in ae["overview"])
+    return (f"<h2>Treatment-emergent adverse events by {e(ae['by'])}</h2>"
+            f"<p>Treatment-emergent: {e(ae['treatment_emergent'])}. Observation ends {e(ae['observation_end'] or '–')}; "
+            f"fingerprint <code>{e(ae['fingerprint'])}</code>. Each cell: subjects with at least one event, n (%) "
+            "[events]; EAIR per 100 patient-years at risk (95% CI).</p>"
+            f"<table><tr><th>Row</th>{head}</tr>{''.join(rows)}</table><ul>{meanings}</ul>"
+            + (f"<h3>Comparisons with {e(ae['control'])}</h3><table><tr><th>Row</th><th>Groups</th>"
+               "<th>Risk difference (95% CI)</th><th>Relative risk (95% CI)</th><th>EAIR ratio (95% CI)</th>"
+               f"<th>p</th></tr>{comp_rows}</table>" if comparisons else
+               "<p>No control group: no comparisons.</p>")
+            + f"<ul>{methods}</ul>")
+
+
 def dsmb_html(answer: dict[str, Any], eff: dict[str, Any] | None = None,
               changes: list[dict[str, Any]] | None = None, changes_since: str | None = None,
-              shifts: dict[str, Any] | None = None) -> str:
+              shifts: dict[str, Any] | None = None, ae: dict[str, Any] | None = None) -> str:
     """One self-contained HTML file: no scripts, no fonts, no network."""
     e = html.escape
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -235,6 +310,7 @@ tr.section th{{text-align:left;background:#e4e9f2}} .meta td{{border:none;paddin
 <th>events pre</th><th>monthly pre</th><th>events post</th><th>monthly post</th></tr>{''.join(patient_rows)}</table>
 <h2>Episodes (months from the anchor)</h2>
 <table><tr><th>Patient</th>{''.join(f'<th>{e(label)}</th>' for label in labels)}</tr>{''.join(episode_rows)}</table>
+{ae_html(ae)}
 {efficacy_html(eff)}
 {shifts_html(shifts)}
 {changes_html(changes, changes_since)}

@@ -845,6 +845,57 @@ def lab_shifts_command(
               f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
 
 
+class TableBy(StrEnum):
+    arm = "arm"
+    drug = "drug"
+    drug_class = "drug_class"
+
+
+def ae_table_answer(ledger: Any, by: str, control: str | None, lag_days: int | None, min_percent: float,
+                    as_of: str | None, data_cut: str | None) -> dict[str, Any]:
+    """The treatment-emergent adverse-event tables, with the read model brought up to date first."""
+    from projections.exposure import ExposureModel, Settings, ae_tables
+    from projections.runner import View
+
+    model = ExposureModel()
+    _catch_up(ledger, model)
+    settings = Settings(by, control, lag_days, min_percent, _data_cut(data_cut))
+    try:
+        return ae_tables(View(ledger.store, model).db, settings, _as_of(as_of))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command(name="ae-table")
+def ae_table_command(
+    by: Annotated[TableBy, typer.Option("--by", help="groups: the (actual) arm, each drug, or each drug class "
+                                                     "a subject was exposed to")] = TableBy.arm,
+    control: Annotated[str | None, typer.Option(help="the control group of the comparisons (default: the one "
+                                                     "group named like placebo, if any)")] = None,
+    lag_days: Annotated[int | None, typer.Option(min=0, max=3650, help="days after the last exposure that still "
+                                                 "count (by arm default: no upper bound; by drug: 30)")] = None,
+    min_percent: Annotated[float, typer.Option(min=0, max=100, help="show terms reaching this percentage of "
+                                                                   "subjects in at least one group")] = 0.0,
+    as_of: AsOfOption = None,
+    data_cut: DataCutOption = None,
+    format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
+    store: StoreOption = None,
+) -> None:
+    """Treatment-emergent adverse events by arm or drug: subject incidence, exposure-adjusted rates
+    (Garwood intervals) and comparisons with the control (Miettinen-Nurminen, exact conditional)."""
+    from projections.report import ae_rows
+
+    answer = ae_table_answer(open_ledger(store), by.value, control, lag_days, min_percent, as_of, data_cut)
+    if format is ReportFormat.json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+        return
+    rows = ae_rows(answer, compact=format is ReportFormat.table)
+    columns = list(rows[0]) if rows else ["level", "soc", "row"]
+    _rows_out(answer, rows, columns, format,
+              f"Treatment-emergent adverse events by {by.value} (fingerprint {answer['fingerprint']}; "
+              f"control {answer['control'] or 'none'})")
+
+
 def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
     import tomllib
 

@@ -1,0 +1,244 @@
+"""Treatment-emergent adverse-event tables by group (arm, drug or drug class): subject incidence,
+exposure-adjusted rates, and comparisons with a control group. Pure; no I/O.
+
+- **Subject incidence**: subjects at risk (N), subjects with at least one emergent event (n), n/N, and
+  the number of events; the overview rows and the table by system organ class and preferred term (the
+  reported term when uncoded).
+- **Exposure-adjusted incidence rate** (EAIR): subjects with the event per 100 patient-years at risk,
+  each subject's time at risk ending at the first such event; **event rate**: every event per 100
+  patient-years of exposure. Both with the exact Poisson (Garwood) interval (clinical.md §6, §12).
+- **Comparisons** with the control: risk difference and relative risk of n/N with Miettinen-Nurminen
+  score intervals, and the EAIR ratio with the exact conditional test and its interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from safety.exposure import AdverseEvent, Membership, days_at_risk_until, patient_years
+from safety.statistics import (
+    METHOD_EAIR_RATIO,
+    METHOD_RATE_CI,
+    METHOD_RELATIVE_RISK,
+    METHOD_RISK_DIFFERENCE,
+    poisson_rate_ci,
+    rate_ratio_exact,
+    relative_risk_mn,
+    risk_difference_mn,
+)
+
+OVERVIEW_ROWS: tuple[str, ...] = ("any", "serious", "severe", "related", "leading_to_discontinuation", "fatal")
+RELATED = frozenset({"possible", "probable", "definite"})
+#: AEACN values (CDISC CT C66767) and registry spellings that mean the study drug was stopped for the event
+DRUG_STOPPED = frozenset({"drug withdrawn", "drug discontinued", "permanently discontinued"})
+UNCODED_SOC = "(SOC not coded)"
+
+OVERVIEW_FLAGS: dict[str, Callable[[AdverseEvent], bool]] = {
+    "any": lambda e: e.coded,
+    "serious": lambda e: e.coded and e.serious,
+    "severe": lambda e: e.coded and e.severe,
+    "related": lambda e: e.coded and e.related,
+    "leading_to_discontinuation": lambda e: e.leading_to_discontinuation,
+    "fatal": lambda e: e.coded and e.fatal,
+}
+OVERVIEW_MEANING = {
+    "any": "any treatment-emergent adverse event (unlinked hospitalisations included, as serious events)",
+    "serious": "serious (flagged serious, or a hospitalisation links to it)",
+    "severe": "severe, or CTCAE grade 3 or more",
+    "related": "related: relatedness possible, probable or definite",
+    "leading_to_discontinuation": "leading to discontinuation: action taken with the study drug 'drug withdrawn' "
+                                  "(or 'drug discontinued', 'permanently discontinued'), or a withdrawal from the "
+                                  "study whose disposition or reason is 'adverse event'",
+    "fatal": "fatal: outcome fatal, seriousness death, or CTCAE grade 5",
+}
+
+
+def adverse_event(message_id: str, onset: date, data: dict[str, Any], hospitalised: bool = False) -> AdverseEvent:
+    """An adverse event's data as the tables count it."""
+    term = data.get("meddra_pt") or data.get("term") or "(no term)"
+    outcome = str(data.get("outcome") or "").lower()
+    grade = data.get("ctcae_grade") or 0
+    return AdverseEvent(
+        message_id, onset, term, data.get("system_organ_class") or UNCODED_SOC,
+        serious=bool(data.get("serious")) or hospitalised,
+        severe=data.get("severity") == "severe" or grade >= 3,
+        related=data.get("relatedness") in RELATED,
+        leading_to_discontinuation=str(data.get("action_taken") or "").strip().lower() in DRUG_STOPPED,
+        fatal="fatal" in outcome or "death" in (data.get("seriousness") or ()) or grade == 5,
+        verbatim=data.get("verbatim_term"),
+    )
+
+
+def unlinked_hospitalisation(message_id: str, on: date, reason: str) -> AdverseEvent:
+    """A hospitalisation no adverse event links to: one serious event of its own (the contract's rule)."""
+    return AdverseEvent(message_id, on, f"Hospitalisation: {reason}", UNCODED_SOC, serious=True)
+
+
+def withdrawal_for_adverse_event(message_id: str, on: date, data: dict[str, Any]) -> AdverseEvent | None:
+    """A withdrawal from the study for an adverse event: counted in the overview's discontinuation row."""
+    said = {str(data.get("disposition") or "").strip().lower(), str(data.get("reason") or "").strip().lower()}
+    if "adverse event" not in said:
+        return None
+    return AdverseEvent(message_id, on, "Withdrawal: adverse event", UNCODED_SOC, leading_to_discontinuation=True,
+                        coded=False)
+
+
+@dataclass(frozen=True)
+class Cell:
+    subjects: int
+    at_risk: int
+    events: int
+    days_at_risk: int  #: ending at each subject's first event
+    days: int  #: all exposure
+
+    def as_dict(self) -> dict[str, Any]:
+        py_at_risk, py = patient_years(self.days_at_risk), patient_years(self.days)
+        eair = poisson_rate_ci(self.subjects, py_at_risk)
+        rate = poisson_rate_ci(self.events, py)
+        return {
+            "subjects": self.subjects,
+            "percent": round(100 * self.subjects / self.at_risk, 4) if self.at_risk else None,
+            "events": self.events,
+            "patient_years_at_risk": round(py_at_risk, 4),
+            "eair_per_100py": _per100(eair.rate),
+            "eair_ci95": [_per100(eair.low), _per100(eair.high)],
+            "event_rate_per_100py": _per100(rate.rate),
+            "event_rate_ci95": [_per100(rate.low), _per100(rate.high)],
+        }
+
+
+def _per100(x: float | None) -> float | None:
+    return None if x is None else round(100 * x, 6)
+
+
+Key = tuple[str, ...]  # ("overview", row) | ("soc", soc) | ("term", soc, term)
+
+
+def _keys(e: AdverseEvent) -> list[Key]:
+    keys: list[Key] = [("overview", row) for row, flag in OVERVIEW_FLAGS.items() if flag(e)]
+    if e.coded:
+        keys += [("soc", e.soc), ("term", e.soc, e.term)]
+    return keys
+
+
+@dataclass
+class GroupTally:
+    """What one group's members add up to, per row key."""
+
+    name: str
+    at_risk: int = 0
+    days: int = 0
+
+    def __post_init__(self) -> None:
+        self.subjects: dict[Key, int] = defaultdict(int)
+        self.events: dict[Key, int] = defaultdict(int)
+        self.days_saved: dict[Key, int] = defaultdict(int)  # exposure after each subject's first event
+
+    def add(self, m: Membership) -> None:
+        self.at_risk += 1
+        days = m.days
+        self.days += days
+        first: dict[Key, date] = {}
+        for e in m.events:
+            for k in _keys(e):
+                self.events[k] += 1
+                if k not in first or e.onset < first[k]:
+                    first[k] = e.onset
+        for k, onset in first.items():
+            self.subjects[k] += 1
+            self.days_saved[k] += days - days_at_risk_until(m.spans, onset)
+
+    def cell(self, key: Key) -> Cell:
+        return Cell(self.subjects.get(key, 0), self.at_risk, self.events.get(key, 0),
+                    self.days - self.days_saved.get(key, 0), self.days)
+
+
+def tally(members: Iterable[Membership]) -> dict[str, GroupTally]:
+    groups: dict[str, GroupTally] = {}
+    for m in members:
+        groups.setdefault(m.group, GroupTally(m.group)).add(m)
+    return dict(sorted(groups.items()))
+
+
+def compare(group: GroupTally, control: GroupTally, key: Key) -> dict[str, Any]:
+    """One group against the control on one row: risk difference, relative risk, EAIR ratio."""
+    a, b = group.cell(key), control.cell(key)
+    rd = risk_difference_mn(a.subjects, a.at_risk, b.subjects, b.at_risk)
+    rr = relative_risk_mn(a.subjects, a.at_risk, b.subjects, b.at_risk)
+    irr = rate_ratio_exact(a.subjects, patient_years(a.days_at_risk), b.subjects, patient_years(b.days_at_risk))
+    return {
+        "group": group.name, "control": control.name,
+        "risk_difference": _r(rd.estimate), "risk_difference_ci95": [_r(rd.low), _r(rd.high)],
+        "relative_risk": _r(rr.estimate), "relative_risk_ci95": [_r(rr.low), _r(rr.high)],
+        "eair_ratio": _r(irr.ratio), "eair_ratio_ci95": [_r(irr.low), _r(irr.high)], "eair_ratio_p": _r(irr.p_value),
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 8)
+
+
+def choose_control(names: Sequence[str], asked: str | None) -> str | None:
+    """The control group: the one asked for, else the only group named like placebo, else none."""
+    if asked is not None:
+        return asked
+    placebo = [n for n in names if "placebo" in n.lower()]
+    return placebo[0] if len(placebo) == 1 else None
+
+
+def ae_table(members: Sequence[Membership], *, by: str, control: str | None = None,
+             min_percent: float = 0.0) -> dict[str, Any]:
+    """The tables and comparisons over every subject's group memberships."""
+    groups = tally(members)
+    names = list(groups)
+    if control is not None and control not in groups:
+        raise ValueError(f"--control {control!r} is not one of the groups by {by}: {', '.join(names) or 'none'}")
+
+    def by_group(key: Key) -> dict[str, Any]:
+        return {n: g.cell(key).as_dict() for n, g in groups.items()}
+
+    def popularity(key: Key) -> int:
+        return sum(g.subjects.get(key, 0) for g in groups.values())
+
+    def kept(key: Key) -> bool:
+        return any(g.at_risk and 100 * g.subjects.get(key, 0) / g.at_risk >= min_percent for g in groups.values())
+
+    term_keys: dict[str, list[Key]] = defaultdict(list)
+    for key in {k for g in groups.values() for k in g.subjects if k[0] == "term"}:
+        if kept(key):
+            term_keys[key[1]].append(key)
+    ordered = [(soc, sorted(term_keys[soc], key=lambda k: (-popularity(k), k[2])))
+               for soc in sorted(term_keys, key=lambda s: (-popularity(("soc", s)), s))]
+    socs = [{"soc": soc, "by_group": by_group(("soc", soc)),
+             "terms": [{"term": k[2], "by_group": by_group(k)} for k in terms]} for soc, terms in ordered]
+    comparisons = []
+    if control is not None:
+        rows: list[tuple[str, Key]] = [(r, ("overview", r)) for r in OVERVIEW_ROWS]
+        for soc, terms in ordered:
+            rows += [(soc, ("soc", soc)), *((k[2], k) for k in terms)]
+        for name, g in groups.items():
+            if name != control:
+                comparisons += [{"level": key[0], "row": row, **({"soc": key[1]} if key[0] == "term" else {}),
+                                 **compare(g, groups[control], key)} for row, key in rows]
+    return {
+        "by": by,
+        "control": control,
+        "groups": [{"name": n, "subjects": g.at_risk, "patient_years": round(patient_years(g.days), 4)}
+                   for n, g in groups.items()],
+        "overview": [{"row": r, "meaning": OVERVIEW_MEANING[r], "by_group": by_group(("overview", r))}
+                     for r in OVERVIEW_ROWS],
+        "socs": socs,
+        "comparisons": comparisons,
+        "methods": {
+            "eair": "subjects with the event per 100 patient-years at risk, time at risk ending at the first event",
+            "event_rate": "events per 100 patient-years of exposure",
+            "ci95": METHOD_RATE_CI,
+            "risk_difference": METHOD_RISK_DIFFERENCE,
+            "relative_risk": METHOD_RELATIVE_RISK,
+            "eair_ratio": METHOD_EAIR_RATIO,
+        },
+    }
