@@ -76,6 +76,8 @@ available = {
                          icon=":material/timer:", url_path="expedited"),
     "liver": st.Page(lambda: pages.liver_page(data), title="Liver (eDISH)", icon=":material/scatter_plot:",
                      url_path="liver"),
+    "arms": st.Page(lambda: pages.arms_page(data), title="Arms and drugs", icon=":material/groups:",
+                    url_path="arms"),
     "incidence": st.Page(lambda: pages.incidence_page(data), title="Incidence", icon=":material/bar_chart:",
                          url_path="incidence"),
     "efficacy": st.Page(lambda: pages.efficacy_page(data), title="Efficacy", icon=":material/monitoring:",

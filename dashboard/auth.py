@@ -22,8 +22,8 @@ from events.store import Store
 ROLES = ("safety_physician", "dsmb", "admin")
 USERS_ENV = "SAFETY_MONITOR_USERS"
 PAGES_BY_ROLE = {
-    "safety_physician": ("signals", "expedited", "liver", "incidence", "efficacy", "patient", "feed", "audit"),
-    "dsmb": ("signals", "expedited", "liver", "incidence", "efficacy", "patient"),
+    "safety_physician": ("signals", "expedited", "liver", "arms", "incidence", "efficacy", "patient", "feed", "audit"),
+    "dsmb": ("signals", "expedited", "liver", "arms", "incidence", "efficacy", "patient"),
     "admin": ("feed", "audit", "users"),
 }
 SESSION_SECONDS = 8 * 3600

@@ -15,6 +15,8 @@ from projections.db import ReadDB
 from projections.delivery import Deliveries
 from projections.efficacy import EfficacyModel, efficacy
 from projections.expedited import ExpeditedModel, expedited_cases
+from projections.exposure import ExposureModel, ae_cases, ae_tables
+from projections.exposure import Settings as TableSettings
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
@@ -39,7 +41,7 @@ class BoardData:
         # Plain connections per query: the board's process keeps this object for its whole life, so it
         # must hold no pool of its own (a View's is dropped here once its tables exist).
         self.dbs = read_model_dbs(store, (IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(),
-                                          TransfersModel(), ExpeditedModel()))
+                                          TransfersModel(), ExpeditedModel(), ExposureModel()))
         self.incidence_db = self.dbs["incidence"]
         self.signals_db = self.dbs["signals"]
         self.audit_db = self.dbs["audit"]
@@ -79,6 +81,23 @@ class BoardData:
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
+
+    def ae_table(self, settings: TableSettings, as_of: datetime | None = None) -> dict[str, Any]:
+        """Treatment-emergent adverse events by arm, drug or drug class (``projections.exposure``)."""
+        return ae_tables(self.dbs["exposure"], settings, as_of)
+
+    def ae_cases(self, settings: TableSettings, group: str, as_of: datetime | None = None,
+                 **row: str | None) -> pd.DataFrame:
+        """The drill-down of one cell: the group's subjects and their emergent events of that row."""
+        rows = ae_cases(self.dbs["exposure"], settings, group, as_of=as_of, **row)
+        return pd.DataFrame(rows, columns=["source", "patient_id", "message_id", "onset", "soc", "term",
+                                           "verbatim_term", "serious", "severe", "related",
+                                           "leading_to_discontinuation", "fatal", "days_on_exposure"])
+
+    def exposure_position(self) -> int:
+        """The last ledger notification the exposure read model holds (changes when data arrives)."""
+        rows = self.dbs["exposure"].query("SELECT MAX(notification_id) FROM {t}exposure_facts")
+        return int(rows[0][0] or 0)
 
     def edish(self, by: str = "arm", after_first_exposure: bool = False) -> dict[str, Any]:
         """Each patient's liver peaks as ULN multiples, quadrant and potential Hy's law (``projections.liver``)."""

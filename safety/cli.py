@@ -485,10 +485,11 @@ def report(
     _catch_up(ledger, EfficacyModel(), TransfersModel(), SignalsModel())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
     shifts = lab_shifts(View(ledger.store, SignalsModel()).db, as_of=_as_of(as_of))
+    ae = ae_table_answer(ledger, "arm", None, None, 0.0, as_of, data_cut)
     since = _as_of(changes_since)
     changes = transfer_changes(View(ledger.store, TransfersModel()).db, utc_text(since) if since else None)
     out.write_text(dsmb_html(answer, eff, changes if changes or since else None,
-                             since.isoformat() if since else None, shifts), encoding="utf-8")
+                             since.isoformat() if since else None, shifts, ae), encoding="utf-8")
     from events.workflow import record_audit
 
     record_audit(ledger, os.environ.get("USER", "cli"), "download", f"DSMB report {answer['fingerprint']} to {out}")
@@ -499,11 +500,13 @@ def read_models() -> list[Any]:
     from projections.audit import AuditModel
     from projections.efficacy import EfficacyModel
     from projections.expedited import ExpeditedModel
+    from projections.exposure import ExposureModel
     from projections.incidence import IncidenceModel
     from projections.signals import SignalsModel
     from projections.transfers import TransfersModel
 
-    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel(), ExpeditedModel()]
+    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel(), ExpeditedModel(),
+            ExposureModel()]
 
 
 expedited_app = typer.Typer(help="The expedited-reporting clock of SUSARs (7 or 15 calendar days).")

@@ -110,8 +110,8 @@ def _diff_score(x1: int, n1: int, x2: int, n2: int, delta: float, correction: bo
     """The Miettinen-Nurminen score statistic for p1 - p2 = delta: the restricted maximum-likelihood
     proportions from the closed-form cubic (Miettinen & Nurminen 1985, Stat Med 4:213, appendix; the
     coefficients of Farrington & Manning 1990), the variance with the N/(N-1) correction (clinical.md
-    §12). statsmodels 0.14 has n2 as x2 in the linear coefficient (its issue #10269), so its interval
-    is not this one."""
+    §12). statsmodels 0.14 and 0.15 have x2 for n2 in the linear coefficient (its issue #10269), so their interval
+    is not this one when delta is not 0."""
     n = n1 + n2
     p1, p2 = x1 / n1, x2 / n2
     if delta == 0:

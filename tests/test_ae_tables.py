@@ -263,3 +263,152 @@ def test_patient_years_per_drug_are_the_exposure_periods_plus_lags(tmp_path_fact
     answer = ae_tables(projector.view.db, Settings(by="drug", data_cut=datetime(2040, 1, 1, tzinfo=UTC)))
     got = {g["name"]: g["patient_years"] for g in answer["groups"]}
     assert got == {drug: pytest.approx(days / 365.25, abs=1e-4) for drug, days in expected.items()}
+
+
+# --- contract feeds: arms on enrolment, data cuts, fingerprints, stores ------------------------------------------
+
+
+def arm_feed() -> list[dict[str, Any]]:
+    """Two arms of a small trial sent as contract messages: arms on enrolment, exposure from treatment
+    starts and stops, adverse events before, during and after exposure."""
+    out: list[dict[str, Any]] = []
+    for n, arm in enumerate(("Placebo", "Placebo", "Placebo", "Active", "Active", "Active")):
+        pid = f"S{n}"
+        out += [
+            message(f"{pid}-e", type="enrolment", patient_id=pid, occurred_at="2024-01-01", reported_at="2024-01-02",
+                    data={"sex": "F", "diagnosis": "systemic", "arm": arm}),
+            message(f"{pid}-s", type="treatment", patient_id=pid, occurred_at="2024-01-10",
+                    reported_at="2024-01-11T00:00:00Z", data={"drug": arm, "action": "start"}),
+            message(f"{pid}-t", type="treatment", patient_id=pid, occurred_at="2024-04-09",
+                    reported_at="2024-04-10T00:00:00Z", data={"drug": arm, "action": "stop"}),
+            message(f"{pid}-pre", type="adverse_event", patient_id=pid, occurred_at="2024-01-05",
+                    reported_at="2024-01-06T00:00:00Z", data={"term": "Headache", "severity": "mild", "serious": False}),
+        ]
+        if arm == "Active" or n == 0:
+            out.append(message(f"{pid}-ae", type="adverse_event", patient_id=pid, occurred_at="2024-02-01",
+                               reported_at="2024-02-02T00:00:00Z",
+                               data={"term": "Pneumonia", "meddra_pt": "Pneumonia",
+                                     "system_organ_class": "Infections and infestations", "severity": "severe",
+                                     "serious": True, "relatedness": "possible"}))
+    out.append(message("S3-x", type="retraction", patient_id="S3", occurred_at="2024-02-01",
+                       reported_at="2024-03-01T00:00:00Z", data={"target_message_id": "S3-ae", "reason": "entered twice"}))
+    return out
+
+
+def project(url: str, messages: list[dict[str, Any]], pages: int = 1) -> Projector:
+    ledger = Ledger(Store.parse(url))
+    step = max(1, len(messages) // pages)
+    for start in range(0, len(messages), step):
+        Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(messages[start:start + step], start)])
+        Projector(ledger, ExposureModel()).catch_up()
+    projector = Projector(ledger, ExposureModel())
+    projector.catch_up()
+    return projector
+
+
+def test_as_of_before_a_retraction_gives_the_earlier_table_and_another_fingerprint(store_url: str):
+    import time
+    from datetime import UTC, datetime
+
+    feed = arm_feed()
+    project(store_url, feed[:-1])
+    time.sleep(0.01)
+    known = datetime.now(UTC)  # knowledge time: what the ledger had recorded before the retraction
+    time.sleep(0.01)
+    db = project(store_url, feed[-1:]).view.db
+    before = ae_tables(db, Settings(), as_of=known)
+    after = ae_tables(db, Settings())
+
+    def serious(answer: dict[str, Any]) -> dict[str, int]:
+        row = next(o for o in answer["overview"] if o["row"] == "serious")
+        return {g: c["subjects"] for g, c in row["by_group"].items()}
+
+    assert serious(before) == {"Active": 3, "Placebo": 1}
+    assert serious(after) == {"Active": 2, "Placebo": 1}
+    assert before["fingerprint"] != after["fingerprint"]
+    assert ae_tables(db, Settings(), as_of=known) == before  # the same answer again
+    # the events before the first exposure are not treatment-emergent; no control named like placebo is
+    # needed when it is named
+    assert next(o for o in after["overview"] if o["row"] == "any")["by_group"]["Placebo"]["subjects"] == 1
+    explicit = ae_tables(db, Settings(control="Placebo"))
+    assert explicit["comparisons"] == after["comparisons"] and after["control"] == "Placebo"
+    # a clinical data cut before the events leaves them out and ends observation there
+    cut = ae_tables(db, Settings(data_cut=datetime(2024, 2, 1, tzinfo=UTC)))
+    assert serious(cut) == {"Active": 0, "Placebo": 0} and cut["observation_end"] == "2024-01-31"
+    assert {g["name"]: g["patient_years"] for g in cut["groups"]} == {
+        "Active": pytest.approx(3 * 22 / 365.25, abs=1e-4), "Placebo": pytest.approx(3 * 22 / 365.25, abs=1e-4)}
+
+
+def test_incremental_equals_rebuild_and_sqlite_equals_postgresql(sqlite_url: str, pg_url: str, tmp_path: Path):
+    feed = arm_feed()
+    answers = []
+    for url, pages in ((sqlite_url, 1), (f"sqlite:///{tmp_path}/paged.db", len(feed)), (pg_url, 3)):
+        projector = project(url, feed, pages)
+        answers.append([ae_tables(projector.view.db, Settings(by=by)) for by in ("arm", "drug", "drug_class")])
+        projector.rebuild()
+        assert answers[-1] == [ae_tables(projector.view.db, Settings(by=by)) for by in ("arm", "drug", "drug_class")]
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_the_command_line_answers_in_json_csv_and_a_table(sqlite_url: str):
+    project(sqlite_url, arm_feed())
+    runner = CliRunner()
+    answer = ae_table_json(sqlite_url, "--by", "drug", "--lag-days", "7", "--control", "Placebo")
+    assert answer["by"] == "drug" and answer["lag_days"] == 7 and answer["control"] == "Placebo"
+    assert {"by", "fingerprint", "groups", "overview", "socs", "comparisons"} <= set(answer)
+    cell = answer["overview"][0]["by_group"]["Active"]
+    assert set(cell) >= {"subjects", "percent", "events", "patient_years_at_risk", "eair_per_100py", "eair_ci95"}
+    assert {o["row"] for o in answer["overview"]} == {"any", "serious", "severe", "related",
+                                                       "leading_to_discontinuation", "fatal"}
+    csv_out = runner.invoke(app, ["ae-table", "--format", "csv", "--store", sqlite_url])
+    assert csv_out.exit_code == 0 and csv_out.stdout.splitlines()[0].startswith("level,soc,row,Active subjects")
+    table = runner.invoke(app, ["ae-table", "--store", sqlite_url])
+    assert table.exit_code == 0 and "PNEUMONIA" not in table.stdout and "Pneumonia" in table.stdout
+    wrong = runner.invoke(app, ["ae-table", "--control", "Plaecbo", "--store", sqlite_url])
+    assert wrong.exit_code == 1 and "--control 'Plaecbo' is not one of the groups by arm: Active, Placebo" in wrong.output
+
+
+def test_the_arms_page_shows_the_pilot_tables_comparisons_and_drill_down(sqlite_url: str, tmp_path: Path,
+                                                                          monkeypatch: Any):
+    from streamlit.testing.v1 import AppTest
+
+    import_pilot(sqlite_url, tmp_path)
+    answer = ae_table_json(sqlite_url)
+    monkeypatch.setenv("SAFETY_MONITOR_STORE", sqlite_url)
+    script = ("import streamlit as st\nfrom dashboard import pages\nfrom dashboard.auth import User\n"
+              "from dashboard.state import board_data\nst.session_state['user'] = User('dsmb', 'dsmb')\n"
+              "st.session_state.setdefault('pages', {})\npages.arms_page(board_data())\n")
+    at = AppTest.from_string(script, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    overview = next(d.value for d in at.dataframe if list(d.value.columns[:1]) == ["row"]
+                    and "any" in set(d.value["row"]))
+    placebo = answer["overview"][0]["by_group"]["Placebo"]
+    assert overview.set_index("row").loc["any", "Placebo"] == (
+        f"{placebo['subjects']} ({placebo['percent']:.1f}%) [{placebo['events']}]")
+    assert at.selectbox(key="arms_control").value == "Placebo"
+    assert any("Against Placebo" in h.value for h in at.subheader)
+    # drill down to one term of one arm: its subjects and events, as the table counts them
+    at.selectbox(key="arms_drill_group").select("Xanomeline High Dose").run()
+    at.selectbox(key="arms_drill_soc").select("SKIN AND SUBCUTANEOUS TISSUE DISORDERS").run()
+    at.selectbox(key="arms_drill_term").select("PRURITUS").run()
+    assert not at.exception, at.exception
+    cases = at.dataframe[-1].value
+    cell = next(t for s in answer["socs"] for t in s["terms"] if t["term"] == "PRURITUS")["by_group"][
+        "Xanomeline High Dose"]
+    assert cases["patient_id"].nunique() == cell["subjects"] and len(cases) == cell["events"]
+
+
+def test_the_dsmb_report_carries_the_tables_and_comparisons_beside_the_pre_post_comparison(sqlite_url: str,
+                                                                                           tmp_path: Path):
+    import_pilot(sqlite_url, tmp_path)
+    answer = ae_table_json(sqlite_url)
+    out = tmp_path / "dsmb.html"
+    result = CliRunner().invoke(app, ["report", "--out", str(out), "--store", sqlite_url])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "Treatment-emergent adverse events by arm" in text and "Comparisons with Placebo" in text
+    assert "Cohort comparison" in text  # the pre/post comparison stays
+    placebo = answer["overview"][0]["by_group"]["Placebo"]
+    assert f"{placebo['subjects']} ({placebo['percent']:.1f}%) [{placebo['events']}]" in text
+    assert answer["fingerprint"] in text

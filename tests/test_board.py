@@ -85,6 +85,7 @@ CALLS = {
     "incidence": "pages.incidence_page(data)",
     "expedited": "pages.expedited_page(data, user)",
     "liver": "pages.liver_page(data)",
+    "arms": "pages.arms_page(data)",
     "efficacy": "pages.efficacy_page(data)",
     "patient": "st.session_state['patient'] = ('umcu-msc-jia', 'MSC-06')\npages.patient_page(data)",
     "feed": "pages.feed_page(data)",
@@ -118,7 +119,7 @@ def test_the_incidence_page_shows_table_2(demo_store):
     assert any("Fingerprint" in c.value for c in at.caption)
 
 
-@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy", "expedited", "liver"])
+@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy", "expedited", "liver", "arms"])
 def test_every_other_page_renders(demo_store, name):
     page(name, "admin" if name == "users" else "physician", "admin" if name == "users" else "safety_physician")
 
