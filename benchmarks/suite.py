@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from events.generator import Truth, generate
 from events.ingest import Ingestor, RawMessage
 from events.ledger import Ledger
 from events.store import Store
+from projections.exposure import ExposureModel, ae_tables
+from projections.exposure import Settings as TableSettings
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector, View
 from projections.signals import SignalsModel, query_signals
@@ -71,7 +74,7 @@ class Suite:
                 "|---|---|---:|---:|---:|---:|---:|---:|"]
         for kind in self.kinds:
             ledger = self.ledger(kind)
-            for model_class in (IncidenceModel, SignalsModel):
+            for model_class in (IncidenceModel, SignalsModel, ExposureModel):
                 model = model_class()
                 times, decode_times, n = [], [], 0
                 for _ in range(self.runs):
@@ -121,12 +124,20 @@ class Suite:
         rows = ["| store | query | median | p95 | target |", "|---|---|---:|---:|---:|"]
         for kind in self.kinds:
             ledger = self.ledger(kind)
-            for model in (IncidenceModel(), SignalsModel()):
+            for model in (IncidenceModel(), SignalsModel(), ExposureModel()):
                 Projector(ledger, model).catch_up()
             inc_db = View(ledger.store, IncidenceModel()).db
             sig_db = View(ledger.store, SignalsModel()).db
-            for name, fn in (("incidence (all patients, default windows)", lambda d=inc_db: incidence(d, Settings())),
-                             ("signals (open, all patients)", lambda d=sig_db: query_signals(d, status="open"))):
+            exp_db = View(ledger.store, ExposureModel()).db
+            queries: list[tuple[str, Callable[[], Any]]] = [
+                ("incidence (all patients, default windows)", partial(incidence, inc_db, Settings())),
+                ("signals (open, all patients)", partial(query_signals, sig_db, status="open")),
+                ("ae-table --by arm", partial(ae_tables, exp_db, TableSettings())),
+                ("ae-table --by drug --control methotrexate (lag 30 days, comparisons on every row)",
+                 partial(ae_tables, exp_db, TableSettings(by="drug", control="methotrexate"))),
+                ("ae-table --by drug_class", partial(ae_tables, exp_db, TableSettings(by="drug_class"))),
+            ]
+            for name, fn in queries:
                 samples = [timed(fn)[0] for _ in range(max(5, self.runs))]
                 rows.append(f"| {kind} | {name} | {statistics.median(samples) * 1000:.0f} ms | "
                             f"{pct(samples, 95) * 1000:.0f} ms | 1,000 ms |")

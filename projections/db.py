@@ -71,3 +71,24 @@ class ReadDB:
                 [self.store.schema, name],
             )
         return bool(rows)
+
+
+def seal_columns(db: ReadDB, columns: Sequence[str], row: tuple[Any, ...], tokens: frozenset[str] | set[str],
+                 sealed: frozenset[str] | set[str]) -> tuple[Any, ...]:
+    """A row as stored: the ``tokens`` columns (ids) as tokens, the ``sealed`` ones (clinical text)
+    sealed, when encryption at rest is on; as it is otherwise."""
+    s = db.sealer
+    if not s.enabled:
+        return row
+    return tuple(s.token(v) if c in tokens and v is not None else s.seal(str(v)) if c in sealed and v is not None
+                 else v for c, v in zip(columns, row, strict=True))
+
+
+def open_columns(db: ReadDB, columns: Sequence[str], row: tuple[Any, ...], tokens: frozenset[str] | set[str],
+                 sealed: frozenset[str] | set[str]) -> tuple[Any, ...]:
+    """A stored row back in clear (``seal_columns`` undone)."""
+    s = db.sealer
+    if not s.enabled:
+        return row
+    return tuple(s.untoken(v) if c in tokens and v is not None else s.unseal(v) if c in sealed and v is not None
+                 else v for c, v in zip(columns, row, strict=True))

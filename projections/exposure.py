@@ -10,10 +10,12 @@ projection equals a rebuild by construction.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -21,37 +23,54 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import Patient
-from projections.db import ReadDB
+from projections.db import ReadDB, open_columns, seal_columns
 from projections.incidence import utc_text
 from safety.ae_tables import (
+    DISCONTINUATION,
     OVERVIEW_FLAGS,
-    adverse_event,
     ae_table,
     choose_control,
+    classify,
+    event_from,
+    for_adverse_event,
     unlinked_hospitalisation,
-    withdrawal_for_adverse_event,
+    withdrawal_event,
 )
-from safety.amendments import Amendments
 from safety.exposure import DEFAULT_DRUG_LAG_DAYS, Membership, Subject, TreatmentChange, memberships
 
 #: Bump when the rows this model writes change meaning: a rebuild is then required.
 VERSION = "exposure-1"
-#: the data fields each type keeps (the rest of a message is not needed here)
-KEPT = {
-    "enrolment": ("arm", "actual_arm", "first_exposure_on", "last_exposure_on"),
-    "treatment": ("drug", "action", "drug_class"),
-    "adverse_event": ("term", "meddra_pt", "verbatim_term", "system_organ_class", "severity", "ctcae_grade",
-                      "serious", "seriousness", "relatedness", "action_taken", "outcome"),
-    "hospitalisation": ("reason", "adverse_event_message_id"),
-    "withdrawal": ("reason", "disposition", "death"),
-    "retraction": ("target_message_id",),
-}
+COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occurred_at", "recorded_at",
+           "arm", "first_exposure_on", "last_exposure_on", "drug", "drug_class", "action", "term", "soc",
+           "verbatim_term", "flags", "linked", "corrected")
+TOKENS = frozenset({"patient_id", "message_id", "linked"})
+SEALED = frozenset({"arm", "drug", "drug_class", "term", "soc", "verbatim_term", "corrected"})
 
 
-def kept(type_: str, data: dict[str, Any]) -> dict[str, Any]:
-    if type_ == "correction":
-        return {"target_message_id": data["target_message_id"], "data": data["data"]}
-    return {k: data[k] for k in KEPT.get(type_, ()) if k in data}
+def _day(text: Any) -> str | None:
+    return str(text)[:10] if text else None
+
+
+def columns_of(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
+    """(arm, first_exposure_on, last_exposure_on, drug, drug_class, action, term, soc, verbatim_term, flags,
+    linked, corrected) of one fact: what the tables read, adverse events already classified."""
+    if type_ == "enrolment":
+        return (data.get("actual_arm") or data.get("arm"), _day(data.get("first_exposure_on")),
+                _day(data.get("last_exposure_on")), None, None, None, None, None, None, 0, None, None)
+    if type_ == "treatment":
+        return None, None, None, data["drug"], data.get("drug_class"), data["action"], None, None, None, 0, None, None
+    if type_ == "adverse_event":
+        term, soc, flags = classify(data)
+        return None, None, None, None, None, None, term, soc, data.get("verbatim_term"), flags, None, None
+    if type_ == "hospitalisation":
+        return (None, None, None, None, None, None, data.get("reason", ""), None, None, 0,
+                data.get("adverse_event_message_id"), None)
+    if type_ == "withdrawal":
+        flags = DISCONTINUATION if for_adverse_event(data) else 0
+        return None, None, None, None, None, None, None, None, None, flags, None, None
+    # retraction, correction: the target, and a correction's full data (rare: classified when read)
+    corrected = json.dumps(data["data"], separators=(",", ":")) if type_ == "correction" else None
+    return None, None, None, None, None, None, None, None, None, 0, data["target_message_id"], corrected
 
 
 class ExposureModel:
@@ -68,16 +87,17 @@ class ExposureModel:
         return [db.sql(
             "CREATE TABLE IF NOT EXISTS {t}exposure_facts (notification_id BIGINT PRIMARY KEY,"
             " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
-            " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)"
+            " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, arm TEXT, first_exposure_on TEXT,"
+            " last_exposure_on TEXT, drug TEXT, drug_class TEXT, action TEXT, term TEXT, soc TEXT,"
+            " verbatim_term TEXT, flags INTEGER NOT NULL, linked TEXT, corrected TEXT)"
         )]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
-        s = db.sealer
-        rows = [(nid, e.source, s.token(e.patient_id), s.token(e.message_id), e.type, utc_text(e.occurred_at),
-                 utc_text(e.timestamp), s.seal(json.dumps(kept(e.type, e.data), separators=(",", ":"))))
+        rows = [seal_columns(db, COLUMNS, (nid, e.source, e.patient_id, e.message_id, e.type, utc_text(e.occurred_at),
+                                           utc_text(e.timestamp), *columns_of(e.type, e.data)), TOKENS, SEALED)
                 for nid, e in events if isinstance(e, Patient.Recorded)]
         if rows:
-            marks = ",".join([db.placeholder] * 8)
+            marks = ",".join([db.placeholder] * len(COLUMNS))
             cursor.executemany(db.sql(f"INSERT INTO {{t}}exposure_facts VALUES ({marks})"), rows)
 
 
@@ -105,69 +125,92 @@ class Loaded:
 
 
 def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
-    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only."""
-    sql = "SELECT notification_id, source, patient_id, message_id, type, occurred_at, data FROM {t}exposure_facts"
+    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only.
+
+    One pass over the rows in ledger order, the hot path of every table: amendments first (they are few),
+    then each fact straight into its subject."""
+    sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}exposure_facts"
     params: list[Any] = []
     if as_of is not None:
         sql += " WHERE recorded_at <= {p}"
         params.append(utc_text(as_of))
-    sl = db.sealer
     rows = db.query(sql + " ORDER BY notification_id", params)
+    if db.sealer.enabled:
+        rows = [open_columns(db, COLUMNS, r, TOKENS, SEALED) for r in rows]
     position = rows[-1][0] if rows else 0
-    amended: Amendments[tuple[str, str, str]] = Amendments()
-    facts = []
-    for _nid, source, pid, mid, typ, at, text in rows:
-        data = json.loads(sl.unseal(text) or "{}")
-        pid = sl.untoken(pid)
-        if amended.is_amendment(typ):
-            amended.note(typ, (source, pid, data["target_message_id"]), data.get("data"))
-        else:
-            facts.append((source, pid, sl.untoken(mid), typ, at, data))
+    retracted: set[tuple[str, str, str]] = set()
+    corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r[4] == "retraction":
+            retracted.add((r[1], r[2], r[17]))
+        elif r[4] == "correction":
+            corrected[(r[1], r[2], r[17])] = json.loads(r[18])
     cut = utc_text(data_cut) if data_cut else None
-    by_patient: dict[tuple[str, str], list[tuple[str, str, date, dict[str, Any]]]] = defaultdict(list)
-    retracted: dict[tuple[str, str], set[str]] = defaultdict(set)
-    last_day = date.min
-    for source, pid, mid, typ, at, data in facts:
-        key = (source, pid, mid)
-        if key in amended.retracted:
-            retracted[(source, pid)].add(mid)
+    subjects: dict[tuple[str, str], Subject] = {}
+    dropped: dict[tuple[str, str], set[str]] = defaultdict(set)  # retracted ids: what links to them goes too
+    links: dict[tuple[str, str], list[tuple[str, date, str, str]]] = defaultdict(list)
+    last_day = ""
+    fromiso = date.fromisoformat
+    for (_nid, source, pid, mid, typ, at, _rec, arm, first, last, drug, drug_class, action, term, soc, verbatim,
+         flags, linked, _corr) in rows:
+        if typ == "retraction" or typ == "correction":
+            continue
+        key = (source, pid)
+        if retracted and (source, pid, mid) in retracted:
+            dropped[key].add(mid)
             continue
         if cut is not None and at >= cut:
             continue
-        day = datetime.fromisoformat(at).date()
-        last_day = max(last_day, day)
-        by_patient[(source, pid)].append((mid, typ, day, amended.data(key, data)))
-    horizon = (data_cut - timedelta(microseconds=1)).date() if data_cut else last_day
-    subjects = [_subject(source, pid, fs, retracted[(source, pid)]) for (source, pid), fs in sorted(by_patient.items())]
-    return Loaded(subjects, horizon, position)
-
-
-def _day(text: str | None) -> date | None:
-    return datetime.fromisoformat(text).date() if text else None
-
-
-def _subject(source: str, pid: str, facts: list[tuple[str, str, date, dict[str, Any]]], retracted: set[str]) -> Subject:
-    """A subject from its amended facts; a hospitalisation linked to a retracted event goes with it."""
-    s = Subject(source, pid)
-    adverse = {mid for mid, typ, _, _ in facts if typ == "adverse_event"}
-    linked = {d.get("adverse_event_message_id") for _, typ, _, d in facts if typ == "hospitalisation"} & adverse
-    for mid, typ, day, d in facts:
-        if typ == "enrolment":
-            s.arm = d.get("actual_arm") or d.get("arm") or s.arm
-            s.first_exposure = _day(d.get("first_exposure_on")) or s.first_exposure
-            s.last_exposure = _day(d.get("last_exposure_on")) or s.last_exposure
+        s = subjects.get(key)
+        if s is None:
+            s = subjects[key] = Subject(source, pid)
+        if at > last_day:
+            last_day = at
+        day = fromiso(at[:10])
+        if corrected and (source, pid, mid) in corrected:
+            data = corrected[(source, pid, mid)]
+            arm, first, last, drug, drug_class, action, term, soc, verbatim, flags, linked, _ = columns_of(typ, data)
+        if typ == "adverse_event":
+            s.events.append(event_from(mid, day, term, soc, flags, verbatim))
         elif typ == "treatment":
-            s.treatments.append(TreatmentChange(d["drug"], d["action"], day, d.get("drug_class")))
-        elif typ == "adverse_event":
-            s.events.append(adverse_event(mid, day, d, hospitalised=mid in linked))
-        elif typ == "hospitalisation" and d.get("adverse_event_message_id") not in adverse | retracted:
-            s.events.append(unlinked_hospitalisation(mid, day, d.get("reason", "")))
+            s.treatments.append(TreatmentChange(drug, action, day, drug_class))
+        elif typ == "enrolment":
+            s.arm = arm or s.arm
+            s.first_exposure = fromiso(first) if first else s.first_exposure
+            s.last_exposure = fromiso(last) if last else s.last_exposure
+        elif typ == "hospitalisation":
+            links[key].append((mid, day, term, linked))
         elif typ == "withdrawal":
             s.withdrawn_on = min(day, s.withdrawn_on) if s.withdrawn_on else day
-            event = withdrawal_for_adverse_event(mid, day, d)
-            if event is not None:
-                s.events.append(event)
-    return s
+            if flags & DISCONTINUATION:
+                s.events.append(withdrawal_event(mid, day))
+    for key, hospitalisations in links.items():
+        _hospitalise(subjects[key], hospitalisations, dropped[key])
+    horizon = (data_cut - timedelta(microseconds=1)).date() if data_cut else fromiso(last_day[:10] or "0001-01-01")
+    return Loaded([subjects[k] for k in sorted(subjects)], horizon, position)
+
+
+def _hospitalise(s: Subject, hospitalisations: list[tuple[str, date, str, str]], retracted: set[str]) -> None:
+    """A hospitalisation makes the adverse event it links to serious, goes with a retracted one, and is
+    otherwise a serious event of its own (the contract's rule, as in incidence)."""
+    ids = {e.message_id for e in s.events}
+    linked = {link for _, _, _, link in hospitalisations if link in ids}
+    s.events = [e._replace(serious=True) if e.message_id in linked else e for e in s.events]
+    s.events += [unlinked_hospitalisation(mid, day, reason) for mid, day, reason, link in hospitalisations
+                 if link not in ids and link not in retracted]
+
+
+@contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a table builds some hundred thousand small objects and no
+    cycles, and the collections their allocation sets off cost up to half the time (measured)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _members(loaded: Loaded, settings: Settings) -> list[Membership]:
@@ -177,10 +220,11 @@ def _members(loaded: Loaded, settings: Settings) -> list[Membership]:
 def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
     """The treatment-emergent adverse-event tables as of a knowledge time and clinical data cut, with
     the fingerprint of everything the answer depends on."""
-    loaded = load_subjects(db, as_of, settings.data_cut)
-    members = _members(loaded, settings)
-    control = choose_control(sorted({m.group for m in members}), settings.control)
-    answer = ae_table(members, by=settings.by, control=control, min_percent=settings.min_percent)
+    with no_cycle_collection():
+        loaded = load_subjects(db, as_of, settings.data_cut)
+        members = _members(loaded, settings)
+        control = choose_control(sorted({m.group for m in members}), settings.control)
+        answer = ae_table(members, by=settings.by, control=control, min_percent=settings.min_percent)
     inputs = {"model": VERSION, "ledger_position": loaded.position, "by": settings.by, "control": control,
               "lag_days": settings.lag, "min_percent": settings.min_percent,
               "as_of": utc_text(as_of) if as_of else None,

@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import Patient
-from projections.db import ReadDB
+from projections.db import ReadDB, open_columns, seal_columns
 from safety.amendments import Amendments
 from safety.incidence import Fact, PatientIncidence, Settings, patient_incidence, summarise
 
@@ -105,31 +105,18 @@ class IncidenceModel:
 Facts = dict[tuple[str, str], list[Fact]]
 
 
-TOKENS = {"patient_id", "message_id", "linked_ae", "target"}
-SEALED = {"name", "term", "severity", "action", "dose", "corrected"}
+TOKENS = frozenset({"patient_id", "message_id", "linked_ae", "target"})
+SEALED = frozenset({"name", "term", "severity", "action", "dose", "corrected"})
 
 
 def seal_row(db: ReadDB, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row of incidence_facts as stored: ids as tokens, clinical text sealed (when encryption is on)."""
-    s = db.sealer
-    if not s.enabled:
-        return row
-    return tuple(s.token(v) if c in TOKENS and v is not None else s.seal(str(v)) if c in SEALED and v is not None
-                 else v for c, v in zip(COLUMNS, row, strict=True))
+    return seal_columns(db, COLUMNS, row, TOKENS, SEALED)
 
 
 def open_row(db: ReadDB, row: tuple[Any, ...]) -> dict[str, Any]:
     """A stored row of incidence_facts back in clear, by column name."""
-    s = db.sealer
-    out = dict(zip(COLUMNS, row, strict=True))
-    if s.enabled:
-        for c in TOKENS:
-            if out[c] is not None:
-                out[c] = s.untoken(out[c])
-        for c in SEALED:
-            if out[c] is not None:
-                out[c] = s.unseal(out[c])
-    return out
+    return dict(zip(COLUMNS, open_columns(db, COLUMNS, row, TOKENS, SEALED), strict=True))
 
 
 def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[str, str], set[str]], int]:

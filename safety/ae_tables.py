@@ -32,7 +32,7 @@ from safety.statistics import (
 )
 
 OVERVIEW_ROWS: tuple[str, ...] = ("any", "serious", "severe", "related", "leading_to_discontinuation", "fatal")
-RELATED = frozenset({"possible", "probable", "definite"})
+RELATED_VALUES = frozenset({"possible", "probable", "definite"})
 #: AEACN values (CDISC CT C66767) and registry spellings that mean the study drug was stopped for the event
 DRUG_STOPPED = frozenset({"drug withdrawn", "drug discontinued", "permanently discontinued"})
 UNCODED_SOC = "(SOC not coded)"
@@ -57,20 +57,36 @@ OVERVIEW_MEANING = {
 }
 
 
+# what an adverse event is, as bits: the read side keeps them with the event's row
+SERIOUS, SEVERE, RELATED, DISCONTINUATION, FATAL = 1, 2, 4, 8, 16
+
+
+def classify(data: dict[str, Any]) -> tuple[str, str, int]:
+    """An adverse event's preferred term (the reported term when uncoded), system organ class and flags."""
+    term = data.get("meddra_pt") or data.get("term") or "(no term)"
+    grade = data.get("ctcae_grade") or 0
+    flags = ((SERIOUS if data.get("serious") else 0)
+             | (SEVERE if data.get("severity") == "severe" or grade >= 3 else 0)
+             | (RELATED if data.get("relatedness") in RELATED_VALUES else 0)
+             | (DISCONTINUATION if str(data.get("action_taken") or "").strip().lower() in DRUG_STOPPED else 0)
+             | (FATAL if "fatal" in str(data.get("outcome") or "").lower() or "death" in (data.get("seriousness") or ())
+                or grade == 5 else 0))
+    return term, data.get("system_organ_class") or UNCODED_SOC, flags
+
+
+def event_from(message_id: str, onset: date, term: str, soc: str, flags: int, verbatim: str | None = None,
+               hospitalised: bool = False) -> AdverseEvent:
+    """An adverse event from its classification (``classify``); a linked hospitalisation makes it serious."""
+    return AdverseEvent(message_id, onset, term, soc, serious=bool(flags & SERIOUS) or hospitalised,
+                        severe=bool(flags & SEVERE), related=bool(flags & RELATED),
+                        leading_to_discontinuation=bool(flags & DISCONTINUATION), fatal=bool(flags & FATAL),
+                        verbatim=verbatim)
+
+
 def adverse_event(message_id: str, onset: date, data: dict[str, Any], hospitalised: bool = False) -> AdverseEvent:
     """An adverse event's data as the tables count it."""
-    term = data.get("meddra_pt") or data.get("term") or "(no term)"
-    outcome = str(data.get("outcome") or "").lower()
-    grade = data.get("ctcae_grade") or 0
-    return AdverseEvent(
-        message_id, onset, term, data.get("system_organ_class") or UNCODED_SOC,
-        serious=bool(data.get("serious")) or hospitalised,
-        severe=data.get("severity") == "severe" or grade >= 3,
-        related=data.get("relatedness") in RELATED,
-        leading_to_discontinuation=str(data.get("action_taken") or "").strip().lower() in DRUG_STOPPED,
-        fatal="fatal" in outcome or "death" in (data.get("seriousness") or ()) or grade == 5,
-        verbatim=data.get("verbatim_term"),
-    )
+    return event_from(message_id, onset, *classify(data), verbatim=data.get("verbatim_term"),
+                      hospitalised=hospitalised)
 
 
 def unlinked_hospitalisation(message_id: str, on: date, reason: str) -> AdverseEvent:
@@ -78,11 +94,14 @@ def unlinked_hospitalisation(message_id: str, on: date, reason: str) -> AdverseE
     return AdverseEvent(message_id, on, f"Hospitalisation: {reason}", UNCODED_SOC, serious=True)
 
 
-def withdrawal_for_adverse_event(message_id: str, on: date, data: dict[str, Any]) -> AdverseEvent | None:
+def for_adverse_event(withdrawal: dict[str, Any]) -> bool:
+    """Whether a withdrawal from the study was for an adverse event (its disposition or reason says so)."""
+    said = (withdrawal.get("disposition"), withdrawal.get("reason"))
+    return any(str(x or "").strip().lower() == "adverse event" for x in said)
+
+
+def withdrawal_event(message_id: str, on: date) -> AdverseEvent:
     """A withdrawal from the study for an adverse event: counted in the overview's discontinuation row."""
-    said = {str(data.get("disposition") or "").strip().lower(), str(data.get("reason") or "").strip().lower()}
-    if "adverse event" not in said:
-        return None
     return AdverseEvent(message_id, on, "Withdrawal: adverse event", UNCODED_SOC, leading_to_discontinuation=True,
                         coded=False)
 
@@ -138,13 +157,13 @@ class GroupTally:
         self.events: dict[Key, int] = defaultdict(int)
         self.days_saved: dict[Key, int] = defaultdict(int)  # exposure after each subject's first event
 
-    def add(self, m: Membership) -> None:
+    def add(self, m: Membership, keys: Callable[[AdverseEvent], list[Key]] = _keys) -> None:
         self.at_risk += 1
         days = m.days
         self.days += days
         first: dict[Key, date] = {}
         for e in m.events:
-            for k in _keys(e):
+            for k in keys(e):
                 self.events[k] += 1
                 if k not in first or e.onset < first[k]:
                     first[k] = e.onset
@@ -159,8 +178,19 @@ class GroupTally:
 
 def tally(members: Iterable[Membership]) -> dict[str, GroupTally]:
     groups: dict[str, GroupTally] = {}
+    known: dict[int, list[Key]] = {}  # an event's rows, worked out once however many groups it is in
+
+    def keys(e: AdverseEvent) -> list[Key]:
+        found = known.get(id(e))
+        if found is None:
+            found = known[id(e)] = _keys(e)
+        return found
+
     for m in members:
-        groups.setdefault(m.group, GroupTally(m.group)).add(m)
+        g = groups.get(m.group)
+        if g is None:
+            g = groups[m.group] = GroupTally(m.group)
+        g.add(m, keys)
     return dict(sorted(groups.items()))
 
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import NamedTuple
 
 DAYS_PER_YEAR = 365.25
 DEFAULT_DRUG_LAG_DAYS = 30
+ONE_DAY = timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """Clinical days ``first`` to ``last``, both included."""
 
     first: date
@@ -44,16 +45,14 @@ class Span:
         return self.first <= day <= self.last
 
 
-@dataclass(frozen=True)
-class TreatmentChange:
+class TreatmentChange(NamedTuple):
     drug: str
     action: str  # start, stop, change
     on: date
     drug_class: str | None = None
 
 
-@dataclass(frozen=True)
-class Period:
+class Period(NamedTuple):
     """One exposure period of a drug: from ``first`` to ``last`` (None while ongoing)."""
 
     drug: str
@@ -62,8 +61,7 @@ class Period:
     drug_class: str | None = None
 
 
-@dataclass(frozen=True)
-class AdverseEvent:
+class AdverseEvent(NamedTuple):
     """An adverse event (or an unlinked hospitalisation, or a withdrawal for an adverse event) as the
     tables count it."""
 
@@ -130,13 +128,15 @@ def observation_end(subject: Subject, horizon: date) -> date:
 def risk_spans(ps: Sequence[Period], lag_days: int | None, end: date) -> list[Span]:
     """The days at risk of one group: each period plus the lag, clipped at the end of observation,
     overlapping windows merged."""
-    spans = sorted((Span(p.first, min(end, p.last + timedelta(days=lag_days or 0)) if p.last else end)
-                    for p in ps), key=lambda s: s.first)
+    lag = timedelta(days=lag_days or 0)
+    spans = [Span(p.first, end if p.last is None or p.last + lag > end else p.last + lag) for p in ps]
+    if len(spans) > 1:
+        spans.sort(key=lambda s: s.first)
     merged: list[Span] = []
     for s in spans:
-        if s.days == 0:
+        if s.last < s.first:
             continue
-        if merged and s.first <= merged[-1].last + timedelta(days=1):
+        if merged and s.first <= merged[-1].last + ONE_DAY:
             merged[-1] = Span(merged[-1].first, max(merged[-1].last, s.last))
         else:
             merged.append(s)
@@ -164,8 +164,7 @@ def days_at_risk_until(spans: Sequence[Span], day: date) -> int:
     return total
 
 
-@dataclass(frozen=True)
-class Membership:
+class Membership(NamedTuple):
     """A subject in one group: the group's periods, the days at risk and the emergent events."""
 
     group: str

@@ -11,8 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import binomtest, chi2, fisher_exact, norm
+from scipy.stats import beta, binom, chi2, fisher_exact, norm
 
 METHOD_RATE_CI = "exact Poisson (Garwood) 95% interval"
 METHOD_RATE_RATIO = (
@@ -61,6 +62,18 @@ class RateRatio:
     p_value: float | None
 
 
+def binomial_test(k: int, n: int, p0: float, level: float = 0.95) -> tuple[float, float, float]:
+    """Two-sided exact binomial p-value (the probabilities no likelier than k's, as scipy's ``binomtest``)
+    and the Clopper-Pearson interval of k/n, in three vectorised calls rather than scipy's root search
+    (a table compares hundreds of cells)."""
+    pmf = binom.pmf(np.arange(n + 1), n, p0)
+    p_value = 1.0 if k == p0 * n else min(1.0, float(pmf[pmf <= pmf[k] * (1 + 1e-7)].sum()))
+    alpha = 1 - level
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return p_value, low, high
+
+
 def rate_ratio_exact(
     events_post: int, exposure_post: float, events_pre: int, exposure_pre: float
 ) -> RateRatio:
@@ -70,15 +83,14 @@ def rate_ratio_exact(
     if exposure_post <= 0 or exposure_pre <= 0 or n == 0:
         return RateRatio(None, None, None, None)
     p0 = exposure_post / (exposure_post + exposure_pre)
-    test = binomtest(events_post, n, p0)
-    ci = test.proportion_ci(confidence_level=0.95, method="exact")
+    p_value, low, high = binomial_test(events_post, n, p0)
     scale = exposure_pre / exposure_post
 
     def to_ratio(p: float) -> float | None:
         return None if p >= 1 else p / (1 - p) * scale
 
     ratio = None if events_pre == 0 else (events_post / exposure_post) / (events_pre / exposure_pre)
-    return RateRatio(ratio, to_ratio(ci.low), to_ratio(ci.high), float(test.pvalue))
+    return RateRatio(ratio, to_ratio(low), to_ratio(high), p_value)
 
 
 def fisher_person_months(

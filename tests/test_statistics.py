@@ -150,3 +150,21 @@ def test_exact_conditional_rate_ratio_p_equals_statsmodels(k1, k2, t1, t2):
         return
     expected = test_poisson_2indep(k1, t1, k2, t2, method="exact-cond").pvalue
     assert rr.p_value == pytest.approx(float(expected), abs=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.data())
+def test_the_vectorised_binomial_test_equals_scipy_binomtest(n, data):
+    from scipy.stats import binomtest
+
+    from safety.statistics import binomial_test
+
+    k = data.draw(st.integers(0, max(n, 1) if n else 0))
+    p0 = data.draw(st.floats(0.001, 0.999))
+    if n == 0:
+        return
+    expected = binomtest(k, n, p0)
+    ci = expected.proportion_ci(confidence_level=0.95, method="exact")
+    p_value, low, high = binomial_test(k, n, p0)
+    assert p_value == pytest.approx(expected.pvalue, abs=1e-9)
+    assert (low, high) == (pytest.approx(ci.low, abs=1e-9), pytest.approx(ci.high, abs=1e-9))
