@@ -282,13 +282,15 @@ def arms_page(data: BoardData) -> None:
     st.subheader("Overview")
     st.dataframe(pd.DataFrame([{"row": o["row"], **{g: _cell_text(o["by_group"][g]) for g in groups}}
                                for o in answer["overview"]]), hide_index=True)
-    st.caption(" · ".join(f"{o['row']}: {o['meaning']}" for o in answer["overview"]))
+    st.caption(" · ".join(o["meaning"] for o in answer["overview"]))
     st.subheader("By system organ class and preferred term")
     table = pd.DataFrame(ae_rows(answer))
     st.dataframe(table[table.index >= len(answer["overview"])], hide_index=True, use_container_width=True)
     if answer["comparisons"]:
         st.subheader(f"Against {answer['control']}")
-        overview = [c for c in answer["comparisons"] if c["level"] in ("overview", "soc")]
+        levels = ("overview", "soc") if st.checkbox("Each system organ class too", key="arms_forest_socs") \
+            else ("overview",)
+        overview = [c for c in answer["comparisons"] if c["level"] in levels]
         f1, f2 = st.columns(2)
         f1.altair_chart(forest_plot(overview, "risk_difference", "risk difference (MN 95% CI)", log=False),
                         use_container_width=True)

@@ -74,7 +74,8 @@ def _restricted_score(x1: int, n1: int, x2: int, n2: int, delta: float) -> float
         return out
 
     lo, hi = max(0.0, -delta), min(1.0, 1.0 - delta)
-    r2 = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13}).x
+    inner = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13}).x
+    r2 = min((inner, lo, hi), key=nll)  # the bounded search never lands exactly on an edge where the maximum is
     r1, n = r2 + delta, n1 + n2
     var = (r1 * (1 - r1) / n1 + r2 * (1 - r2) / n2) * n / (n - 1)
     diff = x1 / n1 - x2 / n2 - delta
