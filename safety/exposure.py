@@ -81,6 +81,8 @@ class AdverseEvent(NamedTuple):
 
 @dataclass
 class Subject:
+    """One patient as the tables need them: the arm, exposure dates, treatments and adverse events."""
+
     source: str
     patient_id: str
     arm: str | None = None

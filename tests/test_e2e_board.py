@@ -98,7 +98,8 @@ def test_a_safety_physician_sees_patient_6s_warning_and_opens_the_patient(board:
         page.wait_for_timeout(1500)  # let the charts draw
         page.screenshot(path=str(SHOTS / "2-patient.png"), full_page=True)
 
-        for name, marker in (("Incidence", "Cohort comparison"), ("Efficacy", "Repeat-infusion rule"),
+        for name, marker in (("Incidence", "Cohort comparison"), ("Arms and drugs", "By system organ class"),
+                             ("Efficacy", "Repeat-infusion rule"),
                              ("Feed health", "Messages per source"),
                              ("Audit", "Signal workflow: who did what")):
             page.get_by_role("link", name=name).click()
