@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -101,6 +103,44 @@ Code32 = Annotated[str, Field(max_length=32, pattern=IDENTIFIER_PATTERN)]
 Code16 = Annotated[str, Field(max_length=16, pattern=IDENTIFIER_PATTERN)]
 
 
+# --- rules across fields: one function each, run by the models here and by the fast path --------
+# Each takes the fields the message sent (explicit nulls included) and raises ValueError with the reason.
+
+
+def _diagnosed(sent: dict[str, Any]) -> None:
+    if sent.get("diagnosis") is None and sent.get("condition") is None:
+        raise ValueError("missing field diagnosis: send diagnosis (ILAR category) or, for a patient of "
+                         "another disease, condition")
+
+
+def _graded(sent: dict[str, Any]) -> None:
+    if sent.get("severity") is None and sent.get("ctcae_grade") is None:
+        raise ValueError("missing field severity: send severity (mild/moderate/severe) or ctcae_grade (1-5)")
+
+
+def _named(sent: dict[str, Any]) -> None:
+    if sent.get("analyte") is None and sent.get("loinc") is None and sent.get("test_code") is None:
+        raise ValueError("missing field analyte: send analyte (contract code) or loinc, or test_code for a "
+                         "test outside the analyte table")
+    if sent.get("value") is None and sent.get("result_text") is None:
+        raise ValueError("missing field value: send value (a number), or result_text for a test outside "
+                         "the analyte table")
+
+
+def _plausible(sent: dict[str, Any]) -> None:
+    low, high = vocab.TEMPERATURE_RANGE_C
+    temperature = sent.get("temperature_c")
+    if temperature is not None and not low <= temperature <= high:
+        raise ValueError(f"impossible temperature_c {temperature}: must be between {low:g} and {high:g} C")
+    if not set(sent) - {"origin"}:
+        raise ValueError("empty finding: send at least one of temperature_c, fever, ...")
+
+
+#: the rule across fields of each type that has one
+CROSS_FIELD_RULES: dict[str, Any] = {"enrolment": _diagnosed, "adverse_event": _graded, "lab_result": _named,
+                                     "clinical_finding": _plausible}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -127,6 +167,13 @@ class Origin(_Strict):
 class _Data(_Strict):
     origin: Origin | None = None
 
+    @model_validator(mode="after")
+    def _across_fields(self) -> _Data:
+        rule = CROSS_FIELD_RULES.get(TYPE_OF.get(type(self), ""))
+        if rule is not None:
+            rule({name: getattr(self, name) for name in self.model_fields_set})
+        return self
+
 
 class EnrolmentData(_Data):
     sex: Literal[vocab.SEXES]  # type: ignore[valid-type]
@@ -144,13 +191,6 @@ class EnrolmentData(_Data):
     actual_arm_code: Code32 | None = None
     first_exposure_on: Timestamp | None = None
     last_exposure_on: Timestamp | None = None
-
-    @model_validator(mode="after")
-    def _diagnosed(self) -> EnrolmentData:
-        if self.diagnosis is None and self.condition is None:
-            raise ValueError("missing field diagnosis: send diagnosis (ILAR category) or, for a patient of "
-                             "another disease, condition")
-        return self
 
 
 class InterventionData(_Data):
@@ -185,12 +225,6 @@ class AdverseEventData(_Data):
     #: qualifiers the source keeps beside the record (SDTM SUPPAE: QNAM -> QVAL)
     supplemental: dict[Code32, Annotated[str, Field(max_length=256)]] | None = None
 
-    @model_validator(mode="after")
-    def _graded(self) -> AdverseEventData:
-        if self.severity is None and self.ctcae_grade is None:
-            raise ValueError("missing field severity: send severity (mild/moderate/severe) or ctcae_grade (1-5)")
-        return self
-
 
 class HospitalisationData(_Data):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
@@ -211,16 +245,6 @@ class LabResultData(_Data):
     reference_low: Finite | None = None
     reference_high: Finite | None = None
 
-    @model_validator(mode="after")
-    def _named(self) -> LabResultData:
-        if self.analyte is None and self.loinc is None and self.test_code is None:
-            raise ValueError("missing field analyte: send analyte (contract code) or loinc, or test_code for a "
-                             "test outside the analyte table")
-        if self.value is None and self.result_text is None:
-            raise ValueError("missing field value: send value (a number), or result_text for a test outside "
-                             "the analyte table")
-        return self
-
 
 class ClinicalFindingData(_Data):
     temperature_c: Finite | None = None
@@ -230,17 +254,6 @@ class ClinicalFindingData(_Data):
     active_arthritis: bool | None = None
     hepatomegaly: bool | None = None
     splenomegaly: bool | None = None
-
-    @model_validator(mode="after")
-    def _plausible(self) -> ClinicalFindingData:
-        low, high = vocab.TEMPERATURE_RANGE_C
-        if self.temperature_c is not None and not low <= self.temperature_c <= high:
-            raise ValueError(
-                f"impossible temperature_c {self.temperature_c}: must be between {low:g} and {high:g} C"
-            )
-        if not self.model_fields_set - {"origin"}:
-            raise ValueError("empty finding: send at least one of temperature_c, fever, ...")
-        return self
 
 
 class VisitAssessmentData(_Data):
@@ -288,6 +301,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "correction": CorrectionData,
 }
 assert tuple(DATA_MODELS) == vocab.MESSAGE_TYPES
+TYPE_OF: dict[type[_Data], str] = {model: name for name, model in DATA_MODELS.items()}
 
 
 # --- the envelope ------------------------------------------------------------------------------
@@ -397,19 +411,37 @@ def _refuse_nul(obj: dict[str, Any], raw: bytes) -> None:
             )
 
 
-def _nul_at(value: Any, path: str) -> str | None:
-    """The path of the first string (value or key) holding a NUL character, or None."""
+def _nul_at(value: Any, path: str, bad: Callable[[str], bool] = lambda s: "\x00" in s) -> str | None:
+    """The path of the first string (value or key) holding a NUL character (or what ``bad`` finds), or None."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if bad(value) else None
     items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         here = f"{path}.{key}" if path else str(key)
-        if isinstance(key, str) and "\x00" in key:
+        if isinstance(key, str) and bad(key):
             return here
-        found = _nul_at(item, here)
+        found = _nul_at(item, here, bad)
         if found is not None:
             return found
     return None
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_lone_surrogates(obj: dict[str, Any], raw: bytes) -> None:
+    """No string may hold a lone surrogate: it is not Unicode text. The models refuse it in their text
+    fields; this is for what they take as free-form (a correction's data)."""
+    if b"\\ud" in raw or b"\\uD" in raw:  # only an escape can carry one: UTF-8 cannot
+        where = _nul_at(obj, "", _lone_surrogate)
+        if where is not None:
+            raise ContractViolation(f"{storable(where)}: contains a lone surrogate (a \\uD800-\\uDFFF escape without "
+                                    "its pair), which is not Unicode text: send the character it stands for")
 
 
 def storable(text: str) -> str:
@@ -525,8 +557,32 @@ def _other_test(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_FAST: list[Any] = []  # the fast path, built on first use (it imports this module)
+
+
+def _fast_path() -> Any:
+    if not _FAST:
+        if os.environ.get("SAFETY_MONITOR_CONTRACT", "fast") == "reference":
+            _FAST.append(None)
+        else:
+            from events.contract_fast import FastContract
+
+            _FAST.append(FastContract())
+    return _FAST[0]
+
+
 def parse_message(raw: bytes, *, now: datetime | None = None) -> Message:
-    """Validate one raw message against contract v1 and normalise it."""
+    """Validate one raw message against contract v1 and normalise it: what the fast path
+    (``events.contract_fast``, generated from these models) accepts, else the reference path, which
+    accepts or gives the reason. ``SAFETY_MONITOR_CONTRACT=reference`` turns the fast path off."""
+    now = now or datetime.now(UTC)
+    fast = _fast_path()
+    accepted = fast.parse(raw, now) if fast is not None else None
+    return accepted if accepted is not None else parse_reference(raw, now=now)
+
+
+def parse_reference(raw: bytes, *, now: datetime | None = None) -> Message:
+    """Validate one raw message against contract v1 with the pydantic models and normalise it."""
     if len(raw) > vocab.MAX_MESSAGE_BYTES:
         raise ContractViolation(
             f"message is {len(raw)} bytes, larger than 64 KiB: split it or shorten its text fields"
@@ -574,6 +630,7 @@ def _parse_object(obj: dict[str, Any], raw: bytes, now: datetime) -> Message:
             f"occurred_at {obj['occurred_at']} is more than a day in the future: check the date and its offset"
         )
     data = validate_data(env.type, env.data)
+    _refuse_lone_surrogates(obj, raw)
     return Message(
         message_id=env.message_id,
         source=env.source,

@@ -126,3 +126,11 @@ def test_json_schema_covers_every_type():
     schema = json_schema()
     assert set(schema["discriminator"]["mapping"]) == set(MESSAGE_TYPES)
     assert schema["title"] == "Registry feed contract v1"
+
+
+def test_a_lone_surrogate_in_a_corrections_free_form_data_is_refused_not_a_crash():
+    # found by the fast-path property test: the models took it as free-form data and hashing it raised
+    raw = (b'{"schema_version":1,"message_id":"m","source":"reg-a","patient_id":"P1","type":"correction",'
+           b'"occurred_at":"2024-03-01","data":{"target_message_id":"q","reason":"unit","data":{"x":"\\udc00"}}}')
+    with pytest.raises(ContractViolation, match=r"^data\.data\.x: contains a lone surrogate"):
+        parse_message(raw)

@@ -1,0 +1,258 @@
+"""The contract's hot path: msgspec decoders generated from the pydantic models of ``events.contract``.
+
+The pydantic models stay the one definition of the contract: the JSON Schema is printed from them, and
+every reason a bad message gets is theirs. From them this module builds msgspec structs with the same
+fields, types and constraints, which decode and check a message straight from its bytes several times
+faster. It only ever *accepts*: whatever it does not accept goes to the reference path, which accepts it
+or gives the reason. So no reason changes, and the one thing that must hold is that what this path
+accepts, the reference accepts with the very same result; ``tests/test_contract_fast.py`` checks that on
+generated valid and invalid messages, and every other contract test runs through both paths.
+
+What msgspec does not do the way the reference does, and how it is kept out:
+
+- a key twice (msgspec keeps the last): the keys written (every ``":`` outside a string) must number
+  the fields decoded; a message with a key spaced from its colon, any ``\\u`` escape (a key could be
+  spelt with one), or a free-form object (``supplemental``, ``origin.as_sent``, a correction's ``data``)
+  goes to the reference path;
+- NUL and lone surrogates: only ever sent as ``\\u`` escapes, so they never reach this path;
+- Python's ``$`` matches before a final newline where pydantic's (Rust) regex does not: patterns end
+  in ``\\Z``;
+- times: parsed by the contract's own parser and written as pydantic writes them (UTC, ``Z``);
+- absent and explicit null differ for the rules across fields (an explicit null counts as sent):
+  optional fields default to ``UNSET``, not None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import types
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import msgspec
+from msgspec import UNSET, UnsetType
+from pydantic import AfterValidator, BaseModel, BeforeValidator
+from pydantic.fields import FieldInfo
+
+from events import contract
+from safety import vocabulary as vocab
+
+_DAY = timedelta(days=1)
+_SPACED_KEY = re.compile(rb'"\s+:')
+#: what Python still does with a field after msgspec checked it: parse a time, check a number finite,
+#: refuse a free-form object (its keys cannot be checked for duplicates here), or a nested model
+TIMESTAMP, FINITE, FLOAT, FREE_FORM = "timestamp", "finite", "float", "free-form"
+#: floats msgspec writes as Python's json module does (tested): outside, the content hash is the reference's
+_SAME_FLOAT_TEXT = (1e-4, 1e16)
+
+
+def _meta(metadata: list[Any]) -> tuple[dict[str, Any], str | None]:
+    """msgspec constraints for pydantic's metadata, and what Python must still do."""
+    constraints: dict[str, Any] = {}
+    after: str | None = None
+    for m in metadata:
+        if isinstance(m, FieldInfo):
+            sub, sub_after = _meta(m.metadata)
+            constraints.update(sub)
+            after = after or sub_after
+        elif isinstance(m, annotated_types.Ge):
+            constraints["ge"] = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            constraints["gt"] = m.gt
+        elif isinstance(m, annotated_types.Le):
+            constraints["le"] = m.le
+        elif isinstance(m, annotated_types.Lt):
+            constraints["lt"] = m.lt
+        elif isinstance(m, annotated_types.MinLen):
+            constraints["min_length"] = m.min_length
+        elif isinstance(m, annotated_types.MaxLen):
+            constraints["max_length"] = m.max_length
+        elif getattr(m, "pattern", None) is not None:  # pydantic's general metadata
+            pattern: str = m.pattern
+            constraints["pattern"] = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+        elif isinstance(m, BeforeValidator) and m.func is contract._timestamp_input:
+            after = TIMESTAMP
+        elif isinstance(m, AfterValidator) and m.func is contract._finite:
+            after = FINITE
+        elif type(m).__name__ == "WithJsonSchema":
+            continue
+        else:
+            raise TypeError(f"no msgspec translation for the constraint {m!r}: extend events/contract_fast.py")
+    return constraints, after
+
+
+class _Spec:
+    """A generated struct, its fields in the model's order, what Python still does with some of them,
+    and the model's rule across fields."""
+
+    def __init__(self, struct: type[msgspec.Struct], post: dict[str, Any],
+                 rule: Callable[[dict[str, Any]], None] | None):
+        self.struct, self.post, self.rule = struct, post, rule
+        self.fields: tuple[str, ...] = struct.__struct_fields__
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self.specs: dict[type[BaseModel], _Spec] = {}
+
+    def translate(self, annotation: Any, metadata: list[Any]) -> tuple[Any, Any]:
+        """A msgspec type for a pydantic annotation, and what Python must still do with its value."""
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            inner, *extra = get_args(annotation)
+            return self.translate(inner, [*extra, *metadata])
+        constraints, after_text = _meta(metadata)
+        after: Any = after_text
+        if annotation is datetime:
+            if after != TIMESTAMP:
+                raise TypeError("a datetime field without the contract's Timestamp parser")
+            base: Any = str
+            constraints = {}
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            base, after = self.spec(annotation).struct, annotation
+        elif origin in (Union, types.UnionType):
+            inner_args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(inner_args) != 1:
+                raise TypeError(f"no msgspec translation for the union {annotation!r}")
+            return self.translate(inner_args[0], metadata)
+        elif origin is list:
+            (item,) = get_args(annotation)
+            base = list[self.translate(item, [])[0]]  # type: ignore[misc]
+        elif origin is dict:
+            key, value = get_args(annotation)
+            base = dict[self.translate(key, [])[0], self.translate(value, [])[0]]  # type: ignore[misc]
+            after = FREE_FORM
+        elif origin is Literal or annotation in (str, int, float, bool) or annotation is Any:
+            base = annotation
+            if annotation is float and after is None:
+                after = FLOAT
+        else:
+            raise TypeError(f"no msgspec translation for {annotation!r}: extend events/contract_fast.py")
+        return (Annotated[base, msgspec.Meta(**constraints)] if constraints else base), after
+
+    def spec(self, model: type[BaseModel], raw_fields: tuple[str, ...] = ()) -> _Spec:
+        if model not in self.specs:
+            fields: list[Any] = []
+            post: dict[str, Any] = {}
+            for name, info in model.model_fields.items():
+                if name in raw_fields:
+                    fields.append((name, msgspec.Raw))
+                    continue
+                typ, after = self.translate(info.annotation, list(info.metadata))
+                if after is not None:
+                    post[name] = after
+                if info.is_required():
+                    fields.append((name, typ))
+                else:  # absent and an explicit null differ for the rules across fields
+                    fields.append((name, typ | None | UnsetType, UNSET))
+            struct = msgspec.defstruct(model.__name__ + "Fast", fields, forbid_unknown_fields=True, kw_only=True)
+            type_name = next((n for n, m in contract.DATA_MODELS.items() if m is model), "")
+            self.specs[model] = _Spec(struct, post, contract.CROSS_FIELD_RULES.get(type_name))
+        return self.specs[model]
+
+
+class _Refer(Exception):
+    """Not for this path: the reference path decides (and gives the reason if the message is bad)."""
+
+
+class FastContract:
+    """``parse`` accepts what the reference path would accept, with the same result, or returns None."""
+
+    def __init__(self) -> None:
+        generator = _Generator()
+        self.specs = generator.specs
+        self.envelope = generator.spec(contract.Envelope, raw_fields=("data",))
+        self.envelope_decoder = msgspec.json.Decoder(self.envelope.struct)
+        self.data = {name: generator.spec(model) for name, model in contract.DATA_MODELS.items()}
+        self.data_decoders = {name: msgspec.json.Decoder(spec.struct) for name, spec in self.data.items()}
+
+    def parse(self, raw: bytes, now: datetime) -> contract.Message | None:
+        if len(raw) > vocab.MAX_MESSAGE_BYTES or b"\\u" in raw:
+            return None  # too large; or an escape: NUL, a surrogate, a key spelt with escapes
+        if _SPACED_KEY.search(raw):
+            return None  # a key spaced from its colon: the count of keys below would miss it
+        # Every key written, each a known field (msgspec refuses others): inside a string a quote is
+        # always escaped, so '":' outside one ends a key and '\\":' never does.
+        written = raw.count(b'":') - raw.count(b'\\":')
+        try:
+            env: Any = self.envelope_decoder.decode(raw)
+            if env.schema_version != vocab.SCHEMA_VERSION or env.type not in self.data:
+                return None
+            # the fields the message sent, nested ones included, and whether a float is written otherwise
+            # by msgspec than by Python's json module (per call: threads may share this object)
+            counted = [0, 0]
+            envelope = self._values(self.envelope, env, counted)
+            occurred_at: datetime = envelope["occurred_at"]
+            if occurred_at > now + _DAY:
+                return None
+            data = self._values(self.data[env.type], self.data_decoders[env.type].decode(env.data), counted,
+                                text_times=True)
+            if written != counted[0]:
+                return None  # fewer fields than keys written: a key twice
+            if env.type == "lab_result":
+                data = contract._normalise_lab(data, "data.")
+        except (msgspec.ValidationError, msgspec.DecodeError, _Refer, contract.ContractViolation):
+            return None
+        return contract.Message(
+            message_id=env.message_id, source=env.source, patient_id=env.patient_id, type=env.type,
+            occurred_at=occurred_at, reported_at=envelope.get("reported_at"), data=data,
+            content_hash=_content_hash(raw) if not counted[1] else contract.content_hash(contract._loads(raw)),
+            raw=raw)
+
+    def _values(self, spec: _Spec, checked: Any, counted: list[int], text_times: bool = False) -> dict[str, Any]:
+        """The fields sent, as pydantic's ``model_dump(exclude_none=True)`` gives them: times parsed
+        (written as text in data, as the JSON-mode dump writes them), numbers checked finite, nested
+        models likewise, the rule across fields run."""
+        out: dict[str, Any] = {}
+        sent: dict[str, Any] = {}
+        for name in spec.fields:
+            value = getattr(checked, name)
+            if value is UNSET:
+                continue
+            sent[name] = value
+            counted[0] += 1
+            if value is None:
+                continue
+            treat = spec.post.get(name)
+            if treat is None:
+                pass
+            elif treat is TIMESTAMP:
+                try:
+                    value = contract.parse_timestamp(value)
+                except ValueError:
+                    raise _Refer from None
+                if text_times:
+                    value = _utc_text(value)
+            elif treat is FINITE or treat is FLOAT:
+                if not math.isfinite(value):
+                    raise _Refer
+                if value and not _SAME_FLOAT_TEXT[0] <= abs(value) < _SAME_FLOAT_TEXT[1]:
+                    counted[1] = 1
+            elif treat is FREE_FORM:
+                raise _Refer
+            else:  # a nested model
+                value = self._values(self.specs[treat], value, counted, text_times)
+            out[name] = sent[name] = value
+        if spec.rule is not None:
+            try:
+                spec.rule(sent)
+            except ValueError:
+                raise _Refer from None
+        return out
+
+
+def _content_hash(raw: bytes) -> str:
+    """``contract.content_hash`` of the message, with msgspec writing the canonical JSON: the same bytes
+    for the values this path accepts (sorted keys, no spaces, text unescaped, floats in
+    ``_SAME_FLOAT_TEXT``; tests/test_contract_fast.py)."""
+    return hashlib.sha256(msgspec.json.encode(msgspec.json.decode(raw), order="sorted")).hexdigest()[:32]
+
+
+def _utc_text(when: datetime) -> str:
+    """A time as pydantic writes it in JSON mode."""
+    text = when.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
