@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks import report
 from benchmarks.report import write_section
@@ -51,6 +52,9 @@ def ours(store: Store, lines: list[bytes]) -> float:
     elapsed = time.perf_counter() - start
     assert counts.accepted == len(lines), counts
     return len(lines) / elapsed
+
+
+T = TypeVar("T")
 
 
 def use_contract(path: str) -> None:
@@ -182,13 +186,7 @@ def where_time_goes(lines: list[bytes], tmp: Path) -> str:
 
 def median_of(runs: int, kind: str, fn: Callable[[Store, list[bytes]], float], lines: list[bytes],
               tmp: Path) -> tuple[float, list[float]]:
-    rates = []
-    for _ in range(runs):
-        store = fresh_store(kind, tmp)
-        try:
-            rates.append(fn(store, lines))
-        finally:
-            drop(store)
+    rates = on_fresh_stores(runs, kind, fn, lines, tmp)
     return statistics.median(rates), rates
 
 
@@ -250,11 +248,17 @@ def main() -> None:
 
 
 def command_runs(kind: str, lines: list[bytes], tmp: Path, runs: int) -> list[tuple[float, float]]:
+    return on_fresh_stores(runs, kind, command, lines, tmp)
+
+
+def on_fresh_stores(runs: int, kind: str, fn: Callable[[Store, list[bytes]], T], lines: list[bytes],
+                    tmp: Path) -> list[T]:
+    """``fn`` run ``runs`` times, each on a fresh store dropped afterwards."""
     out = []
     for _ in range(runs):
         store = fresh_store(kind, tmp)
         try:
-            out.append(command(store, lines))
+            out.append(fn(store, lines))
         finally:
             drop(store)
     return out

@@ -50,6 +50,12 @@ TIMESTAMP, FINITE, FLOAT, FREE_FORM = "timestamp", "finite", "float", "free-form
 _SAME_FLOAT_TEXT = (1e-4, 1e16)
 
 
+#: annotated-types bounds and the msgspec.Meta argument (and attribute) of the same name
+_BOUNDS: dict[type, str] = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le",
+                            annotated_types.Lt: "lt", annotated_types.MinLen: "min_length",
+                            annotated_types.MaxLen: "max_length"}
+
+
 def _meta(metadata: list[Any]) -> tuple[dict[str, Any], str | None]:
     """msgspec constraints for pydantic's metadata, and what Python must still do."""
     constraints: dict[str, Any] = {}
@@ -59,18 +65,8 @@ def _meta(metadata: list[Any]) -> tuple[dict[str, Any], str | None]:
             sub, sub_after = _meta(m.metadata)
             constraints.update(sub)
             after = after or sub_after
-        elif isinstance(m, annotated_types.Ge):
-            constraints["ge"] = m.ge
-        elif isinstance(m, annotated_types.Gt):
-            constraints["gt"] = m.gt
-        elif isinstance(m, annotated_types.Le):
-            constraints["le"] = m.le
-        elif isinstance(m, annotated_types.Lt):
-            constraints["lt"] = m.lt
-        elif isinstance(m, annotated_types.MinLen):
-            constraints["min_length"] = m.min_length
-        elif isinstance(m, annotated_types.MaxLen):
-            constraints["max_length"] = m.max_length
+        elif type(m) in _BOUNDS:
+            constraints[_BOUNDS[type(m)]] = getattr(m, _BOUNDS[type(m)])
         elif getattr(m, "pattern", None) is not None:  # pydantic's general metadata
             pattern: str = m.pattern
             constraints["pattern"] = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
@@ -182,51 +178,39 @@ class FastContract:
             env: Any = self.envelope_decoder.decode(raw)
             if env.schema_version != vocab.SCHEMA_VERSION or env.type not in self.data:
                 return None
-            # the fields the message sent, nested ones included, and whether a float is written otherwise
-            # by msgspec than by Python's json module (per call: threads may share this object)
-            counted = [0, 0]
-            envelope = self._values(self.envelope, env, counted)
-            occurred_at: datetime = envelope["occurred_at"]
+            occurred_at = contract.parse_timestamp(env.occurred_at)
+            reported = env.reported_at
+            reported_at = None if reported is None or reported is UNSET else contract.parse_timestamp(reported)
             if occurred_at > now + _DAY:
                 return None
-            data = self._values(self.data[env.type], self.data_decoders[env.type].decode(env.data), counted,
-                                text_times=True)
+            # the fields the message sent, nested ones included, and whether a float is written otherwise
+            # by msgspec than by Python's json module (per call: threads may share this object)
+            counted = [7 if reported is UNSET else 8, 0]
+            data = self._values(self.data[env.type], msgspec.to_builtins(self.data_decoders[env.type].decode(env.data)),
+                                counted)
             if written != counted[0]:
                 return None  # fewer fields than keys written: a key twice
             if env.type == "lab_result":
                 data = contract._normalise_lab(data, "data.")
-        except (msgspec.ValidationError, msgspec.DecodeError, _Refer, contract.ContractViolation):
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError, _Refer, contract.ContractViolation):
             return None
         return contract.Message(
             message_id=env.message_id, source=env.source, patient_id=env.patient_id, type=env.type,
-            occurred_at=occurred_at, reported_at=envelope.get("reported_at"), data=data,
+            occurred_at=occurred_at, reported_at=reported_at, data=data,
             content_hash=_content_hash(raw) if not counted[1] else contract.content_hash(contract._loads(raw)),
             raw=raw)
 
-    def _values(self, spec: _Spec, checked: Any, counted: list[int], text_times: bool = False) -> dict[str, Any]:
-        """The fields sent, as pydantic's ``model_dump(exclude_none=True)`` gives them: times parsed
-        (written as text in data, as the JSON-mode dump writes them), numbers checked finite, nested
-        models likewise, the rule across fields run."""
-        out: dict[str, Any] = {}
-        sent: dict[str, Any] = {}
-        for name in spec.fields:
-            value = getattr(checked, name)
-            if value is UNSET:
-                continue
-            sent[name] = value
-            counted[0] += 1
+    def _values(self, spec: _Spec, sent: dict[str, Any], counted: list[int]) -> dict[str, Any]:
+        """The fields sent (``to_builtins`` of the checked struct: present ones only, in the model's order),
+        as pydantic's ``model_dump(exclude_none=True, mode="json")`` gives them: times parsed and written
+        as text, numbers checked finite, nested models likewise, the rule across fields run."""
+        counted[0] += len(sent)
+        for name, treat in spec.post.items():
+            value = sent.get(name)
             if value is None:
                 continue
-            treat = spec.post.get(name)
-            if treat is None:
-                pass
-            elif treat is TIMESTAMP:
-                try:
-                    value = contract.parse_timestamp(value)
-                except ValueError:
-                    raise _Refer from None
-                if text_times:
-                    value = _utc_text(value)
+            if treat is TIMESTAMP:
+                sent[name] = _utc_text(contract.parse_timestamp(value))
             elif treat is FINITE or treat is FLOAT:
                 if not math.isfinite(value):
                     raise _Refer
@@ -235,14 +219,10 @@ class FastContract:
             elif treat is FREE_FORM:
                 raise _Refer
             else:  # a nested model
-                value = self._values(self.specs[treat], value, counted, text_times)
-            out[name] = sent[name] = value
+                sent[name] = self._values(self.specs[treat], value, counted)
         if spec.rule is not None:
-            try:
-                spec.rule(sent)
-            except ValueError:
-                raise _Refer from None
-        return out
+            spec.rule(sent)  # a ValueError: the reference gives the reason
+        return {k: v for k, v in sent.items() if v is not None} if None in sent.values() else sent
 
 
 def _content_hash(raw: bytes) -> str:

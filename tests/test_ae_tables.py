@@ -117,7 +117,7 @@ def test_the_independent_flag_equals_the_adam_trtemfl_record_for_record():
     adae = sas(ADAE)[["USUBJID", "AESEQ", "TRTEMFL", "ASTDT"]]
     both = ae.merge(adae, on=["USUBJID", "AESEQ"], validate="one_to_one")
     assert len(both) == len(ae) == 1191
-    assert (both.TE == (both.TRTEMFL == "Y")).all()
+    assert both.TE.eq(both.TRTEMFL.eq("Y")).all()
     assert both.TE.sum() == 1126
     # the 26 partial onsets included, emergent or not: the imputation decides as ADaM did for each
     partial = both[both.AESTDTC.str.len() < 10]
@@ -139,11 +139,11 @@ def expected_tables() -> dict[str, Any]:
     }
     out: dict[str, Any] = {"N": treated.ACTARM.value_counts().to_dict(), "overview": {}, "soc": {}, "term": {}}
     for row, frame in flags.items():
-        out["overview"][row] = {arm: (frame[frame.ACTARM == arm].USUBJID.nunique(), int((frame.ACTARM == arm).sum()))
+        out["overview"][row] = {arm: (frame[frame.ACTARM.eq(arm)].USUBJID.nunique(), int(frame.ACTARM.eq(arm).sum()))
                                 for arm in ARMS}
     stopped = pd.concat([te[te.AEACN == "DRUG WITHDRAWN"][["USUBJID", "ACTARM"]], ds_ae[["USUBJID", "ACTARM"]]])
     out["overview"]["leading_to_discontinuation"] = {
-        arm: (stopped[stopped.ACTARM == arm].USUBJID.nunique(), int((stopped.ACTARM == arm).sum())) for arm in ARMS}
+        arm: (stopped[stopped.ACTARM.eq(arm)].USUBJID.nunique(), int(stopped.ACTARM.eq(arm).sum())) for arm in ARMS}
     for (arm, soc), g in te.groupby(["ACTARM", "SOC"]):
         out["soc"][(soc, arm)] = (g.USUBJID.nunique(), len(g))
     for (arm, soc, pt), g in te.groupby(["ACTARM", "SOC", "PT"]):
@@ -282,7 +282,8 @@ def arm_feed() -> list[dict[str, Any]]:
             message(f"{pid}-t", type="treatment", patient_id=pid, occurred_at="2024-04-09",
                     reported_at="2024-04-10T00:00:00Z", data={"drug": arm, "action": "stop"}),
             message(f"{pid}-pre", type="adverse_event", patient_id=pid, occurred_at="2024-01-05",
-                    reported_at="2024-01-06T00:00:00Z", data={"term": "Headache", "severity": "mild", "serious": False}),
+                    reported_at="2024-01-06T00:00:00Z",
+                    data={"term": "Headache", "severity": "mild", "serious": False}),
         ]
         if arm == "Active" or n == 0:
             out.append(message(f"{pid}-ae", type="adverse_event", patient_id=pid, occurred_at="2024-02-01",
@@ -291,7 +292,8 @@ def arm_feed() -> list[dict[str, Any]]:
                                      "system_organ_class": "Infections and infestations", "severity": "severe",
                                      "serious": True, "relatedness": "possible"}))
     out.append(message("S3-x", type="retraction", patient_id="S3", occurred_at="2024-02-01",
-                       reported_at="2024-03-01T00:00:00Z", data={"target_message_id": "S3-ae", "reason": "entered twice"}))
+                       reported_at="2024-03-01T00:00:00Z",
+                       data={"target_message_id": "S3-ae", "reason": "entered twice"}))
     return out
 
 
@@ -365,7 +367,8 @@ def test_the_command_line_answers_in_json_csv_and_a_table(sqlite_url: str):
     table = runner.invoke(app, ["ae-table", "--store", sqlite_url])
     assert table.exit_code == 0 and "PNEUMONIA" not in table.stdout and "Pneumonia" in table.stdout
     wrong = runner.invoke(app, ["ae-table", "--control", "Plaecbo", "--store", sqlite_url])
-    assert wrong.exit_code == 1 and "--control 'Plaecbo' is not one of the groups by arm: Active, Placebo" in wrong.output
+    assert wrong.exit_code == 1
+    assert "--control 'Plaecbo' is not one of the groups by arm: Active, Placebo" in wrong.output
 
 
 def test_the_arms_page_shows_the_pilot_tables_comparisons_and_drill_down(sqlite_url: str, tmp_path: Path,

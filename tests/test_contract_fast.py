@@ -85,7 +85,8 @@ FIELDS: dict[str, dict[str, Any]] = {
 }
 #: the fields a valid message of a type needs (one of each tuple)
 NEEDED = {"enrolment": [("sex",), ("diagnosis", "condition")], "intervention": [("name",)],
-          "treatment": [("drug",), ("action",)], "adverse_event": [("term",), ("serious",), ("severity", "ctcae_grade")],
+          "treatment": [("drug",), ("action",)],
+          "adverse_event": [("term",), ("serious",), ("severity", "ctcae_grade")],
           "hospitalisation": [("reason",)], "lab_result": [("analyte", "loinc"), ("value",), ("unit",)],
           "clinical_finding": [("fever",)], "visit_assessment": [("active_joints",), ("physician_global",),
                                                                  ("patient_global",)],
@@ -165,8 +166,8 @@ def test_what_the_fast_path_accepts_the_reference_accepts_with_the_same_message(
 
 @pytest.mark.parametrize("type_", vocab.MESSAGE_TYPES)
 def test_the_fast_path_takes_ordinary_messages_of_every_type(type_: str):
-    from tests.test_contract import VALID
     from tests.messages import message
+    from tests.test_contract import VALID
 
     m = message(type=type_, data=VALID[type_])
     raw = json.dumps(m).encode()
