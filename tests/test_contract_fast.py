@@ -186,3 +186,20 @@ def test_a_duplicate_key_is_never_taken_by_the_fast_path():
         assert FAST.parse(base % twice, NOW) is None
         with pytest.raises(ContractViolation, match="appears twice"):
             parse_message(base % twice, now=NOW)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(min_value=1e-4, max_value=1e16, exclude_max=True),
+                 st.floats(min_value=-1e16, max_value=-1e-4, exclude_min=True), st.just(0.0), st.just(-0.0)),
+       st.text(st.characters(exclude_categories=("Cs",))))
+def test_msgspec_writes_floats_in_the_hashed_range_and_any_text_as_pythons_json_does(x: float, text: str):
+    """The fast path's content hash is the reference's only if both write the same canonical JSON."""
+    import msgspec
+
+    from events.contract import content_hash
+    from events.contract_fast import _content_hash
+
+    obj = {"b": x, "a": [text, {"z": True, "y": None, "x": 7}]}
+    assert msgspec.json.encode(obj, order="sorted").decode() == json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert _content_hash(json.dumps(obj).encode()) == content_hash(obj)
