@@ -458,7 +458,7 @@ def incidence_page(data: BoardData) -> None:
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", incidence_csv(answer), f"incidence-{answer['fingerprint']}.csv",
                        "text/csv", on_click=record_download, args=(user, f"incidence CSV {answer['fingerprint']}"))
-    ae = data.ae_table(TableSettings(data_cut=cut_at), as_of)
+    ae = cached_ae_table(data.store.url, TableSettings(data_cut=cut_at), as_of, data.exposure_position())
     d2.download_button("Download DSMB report (HTML)", dsmb_html(answer, data.efficacy(anchor), ae=ae),
                        f"dsmb-{answer['fingerprint']}.html",
                        "text/html", on_click=record_download, args=(user, f"DSMB report {answer['fingerprint']}"))

@@ -301,7 +301,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "correction": CorrectionData,
 }
 assert tuple(DATA_MODELS) == vocab.MESSAGE_TYPES
-TYPE_OF: dict[type[_Data], str] = {model: name for name, model in DATA_MODELS.items()}
+TYPE_OF: dict[type[BaseModel], str] = {model: name for name, model in DATA_MODELS.items()}
 
 
 # --- the envelope ------------------------------------------------------------------------------

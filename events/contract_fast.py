@@ -146,8 +146,7 @@ class _Generator:
                 else:  # absent and an explicit null differ for the rules across fields
                     fields.append((name, typ | None | UnsetType, UNSET))
             struct = msgspec.defstruct(model.__name__ + "Fast", fields, forbid_unknown_fields=True, kw_only=True)
-            type_name = next((n for n, m in contract.DATA_MODELS.items() if m is model), "")
-            self.specs[model] = _Spec(struct, post, contract.CROSS_FIELD_RULES.get(type_name))
+            self.specs[model] = _Spec(struct, post, contract.CROSS_FIELD_RULES.get(contract.TYPE_OF.get(model, "")))
         return self.specs[model]
 
 
@@ -214,7 +213,7 @@ class FastContract:
             elif treat is FINITE or treat is FLOAT:
                 if not math.isfinite(value):
                     raise _Refer
-                if value and not _SAME_FLOAT_TEXT[0] <= abs(value) < _SAME_FLOAT_TEXT[1]:
+                if _written_otherwise(value):
                     counted[1] = 1
             elif treat is FREE_FORM:
                 _walk(value, counted)
@@ -235,8 +234,13 @@ def _walk(value: Any, counted: list[int]) -> None:
     elif isinstance(value, list):
         for item in value:
             _walk(item, counted)
-    elif isinstance(value, float) and value and not _SAME_FLOAT_TEXT[0] <= abs(value) < _SAME_FLOAT_TEXT[1]:
+    elif isinstance(value, float) and _written_otherwise(value):
         counted[1] = 1
+
+
+def _written_otherwise(x: float) -> bool:
+    """Whether msgspec may write this float otherwise than Python's json module does."""
+    return bool(x) and not _SAME_FLOAT_TEXT[0] <= abs(x) < _SAME_FLOAT_TEXT[1]
 
 
 def _content_hash(raw: bytes) -> str:

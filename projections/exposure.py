@@ -45,6 +45,8 @@ COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occ
            "verbatim_term", "flags", "linked", "corrected")
 TOKENS = frozenset({"patient_id", "message_id", "linked"})
 SEALED = frozenset({"arm", "drug", "drug_class", "term", "soc", "verbatim_term", "corrected"})
+_SOURCE, _PATIENT, _TYPE, _LINKED, _CORRECTED = map(COLUMNS.index, ("source", "patient_id", "type", "linked",
+                                                                   "corrected"))
 
 
 def _day(text: Any) -> str | None:
@@ -141,10 +143,10 @@ def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None)
     retracted: set[tuple[str, str, str]] = set()
     corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
-        if r[4] == "retraction":
-            retracted.add((r[1], r[2], r[17]))
-        elif r[4] == "correction":
-            corrected[(r[1], r[2], r[17])] = json.loads(r[18])
+        if r[_TYPE] == "retraction":
+            retracted.add((r[_SOURCE], r[_PATIENT], r[_LINKED]))
+        elif r[_TYPE] == "correction":
+            corrected[(r[_SOURCE], r[_PATIENT], r[_LINKED])] = json.loads(r[_CORRECTED])
     cut = utc_text(data_cut) if data_cut else None
     subjects: dict[tuple[str, str], Subject] = {}
     dropped: dict[tuple[str, str], set[str]] = defaultdict(set)  # retracted ids: what links to them goes too

@@ -41,9 +41,6 @@ class Span(NamedTuple):
     def days(self) -> int:
         return max((self.last - self.first).days + 1, 0)
 
-    def contains(self, day: date) -> bool:
-        return self.first <= day <= self.last
-
 
 class TreatmentChange(NamedTuple):
     drug: str
@@ -177,12 +174,6 @@ class Membership(NamedTuple):
     @property
     def days(self) -> int:
         return sum(s.days for s in self.spans)
-
-    def days_to_first(self, events: Sequence[AdverseEvent]) -> int:
-        """Days at risk ending at the first of ``events`` (all days when there is none)."""
-        if not events:
-            return self.days
-        return days_at_risk_until(self.spans, min(e.onset for e in events))
 
 
 def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None) -> list[Membership]:
