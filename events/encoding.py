@@ -68,11 +68,12 @@ class StateEncoder:
     def recorded(self, m: Message, now: datetime, version: int = 0) -> StoredEvent:
         if not self.mirrors:
             return self.mapper.to_stored_event(event_for(m, now, version))
-        if self._now is None or self._now[0] is not now:
-            self._now = (now, _datetime(now))
+        stamp = self._now  # one read: threads may share this encoder
+        if stamp is None or stamp[0] is not now:
+            stamp = self._now = (now, _datetime(now))
         # Keys in the event's field order, as vars(event) would list them.
         state: dict[str, Any] = {
-            "timestamp": self._now[1],
+            "timestamp": stamp[1],
             "source": m.source,
             "patient_id": m.patient_id,
             "message_id": m.message_id,

@@ -432,6 +432,10 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
+def _ready() -> None:
+    """A task that only waits for its process to be up."""
+
+
 def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejected]:
     assert _worker_encoder is not None
     return [prepare(line, now, _worker_encoder) for line in lines]
@@ -451,6 +455,11 @@ class ParserPool:
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_worker, initargs=(ledger.mapper_settings(),))
+
+    def start(self) -> None:
+        """Start every process now (they start on demand otherwise, delaying the first batches)."""
+        for future in [self.pool.submit(_ready) for _ in range(self.workers)]:
+            future.result()
 
     def submit(
         self, raws: list[bytes], now: datetime, *, split: bool = True

@@ -15,7 +15,8 @@ import logging
 import re
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "pv.events"
 TRACKING_PREFIX = "kafka:"
+#: at most this many bytes of message values in one transaction (and in memory per batch)
+DEFAULT_BATCH_BYTES = 4 << 20
 
 
 def tracking_name(topic: str, topic_id: object, partition: int) -> str:
@@ -88,13 +91,38 @@ class ConsumerStats:
 
 @dataclass(frozen=True)
 class _Parsing:
-    """One partition's records of a poll, parsing (call ``items`` for the result)."""
+    """Records of one partition from a poll (a run of them, at most a batch's count and bytes),
+    parsing: call ``items`` for the result."""
 
     tp: TopicPartition
     raws: list[RawMessage]
     tracking: Tracking
     now: datetime
     items: Callable[[], list[Prepared | Rejected]]
+
+
+@dataclass
+class _Written:
+    """What storing some batches did, for the consumer's thread to act on."""
+
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    #: partitions whose offsets another consumer of the group had stored first: seek past them
+    sought: set[TopicPartition] = field(default_factory=set)
+    quarantined: bool = False
+
+
+def runs(records: Sequence[Any], max_count: int, max_bytes: int) -> Iterator[Sequence[Any]]:
+    """``records`` in order, cut into runs of at most ``max_count`` records and ``max_bytes`` bytes of
+    values (a record larger than ``max_bytes`` is a run of its own): one transaction each."""
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        n = len(record.value or b"")
+        if i > start and (i - start >= max_count or size + n > max_bytes):
+            yield records[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(records):
+        yield records[start:]
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
@@ -120,6 +148,7 @@ class FeedConsumer:
         group: str | None = None,
         dlq_topic: str | None = None,
         batch_size: int = 500,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
         poll_timeout_ms: int = 200,
         client: dict[str, Any] | None = None,
         after_batch: Callable[[], None] | None = None,
@@ -132,6 +161,7 @@ class FeedConsumer:
         self.group = group
         self.dlq_topic = dlq_topic or f"{topic}.dlq"
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.poll_timeout_ms = poll_timeout_ms
         self.client = client or {}
         self.after_batch = after_batch
@@ -139,7 +169,11 @@ class FeedConsumer:
         #: processes that parse each poll's records in parallel (0: parse in this process)
         self.parsers = parsers
         self._parser_pool: ParserPool | None = None
-        self._pending: list[_Parsing] = []  # the last poll's batches, parsing while it stores
+        # With a backlog, the last poll's batches are stored in this thread while the next poll is
+        # fetched and decoded (the database releases the GIL while it writes and syncs).
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[_Written] | None = None
+        self._settled = IngestCounts()  # stored since the last poll_once or flush returned
         self._dead_letter_mark = 0  # quarantine ids up to here need no look again
         self.stats = ConsumerStats()
         self.consumer: KafkaConsumer | None = None
@@ -165,6 +199,7 @@ class FeedConsumer:
         self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **self.client)
         if self.parsers > 0 and self._parser_pool is None:  # started here, not during the first poll
             self._parser_pool = ParserPool(self.parsers, self.ledger)
+            self._parser_pool.start()
         self._ensure_topic(self.dlq_topic)
         if self.group:
             self.consumer.subscribe([self.topic], listener=_SeekOnAssign(self))
@@ -204,8 +239,10 @@ class FeedConsumer:
         return self.consumer._client.cluster.topic_id(self.topic)
 
     def seek(self, partitions: Sequence[TopicPartition]) -> None:
-        """Position each partition after the last offset the ledger stored for it."""
+        """Position each partition after the last offset the ledger stored for it (once the batches
+        being stored are in)."""
         assert self.consumer is not None
+        self._settle([])
         stored = self.ledger.tables.tracking_positions(f"{TRACKING_PREFIX}{self.topic}:")
         topic_id = self._topic_id()
         self._seek_topic_id = topic_id
@@ -217,9 +254,17 @@ class FeedConsumer:
                 self.consumer.seek(tp, offset + 1)
 
     def close(self) -> None:
-        """Disconnect; batches left parsing are dropped (a reconnect reads them again from the ledger's
-        offsets): call ``flush`` first to store them."""
-        self._pending = []
+        """Disconnect. A transaction under way is let finish (its dead letters wait for the next start:
+        an outbox); call ``flush`` first to act on it here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            try:
+                self.stats.counts.add(writing.result().counts)
+            except Exception:
+                log.warning("the last batch was not stored; a reconnect reads it again", exc_info=True)
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
         if self._parser_pool is not None:
             self._parser_pool.close()
             self._parser_pool = None
@@ -289,11 +334,13 @@ class FeedConsumer:
                                    exc) from exc
 
     def poll_once(self) -> IngestCounts:
-        """One poll: each partition's records in one transaction with their offset.
+        """One poll: each partition's records in transactions with their offset (at most ``batch_size``
+        records and ``batch_bytes`` bytes each); returns what was stored meanwhile.
 
-        With parser processes and a backlog (a full poll), this poll's records are parsed while the
-        previous poll's are stored, and stored by the next call (or ``flush``); at the head of the
-        feed each poll is stored before the call returns, so a new message is not held back.
+        With a backlog (a full poll) the work overlaps: while this poll's records are stored (in the
+        writer thread, after parsing in the parser processes if any), the next call fetches and decodes
+        the next poll. At the head of the feed each poll is stored before the call returns, so a new
+        message is not held back.
         """
         assert self.consumer is not None
         polled = self._poll()
@@ -305,23 +352,27 @@ class FeedConsumer:
             # message ids make anything seen before a duplicate, never a loss.
             log.warning("topic %s has a new id (%s): reading it from the beginning", self.topic, topic_id)
             self.stats.reconnects += 1
-            self._pending = []  # read again after the seek
             self.seek(sorted(self.consumer.assignment()))
-            return IngestCounts()
-        fresh = [self._parse(tp, records, topic_id) for tp, records in polled.items() if records]
-        total = self._store(self._pending, fresh)
-        backlog = sum(len(records) for records in polled.values()) >= self.batch_size
-        if self._parser_pool is not None and backlog:
-            self._pending = fresh
+            return self._report()
+        fresh = [self._parse(tp, run, topic_id) for tp, records in polled.items()
+                 for run in runs(records, self.batch_size, self.batch_bytes)]
+        self._settle(fresh)
+        if sum(len(records) for records in polled.values()) >= self.batch_size:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
+            self._writing = self._writer.submit(self._write, fresh)
         else:
-            self._pending = []
-            total.add(self._store(fresh, []))
-        return total
+            self._after(self._write(fresh), [])
+        return self._report()
 
     def flush(self) -> IngestCounts:
-        """Store what the last poll left parsing."""
-        pending, self._pending = self._pending, []
-        return self._store(pending, [])
+        """Wait for the batches being stored, and act on them (seeks, dead letters, ``after_batch``)."""
+        self._settle([])
+        return self._report()
+
+    def _report(self) -> IngestCounts:
+        out, self._settled = self._settled, IngestCounts()
+        return out
 
     def _parse(self, tp: TopicPartition, records: Sequence[Any], topic_id: object) -> _Parsing:
         raws = [RawMessage(r.value if r.value is not None else b"",
@@ -331,32 +382,43 @@ class FeedConsumer:
         return _Parsing(tp, raws, Tracking(tracking_name(tp.topic, topic_id, tp.partition), records[-1].offset),
                         now, self.ingestor.parse(raws, now, self._parser_pool))
 
-    def _store(self, batches: list[_Parsing], following: list[_Parsing]) -> IngestCounts:
-        """Store ``batches`` in order; a partition found already stored by another consumer is sought
-        past, and its ``following`` batches (read before the seek) are dropped, to be read again."""
-        total = IngestCounts()
-        sought: set[TopicPartition] = set()
-        quarantined = False
+    def _write(self, batches: list[_Parsing]) -> _Written:
+        """Store ``batches`` in order, each in one transaction with its offset: the database work only,
+        so that it can run in the writer thread. A partition found stored by another consumer of the
+        group is noted, and its later batches left to be read again."""
+        out = _Written()
         for b in batches:
-            if b.tp in sought:
+            if b.tp in out.sought:
                 continue
             try:
                 counts, rejected = self.ingestor.store_prepared(b.raws, b.items(), b.now, b.tracking)
             except IntegrityError:
-                # Another consumer of the group stored these offsets first: continue after them.
-                log.info("offsets of %s already stored; seeking past them", b.tp)
-                self.seek([b.tp])
-                sought.add(b.tp)
+                out.sought.add(b.tp)
                 continue
-            total.add(counts)
-            quarantined = quarantined or bool(rejected)
-        if quarantined:
+            out.counts.add(counts)
+            out.quarantined = out.quarantined or bool(rejected)
+        return out
+
+    def _settle(self, following: list[_Parsing]) -> None:
+        """Wait for the writer thread (raising what it raised), then act on what it stored."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            self._after(writing.result(), following)
+
+    def _after(self, written: _Written, following: list[_Parsing]) -> None:
+        """What follows a store, in the consumer's thread: seek past offsets another consumer stored
+        (dropping ``following`` batches of those partitions, read before the seek), send dead
+        letters, tell ``after_batch``."""
+        for tp in sorted(written.sought):
+            log.info("offsets of %s already stored; seeking past them", tp)
+            self.seek([tp])
+        following[:] = [b for b in following if b.tp not in written.sought]
+        if written.quarantined:
             self.send_dead_letters()
-        following[:] = [b for b in following if b.tp not in sought]
-        self.stats.counts.add(total)
-        if total.total and self.after_batch:
+        self.stats.counts.add(written.counts)
+        self._settled.add(written.counts)
+        if written.counts.total and self.after_batch:
             self.after_batch()
-        return total
 
     def send_dead_letters(self) -> int:
         """Send every message quarantined from this topic that has not gone to the dead-letter topic

@@ -1055,6 +1055,9 @@ def consume(
     group: Annotated[str | None, typer.Option(help="consumer group, to share partitions between consumers")] = None,
     dlq_topic: Annotated[str | None, typer.Option(help="dead-letter topic (default: TOPIC.dlq)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=20000, help="records per poll and transaction")] = 500,
+    batch_mib: Annotated[
+        float, typer.Option(min=0.001, help="at most this many MiB of messages per transaction (and in memory per batch)")
+    ] = 4.0,
     poll_timeout: Annotated[int, typer.Option(min=1, help="poll timeout in milliseconds")] = 200,
     with_projections: Annotated[bool, typer.Option("--project", help="also keep the read models up to date")] = False,
     parsers: Annotated[
@@ -1084,7 +1087,8 @@ def consume(
                 p.catch_up()
 
     feed = FeedConsumer(ledger, bootstrap, topic=topic, group=group, dlq_topic=dlq_topic,
-                        batch_size=batch_size, poll_timeout_ms=poll_timeout, client=_kafka_client(),
+                        batch_size=batch_size, batch_bytes=int(batch_mib * (1 << 20)), poll_timeout_ms=poll_timeout,
+                        client=_kafka_client(),
                         after_batch=after, source=source, parsers=parsers)
     err.print(f"consuming {topic} from {bootstrap} into {ledger.store.display()}")
     try:

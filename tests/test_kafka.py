@@ -300,3 +300,59 @@ def test_a_message_claiming_another_registrys_source_is_quarantined_as_unauthori
     [q] = ledger.tables.quarantined()
     assert q["source"] == "reg-b" and q["reason"].startswith("unauthorised: source reg-b")
     assert ledger.tables.message_digest()[0] == 1 and feed.stats.dead_letters == 1
+
+
+def test_a_backlog_is_stored_while_the_next_poll_runs_and_transactions_keep_to_their_bytes(broker: Broker,
+                                                                                           store: Store):
+    """A full poll is handed to the writer thread and stored by the next call (or ``flush``); each
+    transaction holds at most ``batch_bytes`` of messages and tracks its own last offset."""
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    lines = synthetic_feed(600, patients=30, seed=5)
+    publish([RawMessage(line, {}) for line in lines], broker.bootstrap, topic)
+    ledger = Ledger(store)
+    cap = 4 * max(len(line) for line in lines)  # 4 to 8 messages a transaction
+    feed = FeedConsumer(ledger, broker.bootstrap, topic=topic, batch_size=100, batch_bytes=cap)
+    feed.connect()
+    try:
+        transactions: list[int] = []
+        handed = 0
+        store_prepared = feed.ingestor.store_prepared
+
+        def counted(batch: Any, *args: Any) -> Any:
+            transactions.append(sum(len(item.raw) for item in batch))
+            return store_prepared(batch, *args)
+
+        feed.ingestor.store_prepared = counted  # type: ignore[method-assign]
+        while feed.stats.polls < 50 and feed.consumer is not None:
+            stored_before = feed.stats.counts.total
+            reported = feed.poll_once()
+            if feed._writing is not None:  # a full poll: stored by the next call, not this one
+                handed += 1
+                assert reported.total == feed.stats.counts.total - stored_before
+            if feed.stats.counts.total + (100 if feed._writing else 0) >= len(lines):
+                break
+        feed.flush()
+        assert feed._writing is None and handed > 0
+        assert feed.stats.counts.accepted == len(lines)
+        assert transactions and max(transactions) <= cap and len(transactions) >= len(lines) // 8
+        tracked = ledger.tables.tracking_positions(f"kafka:{topic}:")
+        assert list(tracked.values()) == [len(lines) - 1]
+        assert ledger.tables.message_digest()[0] == len(lines)
+    finally:
+        feed.close()
+
+
+def test_runs_cut_records_by_count_and_by_bytes_in_order():
+    from events.kafka import runs
+
+    class R:
+        def __init__(self, n: int) -> None:
+            self.value = b"x" * n
+
+    sizes = [5, 5, 5, 20, 1, 1, 1, 1, 1, 1]
+    records = [R(n) for n in sizes]
+    cut = [[len(r.value) for r in run] for run in runs(records, max_count=4, max_bytes=10)]
+    assert cut == [[5, 5], [5], [20], [1, 1, 1, 1], [1, 1]]
+    assert [r for run in runs(records, 3, 100) for r in run] == records
+    assert list(runs([], 3, 10)) == []
