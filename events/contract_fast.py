@@ -238,6 +238,24 @@ def _walk(value: Any, counted: list[int]) -> None:
         counted[1] = 1
 
 
+def written_alike(value: Any) -> bool:
+    """Whether msgspec writes ``value`` (decoded JSON) byte for byte as Python's json module does
+    (compact, ``ensure_ascii=False``): it does for all but some floats."""
+    kind = type(value)
+    if kind is float:
+        return not _written_otherwise(value)
+    if kind is not dict and kind is not list:
+        return True
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if kind is float:
+            if _written_otherwise(item):
+                return False
+        elif (kind is dict or kind is list) and not written_alike(item):
+            return False
+    return True
+
+
 def _written_otherwise(x: float) -> bool:
     """Whether msgspec may write this float otherwise than Python's json module does."""
     return bool(x) and not _SAME_FLOAT_TEXT[0] <= abs(x) < _SAME_FLOAT_TEXT[1]

@@ -22,6 +22,12 @@ def patient_uuid(source: str, patient_id: str) -> UUID:
     return uuid5(PATIENT_NAMESPACE, f"{source}/{patient_id}")
 
 
+@lru_cache(maxsize=65536)
+def patient_hex(source: str, patient_id: str) -> str:
+    """The patient's stream id as the ledger's index stores it (a str: hashing a UUID runs Python code)."""
+    return patient_uuid(source, patient_id).hex
+
+
 class Patient(Aggregate):
     """A patient's history as its registry reported it, amendments included."""
 

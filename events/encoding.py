@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from events.contract import Message
+from events.contract_fast import written_alike
 from events.domain import EVENT_CLASS, Patient, patient_uuid
 
 #: the topic of each contract type's event class
@@ -25,6 +27,8 @@ EVENT_TOPIC = {type_name: get_topic(cls) for type_name, cls in EVENT_CLASS.items
 _DATETIME = "datetime_iso"  # eventsourcing's DatetimeAsISO transcoding name
 # The settings of JSONTranscoder.encoder, minus its per-object hook (we pre-encode datetimes).
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# The same bytes, five times faster, for every value but some floats (``written_alike``).
+_FAST_JSON = msgspec.json.Encoder()
 
 
 def event_for(m: Message, now: datetime, version: int = 0) -> Patient.Recorded:
@@ -82,7 +86,7 @@ class StateEncoder:
             "data": m.data,
             "content_hash": m.content_hash,
         }
-        stored = _JSON.encode(state).encode("utf8")
+        stored = _FAST_JSON.encode(state) if written_alike(m.data) else _JSON.encode(state).encode("utf8")
         if self.mapper.compressor:
             stored = self.mapper.compressor.compress(stored)
         if self.mapper.cipher:

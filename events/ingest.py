@@ -22,14 +22,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
 from events.contract import ContractViolation, Message, parse_message, storable, validate_data
-from events.domain import Patient, patient_uuid
+from events.domain import Patient, patient_hex, patient_uuid
 from events.encoding import StateEncoder
 from events.ledger import Ledger
 from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow, refusal
@@ -123,7 +122,7 @@ class _Batch:
     admissions: list[AdmissionRow] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
     per_source: dict[str, Counter[str]] = field(default_factory=dict)
-    versions: dict[UUID, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # next version by stream id (hex)
     rejected: list[tuple[RawMessage, str]] = field(default_factory=list)
 
     def count(self, source: str | None, outcome: str) -> None:
@@ -159,7 +158,7 @@ class Ingestor:
         self.allowed_source = allowed_source
         # Next free version per patient stream; valid while this process is the only writer,
         # corrected by re-reading after any conflict.
-        self._versions: dict[UUID, int] = {}
+        self._versions: dict[str, int] = {}
         self.encoder = StateEncoder(ledger.mapper)
         #: what was committed so far by this ingestor (reported when a later batch fails)
         self.committed = IngestCounts()
@@ -305,7 +304,7 @@ class Ingestor:
                  and (not self.allowed_source or p.source == self.allowed_source)]
         wanted = [p.key for p in valid] + [p.target_key for p in valid if p.target_key]
         known = self.ledger.tables.lookup_messages(wanted)
-        self._load_versions({patient_uuid(p.source, p.patient_id) for p in valid})
+        self._load_versions({patient_hex(p.source, p.patient_id) for p in valid})
         out = _Batch()
         in_batch: dict[str, IndexedMessage] = {}
         received = now.isoformat()
@@ -374,12 +373,12 @@ class Ingestor:
         return p._replace(topic=stored.topic, state=stored.state, message=None)
 
     def _admit(self, out: _Batch, p: Prepared, now: datetime) -> IndexedMessage:
-        oid = patient_uuid(p.source, p.patient_id)
+        oid = patient_hex(p.source, p.patient_id)
         version = out.versions.get(oid) or self._versions.get(oid, 0)
         if version == 0:
             version = 1
             registered = Patient.Registered(  # type: ignore[call-arg]
-                originator_id=oid,
+                originator_id=patient_uuid(p.source, p.patient_id),
                 originator_version=1,
                 timestamp=now,
                 originator_topic=PATIENT_TOPIC,
@@ -390,10 +389,8 @@ class Ingestor:
         version += 1
         out.versions[oid] = version
         out.stored.append(StoredEvent(oid, version, p.topic, p.state))
-        out.admissions.append(
-            (p.key, p.source, p.message_id, p.patient_id, p.type, p.content_hash, oid.hex, version)
-        )
-        return IndexedMessage(p.key, p.patient_id, p.type, p.content_hash, oid)
+        out.admissions.append((p.key, p.source, p.message_id, p.patient_id, p.type, p.content_hash, oid, version))
+        return IndexedMessage(p.key, p.patient_id, p.type, p.content_hash)
 
     @staticmethod
     def _quarantine(out: _Batch, item: RawMessage, r: Rejected, received: str) -> None:
@@ -405,7 +402,7 @@ class Ingestor:
         out.rejected.append((item, r.reason))
         out.count(source, "quarantined")
 
-    def _load_versions(self, oids: set[UUID]) -> None:
+    def _load_versions(self, oids: set[str]) -> None:
         missing = [oid for oid in oids if oid not in self._versions]
         if missing:
             found = self.ledger.tables.patient_versions(missing)

@@ -109,7 +109,6 @@ class IndexedMessage(NamedTuple):
     patient_id: str
     type: str
     content_hash: str
-    originator_id: UUID
 
 
 class LedgerTables:
@@ -174,17 +173,18 @@ class LedgerTables:
             where, params = self._key_in(unique[start : start + self.lookup_chunk])
             rows = self._fetch(
                 self._sql(
-                    "SELECT message_key, patient_id, type, content_hash, originator_id"
+                    "SELECT message_key, patient_id, type, content_hash"
                     " FROM {s}ledger_message_index WHERE " + where
                 ),
                 params,
             )
             for r in rows:
                 key = s.untoken(r[0])
-                found[key] = IndexedMessage(key, s.untoken(r[1]), r[2], r[3], UUID(r[4]))
+                found[key] = IndexedMessage(key, s.untoken(r[1]), r[2], r[3])
         return found
 
-    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
+    def patient_versions(self, ids: Iterable[str]) -> dict[str, int]:
+        """The last version of each stream (ids as hex)."""
         raise NotImplementedError
 
     def quarantined(self) -> list[dict[str, Any]]:
@@ -272,6 +272,11 @@ class LedgerTables:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
 
+def _hex(originator_id: UUID | str) -> str:
+    """A stream id as ingest passes it (hex) or as the library does (a UUID)."""
+    return originator_id if isinstance(originator_id, str) else originator_id.hex
+
+
 class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + [self._sql(t) for t in _TABLES]
@@ -283,8 +288,7 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
         # return each row id): nothing of ours reads those ids, and it is 5 times faster.
         c.executemany(
             self.insert_events_statement,
-            [(s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
-              s.originator_version, s.topic, s.state) for s in stored_events],
+            [(_hex(s.originator_id), s.originator_version, s.topic, s.state) for s in stored_events],
         )
         tracking = kwargs.get("tracking")
         if tracking is not None:
@@ -310,18 +314,18 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
     def tracking_table(self) -> str:
         return "tracking"
 
-    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
-        out: dict[UUID, int] = {}
+    def patient_versions(self, ids: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 500):
-            chunk = [u.hex for u in unique[start : start + 500]]
+            chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for oid, version in self._fetch(
                 f"SELECT originator_id, MAX(originator_version) FROM {self.events_table_name}"
                 f" WHERE originator_id IN ({marks}) GROUP BY originator_id",
                 chunk,
             ):
-                out[UUID(oid)] = version
+                out[oid] = version
         return out
 
 
@@ -366,10 +370,10 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         self._notify_channel(curs)
         curs.execute(
             SQL("INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-                " SELECT * FROM unnest(%s::{oid}[], %s::bigint[], %s::text[], %s::bytea[])").format(
+                " SELECT * FROM unnest(%s::text[]::{oid}[], %s::bigint[], %s::text[], %s::bytea[])").format(
                 schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name),
                 oid=Identifier(self.datastore.originator_id_type)),
-            [[s.originator_id for s in stored_events], [s.originator_version for s in stored_events],
+            [[_hex(s.originator_id) for s in stored_events], [s.originator_version for s in stored_events],
              [s.topic for s in stored_events], [s.state for s in stored_events]],
         )
 
@@ -398,13 +402,13 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         return f'{self.schema_prefix}"{self.tracking_table_name}"'
 
 
-    def patient_versions(self, ids: Iterable[UUID]) -> dict[UUID, int]:
+    def patient_versions(self, ids: Iterable[str]) -> dict[str, int]:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
         rows = self._fetch(
             f'SELECT originator_id, MAX(originator_version) FROM {self.schema_prefix}"'
-            f'{self.events_table_name}" WHERE originator_id = ANY(%s) GROUP BY originator_id',
+            f'{self.events_table_name}" WHERE originator_id = ANY(%s::uuid[]) GROUP BY originator_id',
             [unique],
         )
-        return {UUID(str(oid)): version for oid, version in rows}
+        return {oid.hex: version for oid, version in rows}

@@ -210,3 +210,33 @@ def test_a_duplicate_key_in_a_free_form_object_is_never_taken_by_the_fast_path()
     assert FAST.parse(base % b',"AETRTEM":"N"', NOW) is None
     with pytest.raises(ContractViolation, match="appears twice"):
         parse_message(base % b',"AETRTEM":"N"', now=NOW)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | ODD_NUMBER
+    | st.text(st.characters(exclude_categories=("Cs",))) | ODD_TEXT.filter(lambda t: t != "\ud800"),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(JSON_VALUES)
+def test_where_written_alike_says_so_msgspec_writes_the_bytes_of_the_json_module(value: Any):
+    """The event encoder's fast writer (events/encoding.py) relies on this."""
+    import msgspec
+
+    from events.contract_fast import written_alike
+
+    stdlib = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if written_alike(value):
+        assert msgspec.json.encode(value) == stdlib
+    else:
+        assert any(isinstance(x, float) for x in _leaves(value))
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
