@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from benchmarks import report
+from benchmarks.procs import high_water_mb, process_tree
 from benchmarks.report import write_section
 from benchmarks.stores import PG, drop, fresh_store
 from benchmarks.synthetic import feed_lines
@@ -81,31 +82,6 @@ def command(store: Store, lines: list[bytes]) -> tuple[float, float]:
         os.unlink(f.name)
     assert proc.returncode == 0 and b'"accepted": %d' % len(lines) in out, out
     return len(lines) / elapsed, peak
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and its descendants (Linux /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-    return out
-
-
-def high_water_mb(pid: int) -> float:
-    """A process's peak resident size so far (VmHWM: its own, not the parent's it was forked from, which
-    ``ru_maxrss`` counts too)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-    return int(found.group(1)) / 1024 if found else 0.0
 
 
 def naive(store: Store, lines: list[bytes]) -> float:

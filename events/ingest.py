@@ -40,9 +40,9 @@ UNKNOWN_SOURCE = "(unknown)"
 PATIENT_TOPIC = get_topic(Patient)
 
 
-@dataclass(frozen=True)
-class RawMessage:
+class RawMessage(NamedTuple):
     """Bytes as received, and where they came from (file and line, or topic/partition/offset).
+    A tuple: one is made per message on the hot path, and a frozen dataclass is slow to build.
 
     ``refused`` is set by an inbound adapter that could not make a message of what it read (an SDTM
     record without USUBJID): the bytes go to the quarantine with that reason, never to the ledger."""
