@@ -351,13 +351,13 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
     lookup_chunk = 1 << 30
 
     def _key_in(self, keys: list[str]) -> tuple[str, list[Any]]:
-        return "message_key = ANY(%s)", [keys]
+        return "message_key = ANY(%b::text[])", [keys]
 
     def _insert_admissions(self, c: Any, admissions: list[AdmissionRow]) -> None:
         columns = list(zip(*admissions, strict=True))
         c.execute(self._sql("INSERT INTO {s}ledger_message_index SELECT * FROM unnest("
-                            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                            " %s::bigint[])").encode(), [list(col) for col in columns])
+                            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+                            " %b::bigint[])").encode(), [list(col) for col in columns])
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         # The library sends a batch as one array of a composite type, which psycopg dumps as text with
@@ -370,7 +370,7 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
         self._notify_channel(curs)
         curs.execute(
             SQL("INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-                " SELECT * FROM unnest(%s::text[]::{oid}[], %s::bigint[], %s::text[], %s::bytea[])").format(
+                " SELECT * FROM unnest(%b::text[]::{oid}[], %b::bigint[], %b::text[], %b::bytea[])").format(
                 schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name),
                 oid=Identifier(self.datastore.originator_id_type)),
             [[_hex(s.originator_id) for s in stored_events], [s.originator_version for s in stored_events],
@@ -408,7 +408,7 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
             return {}
         rows = self._fetch(
             f'SELECT originator_id, MAX(originator_version) FROM {self.schema_prefix}"'
-            f'{self.events_table_name}" WHERE originator_id = ANY(%s::uuid[]) GROUP BY originator_id',
+            f'{self.events_table_name}" WHERE originator_id = ANY(%b::text[]::uuid[]) GROUP BY originator_id',
             [unique],
         )
         return {oid.hex: version for oid, version in rows}
