@@ -66,3 +66,26 @@ def write_section(title: str, command: str, body: str) -> None:
     found = pattern.search(text)
     text = pattern.sub(lambda _: section + "\n", text) if found else text.rstrip() + "\n\n" + section
     PATH.write_text(text)
+
+
+def previous_rows(section: str, cells: int) -> str:
+    """The store rows of a section's first table (their first ``cells`` figures, with the column names),
+    with when and on how fast a host they were measured: the line that keeps the figures a run replaces
+    in view ("" if the section had none)."""
+    stamp = re.search(r"Measured: (.*?)  $", section, re.M)
+    loop = re.search(r"reference loop ([\d.]+) ms", section)
+    header = re.search(r"^\| store \|(.*)$", section, re.M)
+    rows = re.findall(r"^\| (sqlite|postgresql) \|(.*)$", section, re.M)
+    if not (stamp and header and rows):
+        return ""
+    names = [c.strip() for c in header.group(1).split("|")][:cells]
+    seen: set[str] = set()
+    figures = []
+    for kind, rest in rows:
+        if kind in seen:  # a later table of the same section
+            continue
+        seen.add(kind)
+        values = [c.strip() for c in rest.split("|")][:cells]
+        figures.append(f"{kind}: " + ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=False)))
+    host = f", reference loop {loop.group(1)} ms" if loop else ""
+    return f"\nPrevious run ({stamp.group(1)}{host}): {'; '.join(figures)}.\n"

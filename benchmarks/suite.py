@@ -285,7 +285,7 @@ class Suite:
 
         broker = Broker().start()
         heads = " | ".join(f"`--parsers {n}`" for n in KAFKA_PARSERS)
-        rows = [f"| store | {heads} (events/s, median) | baseline: poll + JSON decode only | best ÷ baseline | "
+        rows = [f"| store | {heads} | baseline: poll + JSON decode only | best ÷ baseline | "
                 "target | gap |", "|---|" + "---:|" * (len(KAFKA_PARSERS) + 3) + "---|"]
         cpu_rows = ["| store | parsers | consumer process (threads: poll, writer) | parser processes | broker | "
                     "wall |", "|---|---:|---:|---:|---:|---:|"]
@@ -326,7 +326,8 @@ class Suite:
         finally:
             broker.stop()
         return "\n".join(rows) + (
-            f"\n\n{count:,} generated messages on one partition of the Tansu test broker (loopback; medians of "
+            f"\n\nEvents per second from first poll to last commit, median of each. "
+            f"{count:,} generated messages on one partition of the Tansu test broker (loopback; medians of "
             f"{self.runs} runs each, alternating); `crc32c` installed; polls of up to 2,000 records, stored in "
             "transactions of at most 2,000 records and 4 MiB with the offset tracked in the same transaction. "
             "With a backlog, a poll's records are parsed (in the parser processes, if any) and stored (in the "
@@ -335,7 +336,8 @@ class Suite:
             "is not counted):\n\n" + "\n".join(cpu_rows) + "\n\n"
             f"The Kafka client alone (fetch, CRC, record decoding, JSON) costs {1e6 / baseline:.1f} µs an event in "
             "the consumer process. Two cores are shared by the broker, the consumer and its parsers (and for "
-            "PostgreSQL the server), so parsers pay only while a core is free.\n")
+            "PostgreSQL the server), so parsers pay only while a core is free.\n"
+            + report.previous_rows(report.previous_section("Kafka consume to ledger"), 3))
 
     def _consume_rate(self, kind: str, bootstrap: str, broker_pid: int, topic: str, sent: int,
                       parsers: int) -> tuple[float, dict[str, float]]:

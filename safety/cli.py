@@ -127,7 +127,8 @@ def ingest(
     store: StoreOption = None,
     batch_size: Annotated[int, typer.Option(min=1, max=20000, help="messages per transaction")] = 2000,
     workers: Annotated[
-        int, typer.Option(min=-1, max=16, help="parser processes; -1: 2 for inputs over 8 MB, else 0")
+        int, typer.Option(min=-1, max=16, help="parser processes; -1: 1 for inputs over 8 MB, else 0 (a second "
+                          "gains nothing on two cores: BENCHMARKS.md)")
     ] = -1,
 ) -> None:
     """Validate NDJSON messages and append them; bad lines go to the quarantine.
@@ -147,7 +148,7 @@ def ingest(
         with _progress() as progress:
             for path in paths:
                 size = size_of(path)
-                parsers = workers if workers >= 0 else (2 if (size or 0) > 8_000_000 else 0)
+                parsers = workers if workers >= 0 else (1 if (size or 0) > 8_000_000 else 0)
                 task = progress.add_task(f"ingest {Path(path).name}", total=size)
 
                 def tracked(p: str = path, t: Any = task) -> Iterator[Any]:
@@ -1056,13 +1057,15 @@ def consume(
     dlq_topic: Annotated[str | None, typer.Option(help="dead-letter topic (default: TOPIC.dlq)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=20000, help="records per poll and transaction")] = 500,
     batch_mib: Annotated[
-        float, typer.Option(min=0.001, help="at most this many MiB of messages per transaction (and in memory per batch)")
+        float, typer.Option(min=0.001, help="at most this many MiB of messages per transaction (and in memory "
+                            "per batch)")
     ] = 4.0,
     poll_timeout: Annotated[int, typer.Option(min=1, help="poll timeout in milliseconds")] = 200,
     with_projections: Annotated[bool, typer.Option("--project", help="also keep the read models up to date")] = False,
     parsers: Annotated[
-        int, typer.Option(min=0, max=16, help="parser processes: a backlog is parsed there while this one stores")
-    ] = 2,
+        int, typer.Option(min=0, max=16, help="parser processes: a backlog is parsed there while this one stores "
+                          "(one is as fast as two on two cores and leaves a core free: BENCHMARKS.md)")
+    ] = 1,
     source: Annotated[
         str | None,
         typer.Option(help="the registry this topic belongs to: other sources are quarantined as unauthorised"),
