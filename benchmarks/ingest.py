@@ -40,6 +40,7 @@ from events.domain import EVENT_CLASS, Patient
 from events.encoding import StateEncoder
 from events.ingest import Ingestor, RawMessage, prepare
 from events.ledger import Ledger
+from events.recorders import hex_id
 from events.store import Store
 
 
@@ -114,7 +115,7 @@ def raw_ceiling(store: Store, lines: list[bytes]) -> float:
         now,
     )
     stored = batch.stored
-    rows = [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored]
+    rows = [(hex_id(s.originator_id), s.originator_version, s.topic, s.state) for s in stored]
     if store.kind == "sqlite":
         import sqlite3
 

@@ -272,7 +272,7 @@ class LedgerTables:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-def _hex(originator_id: UUID | str) -> str:
+def hex_id(originator_id: UUID | str) -> str:
     """A stream id as ingest passes it (hex) or as the library does (a UUID)."""
     return originator_id if isinstance(originator_id, str) else originator_id.hex
 
@@ -288,7 +288,7 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
         # return each row id): nothing of ours reads those ids, and it is 5 times faster.
         c.executemany(
             self.insert_events_statement,
-            [(_hex(s.originator_id), s.originator_version, s.topic, s.state) for s in stored_events],
+            [(hex_id(s.originator_id), s.originator_version, s.topic, s.state) for s in stored_events],
         )
         tracking = kwargs.get("tracking")
         if tracking is not None:
@@ -373,7 +373,7 @@ class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
                 " SELECT * FROM unnest(%b::text[]::{oid}[], %b::bigint[], %b::text[], %b::bytea[])").format(
                 schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name),
                 oid=Identifier(self.datastore.originator_id_type)),
-            [[_hex(s.originator_id) for s in stored_events], [s.originator_version for s in stored_events],
+            [[hex_id(s.originator_id) for s in stored_events], [s.originator_version for s in stored_events],
              [s.topic for s in stored_events], [s.state for s in stored_events]],
         )
 
