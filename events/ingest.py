@@ -123,6 +123,8 @@ class _Batch:
     quarantine: list[QuarantineRow] = field(default_factory=list)
     per_source: dict[str, Counter[str]] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)  # next version by stream id (hex)
+    #: a message of the batch was stored before (a re-delivery, or a conflicting one)
+    seen_before: bool = False
     rejected: list[tuple[RawMessage, str]] = field(default_factory=list)
 
     def count(self, source: str | None, outcome: str) -> None:
@@ -162,6 +164,8 @@ class Ingestor:
         self.encoder = StateEncoder(ledger.mapper)
         #: what was committed so far by this ingestor (reported when a later batch fails)
         self.committed = IngestCounts()
+        #: the last batch held no message stored before: judge the next without reading the index first
+        self._expect_new = True
 
     def ingest(
         self,
@@ -226,8 +230,13 @@ class Ingestor:
         now: datetime,
         tracking: Tracking | None,
     ) -> _Batch:
+        # Judged first without reading the message index when the last batches held nothing stored
+        # before: the index's unique key refuses a message stored before, and the batch is judged again
+        # with the index read. A feed of new messages saves a lookup per message; a feed of
+        # re-deliveries reads the index first until a batch is all new again.
+        optimistic = self._expect_new
         for attempt in range(1, self.max_attempts + 1):
-            decided = self._decide(batch, items, now)
+            decided = self._decide(batch, items, now, read_index=not optimistic)
             try:
                 self.ledger.append_stored(
                     decided.stored,
@@ -240,6 +249,9 @@ class Ingestor:
                 kind = refusal(exc)
                 if kind is None:
                     raise
+                if optimistic:  # perhaps a message stored before: judge again, reading the index
+                    optimistic = False
+                    continue
                 if kind == "conflict":
                     if tracking is not None and self._already_tracked(tracking):
                         raise
@@ -251,6 +263,7 @@ class Ingestor:
                 continue
             self._versions.update(decided.versions)
             self.committed.add(decided.totals())
+            self._expect_new = optimistic or not decided.seen_before
             return decided
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
 
@@ -298,14 +311,18 @@ class Ingestor:
         return current is not None and current >= tracking.notification_id
 
     def _decide(
-        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime
+        self, batch: Sequence[RawMessage], items: Sequence[Prepared | Rejected], now: datetime,
+        read_index: bool = True,
     ) -> _Batch:
+        """Judge a batch: with ``read_index``, against the stored messages with its keys; without, as if
+        none were stored (amendments' targets are read all the same)."""
         valid = [p for p in items if isinstance(p, Prepared)
                  and (not self.allowed_source or p.source == self.allowed_source)]
-        wanted = [p.key for p in valid] + [p.target_key for p in valid if p.target_key]
-        known = self.ledger.tables.lookup_messages(wanted)
+        targets = [p.target_key for p in valid if p.target_key]
+        known = self.ledger.tables.lookup_messages([p.key for p in valid] + targets if read_index else targets)
         self._load_versions({patient_hex(p.source, p.patient_id) for p in valid})
         out = _Batch()
+        out.seen_before = read_index and any(p.key in known for p in valid)
         in_batch: dict[str, IndexedMessage] = {}
         received = now.isoformat()
         for item, p in zip(batch, items, strict=True):

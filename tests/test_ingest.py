@@ -4,6 +4,7 @@ quarantine, amendments and concurrent writers."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,31 @@ def test_parsing_in_worker_processes_stores_exactly_what_one_process_stores(
     assert [q["reason"] for q in parallel.tables.quarantined()] == [q["reason"] for q in alone.tables.quarantined()]
     history = patient_history(parallel, "umcu-msc-jia", "MSC-06")
     assert any(r["message_id"] == "MSC-06-lab-39" and r["retracted"] for r in history)
+
+
+def test_new_and_stored_messages_mixed_across_batches_are_judged_as_with_the_index_read_first(store):
+    """Ingest judges a batch without reading the message index while the batches before held nothing
+    stored before; a message stored before makes the store refuse the batch, which is judged again
+    with the index read. The outcome is the same as reading the index every time."""
+    def lab(mid: str, value: float, patient: str = "P1") -> Any:
+        return raw(message(mid, patient_id=patient, data={"analyte": "PLT", "value": value, "unit": "10^9/L"}))
+
+    ledger = Ledger(store)
+    ingestor = Ingestor(ledger)
+    first = ingestor.ingest([lab(f"m{i}", 100 + i, f"P{i % 3}") for i in range(30)], batch_size=10)
+    assert first.as_dict() == {"accepted": 30, "duplicates": 0, "quarantined": 0}
+    assert ingestor._expect_new  # a fresh feed: no lookup before the insert
+    # a batch of new messages with a re-delivery at its end, one with a stored id and new content, then new ones
+    mixed = ([lab(f"n{i}", 1 + i) for i in range(9)] + [lab("m29", 129, "P2")]
+             + [lab(f"o{i}", 1 + i) for i in range(9)] + [lab("m3", 999, "P0")]
+             + [lab(f"p{i}", 1 + i) for i in range(10)])
+    second = ingestor.ingest(mixed, batch_size=10)
+    assert second.as_dict() == {"accepted": 28, "duplicates": 1, "quarantined": 1}
+    assert ingestor._expect_new  # the last batch was all new again
+    [q] = ledger.tables.quarantined()
+    assert "message_id m3 conflict" in q["reason"]
+    again = Ingestor(ledger).ingest(mixed, batch_size=10)  # a fresh ingestor, all of it stored before
+    assert again.as_dict() == {"accepted": 0, "duplicates": 29, "quarantined": 1}
+    ids = sorted(h["message_id"] for p in ("P0", "P1", "P2") for h in patient_history(ledger, "reg-a", p))
+    assert ids == sorted([f"m{i}" for i in range(30)] + [f"n{i}" for i in range(9)] + [f"o{i}" for i in range(9)]
+                         + [f"p{i}" for i in range(10)])
