@@ -151,6 +151,8 @@ class Ingestor:
     """Validates raw messages and appends them to the ledger in batches."""
 
     max_attempts = 20
+    #: batches in flight per parser process (a deeper queue smooths the two processes' pace)
+    window = 4
 
     def __init__(self, ledger: Ledger, *, now: Callable[[], datetime] | None = None,
                  allowed_source: str | None = None):
@@ -179,18 +181,21 @@ class Ingestor:
         batches = _chunks(raws, batch_size)
         if workers <= 0:
             for batch in batches:
-                now = self.now()
-                prepared = [prepare(r.raw, now, self.encoder, r.parsed) for r in batch]
-                total.add(self._store(batch, prepared, now, None).totals())
+                total.add(self._store_here(batch))
             return total
         pool = ParserPool(workers, self.ledger)
         try:
-            # A few batches parse ahead while this process stores, in input order.
+            started = pool.starting()
+            # A few batches parse ahead in the processes while this one stores, in input order; until
+            # the processes are up (a third of a second), this one parses too.
             window: deque[tuple[list[RawMessage], Callable[[], list[Prepared | Rejected]], datetime]] = deque()
             for batch in batches:
+                if not window and not started():
+                    total.add(self._store_here(batch))
+                    continue
                 now = self.now()
                 window.append((batch, pool.submit([r.raw for r in batch], now, split=False), now))
-                if len(window) > 2 * workers:
+                if len(window) > self.window * workers:
                     done, items, stamp = window.popleft()
                     total.add(self._store(done, items(), stamp, None).totals())
             while window:
@@ -199,6 +204,12 @@ class Ingestor:
         finally:
             pool.close()
         return total
+
+    def _store_here(self, batch: list[RawMessage]) -> IngestCounts:
+        """Parse ``batch`` in this process and store it."""
+        now = self.now()
+        prepared = [prepare(r.raw, now, self.encoder, r.parsed) for r in batch]
+        return self._store(batch, prepared, now, None).totals()
 
     def ingest_batch(
         self, batch: Sequence[RawMessage], tracking: Tracking | None = None
@@ -474,6 +485,11 @@ class ParserPool:
         """Start every process now (they start on demand otherwise, delaying the first batches)."""
         for future in [self.pool.submit(_ready) for _ in range(self.workers)]:
             future.result()
+
+    def starting(self) -> Callable[[], bool]:
+        """Start every process; call the result to know whether they are all up."""
+        futures = [self.pool.submit(_ready) for _ in range(self.workers)]
+        return lambda: all(f.done() for f in futures)
 
     def submit(
         self, raws: list[bytes], now: datetime, *, split: bool = True

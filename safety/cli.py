@@ -152,9 +152,14 @@ def ingest(
                 task = progress.add_task(f"ingest {Path(path).name}", total=size)
 
                 def tracked(p: str = path, t: Any = task) -> Iterator[Any]:
+                    read = 0  # advanced a MiB at a time: once a line would cost a lock and a redraw check
                     for item in read_ndjson(p):
-                        progress.advance(t, len(item.raw) + 1)
+                        read += len(item.raw) + 1
+                        if read >= 1 << 20:
+                            progress.advance(t, read)
+                            read = 0
                         yield item
+                    progress.advance(t, read)
 
                 total.add(ingestor.ingest(tracked(), batch_size=batch_size, workers=parsers))
     except STORE_ERRORS as exc:

@@ -10,7 +10,7 @@ import pytest
 
 from events.files import read_ndjson
 from events.history import patient_history
-from events.ingest import Ingestor
+from events.ingest import Ingestor, ParserPool
 from events.ledger import Ledger
 from events.store import Store
 from safety.cli import demo_feed_path
@@ -165,8 +165,15 @@ def test_parsing_in_worker_processes_stores_exactly_what_one_process_stores(
     feed[10:10] = [raw("not json", 11), raw(message("MSC-01-lab-1", patient_id="MSC-01"), 12), feed[3]]
     feed.append(raw(message("r1", type="retraction", patient_id="MSC-06", source="umcu-msc-jia",
                             data={"target_message_id": "MSC-06-lab-39", "reason": "haemolysed"}), 400))
+    # The first batches are parsed here while the processes start; wait for them, so that they parse.
+    submitted: list[int] = []
+    submit = ParserPool.submit
+    monkeypatch.setattr(ParserPool, "starting", lambda pool: (pool.start(), lambda: True)[1])
+    monkeypatch.setattr(ParserPool, "submit", lambda pool, raws, *a, **k: (submitted.append(len(raws)),
+                                                                           submit(pool, raws, *a, **k))[1])
     parallel = Ledger(store)
     counts = Ingestor(parallel).ingest(feed, batch_size=40, workers=2)
+    assert sum(submitted) == len(feed)
     alone = Ledger(Store.parse(f"sqlite:///{tmp_path}/alone.db"))
     assert counts == Ingestor(alone).ingest(feed, batch_size=40)
     assert counts.duplicates == 1 and counts.quarantined == 1  # the repeated line; "not json"
@@ -202,3 +209,22 @@ def test_new_and_stored_messages_mixed_across_batches_are_judged_as_with_the_ind
     ids = sorted(h["message_id"] for p in ("P0", "P1", "P2") for h in patient_history(ledger, "reg-a", p))
     assert ids == sorted([f"m{i}" for i in range(30)] + [f"n{i}" for i in range(9)] + [f"o{i}" for i in range(9)]
                          + [f"p{i}" for i in range(10)])
+
+
+def test_batches_read_while_the_parser_processes_start_are_parsed_here_in_order(store: Store, tmp_path,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    """Until its processes are up, ingest parses batches itself; then they take over, in input order."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    checks = iter([False, False, False])  # up at the fourth look
+    monkeypatch.setattr(ParserPool, "starting", lambda pool: lambda: next(checks, True))
+    feed = list(read_ndjson(str(demo_feed_path())))
+    ledger = Ledger(store)
+    counts = Ingestor(ledger).ingest(feed, batch_size=40, workers=1)
+    alone = Ledger(Store.parse(f"sqlite:///{tmp_path}/alone.db"))
+    assert counts == Ingestor(alone).ingest(feed, batch_size=40)
+    assert ledger.tables.message_digest() == alone.tables.message_digest()
+    order = [e.message_id for e in ledger.patient_events("umcu-msc-jia", "MSC-06")[1:]]
+    assert order == [e.message_id for e in alone.patient_events("umcu-msc-jia", "MSC-06")[1:]]
