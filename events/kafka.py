@@ -15,6 +15,7 @@ import logging
 import re
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -172,8 +173,10 @@ class FeedConsumer:
         # With a backlog, the last poll's batches are stored in this thread while the next poll is
         # fetched and decoded (the database releases the GIL while it writes and syncs).
         self._writer: ThreadPoolExecutor | None = None
-        self._writing: Future[_Written] | None = None
+        self._writing: deque[Future[_Written]] = deque()  # polls handed to the writer, oldest first
         self._settled = IngestCounts()  # stored since the last poll_once or flush returned
+        #: backlog polls the writer may hold (parsing or storing) while this thread polls again
+        self.polls_in_flight = 2
         self._dead_letter_mark = 0  # quarantine ids up to here need no look again
         self.stats = ConsumerStats()
         self.consumer: KafkaConsumer | None = None
@@ -256,12 +259,12 @@ class FeedConsumer:
     def close(self) -> None:
         """Disconnect. A transaction under way is let finish (its dead letters wait for the next start:
         an outbox); call ``flush`` first to act on it here."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
+        writing, self._writing = self._writing, deque()
+        for future in writing:
             try:
-                self.stats.counts.add(writing.result().counts)
+                self.stats.counts.add(future.result().counts)
             except Exception:
-                log.warning("the last batch was not stored; a reconnect reads it again", exc_info=True)
+                log.warning("a batch was not stored; a reconnect reads it again", exc_info=True)
         if self._writer is not None:
             self._writer.shutdown()
             self._writer = None
@@ -356,12 +359,14 @@ class FeedConsumer:
             return self._report()
         fresh = [self._parse(tp, run, topic_id) for tp, records in polled.items()
                  for run in runs(records, self.batch_size, self.batch_bytes)]
-        self._settle(fresh)
         if sum(len(records) for records in polled.values()) >= self.batch_size:
+            while len(self._writing) >= self.polls_in_flight:
+                self._settle_oldest(fresh)
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
-            self._writing = self._writer.submit(self._write, fresh)
+            self._writing.append(self._writer.submit(self._write, fresh))
         else:
+            self._settle(fresh)
             self._after(self._write(fresh), [])
         return self._report()
 
@@ -400,10 +405,13 @@ class FeedConsumer:
         return out
 
     def _settle(self, following: list[_Parsing]) -> None:
-        """Wait for the writer thread (raising what it raised), then act on what it stored."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            self._after(writing.result(), following)
+        """Wait for the writer thread to store every poll handed to it, acting on each in turn."""
+        while self._writing:
+            self._settle_oldest(following)
+
+    def _settle_oldest(self, following: list[_Parsing]) -> None:
+        """Wait for the oldest poll handed to the writer (raising what it raised), then act on it."""
+        self._after(self._writing.popleft().result(), following)
 
     def _after(self, written: _Written, following: list[_Parsing]) -> None:
         """What follows a store, in the consumer's thread: seek past offsets another consumer stored

@@ -304,7 +304,7 @@ def test_a_message_claiming_another_registrys_source_is_quarantined_as_unauthori
 
 def test_a_backlog_is_stored_while_the_next_poll_runs_and_transactions_keep_to_their_bytes(broker: Broker,
                                                                                            store: Store):
-    """A full poll is handed to the writer thread and stored by the next call (or ``flush``); each
+    """A full poll is handed to the writer thread and stored by a later call (or ``flush``); each
     transaction holds at most ``batch_bytes`` of messages and tracks its own last offset."""
     topic = topic_name()
     broker.create_topic(topic, 1)
@@ -327,13 +327,13 @@ def test_a_backlog_is_stored_while_the_next_poll_runs_and_transactions_keep_to_t
         while feed.stats.polls < 50 and feed.consumer is not None:
             stored_before = feed.stats.counts.total
             reported = feed.poll_once()
-            if feed._writing is not None:  # a full poll: stored by the next call, not this one
+            if feed._writing:  # a full poll: stored by a later call, not this one
                 handed += 1
                 assert reported.total == feed.stats.counts.total - stored_before
-            if feed.stats.counts.total + (100 if feed._writing else 0) >= len(lines):
+            if feed.stats.counts.total + 100 * len(feed._writing) >= len(lines):
                 break
         feed.flush()
-        assert feed._writing is None and handed > 0
+        assert not feed._writing and handed > 0
         assert feed.stats.counts.accepted == len(lines)
         assert transactions and max(transactions) <= cap and len(transactions) >= len(lines) // 8
         tracked = ledger.tables.tracking_positions(f"kafka:{topic}:")
