@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import (
@@ -344,7 +343,7 @@ def json_schema() -> dict[str, Any]:
 # --- the validated message -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)  # not slots: cached_property needs the instance __dict__
+@dataclass(frozen=True)
 class Message:
     """A message that passed the contract, normalised (UTC times, canonical lab units)."""
 
@@ -358,7 +357,7 @@ class Message:
     content_hash: str
     raw: bytes = field(repr=False, default=b"")
 
-    @cached_property
+    @property
     def key(self) -> str:
         """The idempotency key: unique per source (``source`` cannot contain ``/``)."""
         return f"{self.source}/{self.message_id}"
