@@ -44,6 +44,10 @@ from events.ledger import Ledger
 from events.recorders import hex_id
 from events.store import Store
 
+#: where issue 15 started from, kept in view as later runs replace the section
+BEFORE_ISSUE_15 = ("\nBefore issue 15 (2026-11-26 15:56 UTC, reference loop 14.1 ms): sqlite 20,944/s in-process, "
+                   "9.5× naive; postgresql 13,888/s in-process.\n")
+
 
 def ours(store: Store, lines: list[bytes]) -> float:
     """As ``safety-monitor ingest`` runs on a large file: one parser process, 2000 per batch."""
@@ -273,7 +277,7 @@ def main() -> None:
                  f"resident in its largest process (target: under 500 MB), at {rate:,.0f} events/s.\n")
         del big
         body += "\n" + where_time_goes(lines, Path(tmp)) + "\n"
-    body += previous_run(report.previous_section("File ingest"))
+    body += previous_run(report.previous_section("File ingest")) + BEFORE_ISSUE_15
     write_section("File ingest", "python -m benchmarks.ingest " + " ".join(sys.argv[1:]), body)
 
 
