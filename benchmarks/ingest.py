@@ -204,7 +204,7 @@ def where_time_goes(lines: list[bytes], tmp: Path) -> str:
         "the times; msgspec also writes the event (the json module's bytes). The insert's commit is an fsync per "
         "batch (SQLite's WAL at synchronous=FULL, kept for durability). The parser process and the main process "
         "each take about half the work, so neither waits long for the other; a second parser gains nothing on "
-        "two cores.\n"
+        "two cores."
     )
 
 
