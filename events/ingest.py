@@ -151,6 +151,8 @@ class Ingestor:
     """Validates raw messages and appends them to the ledger in batches."""
 
     max_attempts = 20
+    #: after a batch holding a message stored before, this many read the message index first
+    index_first_after_seen = 16
     #: batches in flight per parser process (a deeper queue smooths the two processes' pace)
     window = 4
 
@@ -166,8 +168,9 @@ class Ingestor:
         self.encoder = StateEncoder(ledger.mapper)
         #: what was committed so far by this ingestor (reported when a later batch fails)
         self.committed = IngestCounts()
-        #: the last batch held no message stored before: judge the next without reading the index first
-        self._expect_new = True
+        #: batches still to judge with the message index read first (0: judge without reading it, where
+        #: the store refuses a taken key cheaply); set after a batch that held a message stored before
+        self._index_first = 0 if ledger.tables.refuses_taken_keys_cheaply else -1
 
     def ingest(
         self,
@@ -243,9 +246,9 @@ class Ingestor:
     ) -> _Batch:
         # Judged first without reading the message index when the last batches held nothing stored
         # before: the index's unique key refuses a message stored before, and the batch is judged again
-        # with the index read. A feed of new messages saves a lookup per message; a feed of
-        # re-deliveries reads the index first until a batch is all new again.
-        optimistic = self._expect_new
+        # with the index read. A feed of new messages saves a lookup per message; after a batch with a
+        # message stored before, the next ones read the index first until enough of them were all new.
+        optimistic = self._index_first == 0
         for attempt in range(1, self.max_attempts + 1):
             decided = self._decide(batch, items, now, read_index=not optimistic)
             try:
@@ -262,6 +265,7 @@ class Ingestor:
                     raise
                 if optimistic:  # perhaps a message stored before: judge again, reading the index
                     optimistic = False
+                    self._index_first = self.index_first_after_seen
                     continue
                 if kind == "conflict":
                     if tracking is not None and self._already_tracked(tracking):
@@ -274,7 +278,8 @@ class Ingestor:
                 continue
             self._versions.update(decided.versions)
             self.committed.add(decided.totals())
-            self._expect_new = optimistic or not decided.seen_before
+            if self._index_first >= 0 and not optimistic:
+                self._index_first = self.index_first_after_seen if decided.seen_before else self._index_first - 1
             return decided
         raise RuntimeError(f"batch still conflicting after {self.max_attempts} attempts")
 

@@ -119,6 +119,9 @@ class LedgerTables:
     """
 
     sealer = Sealer(None)
+    #: a batch refused for a key already taken costs little (ingest then judges without reading the
+    #: message index first, and again with it when refused)
+    refuses_taken_keys_cheaply = True
     placeholder = "?"
     serial = "INTEGER"
     blob = "BLOB"
@@ -330,6 +333,9 @@ class SQLiteLedgerRecorder(LedgerTables, SQLiteProcessRecorder):
 
 
 class PostgresLedgerRecorder(LedgerTables, PostgresProcessRecorder):
+    # A taken key aborts the pipeline, which the library retries for about a second; the index read by
+    # key array costs little here.
+    refuses_taken_keys_cheaply = False
     placeholder = "%s"
     serial = "BIGSERIAL"
     blob = "BYTEA"
