@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -488,13 +488,15 @@ class ParserPool:
 
     def start(self) -> None:
         """Start every process now (they start on demand otherwise, delaying the first batches)."""
-        for future in [self.pool.submit(_ready) for _ in range(self.workers)]:
-            future.result()
+        wait(self._start())
 
     def starting(self) -> Callable[[], bool]:
         """Start every process; call the result to know whether they are all up."""
-        futures = [self.pool.submit(_ready) for _ in range(self.workers)]
+        futures = self._start()
         return lambda: all(f.done() for f in futures)
+
+    def _start(self) -> list[Future[None]]:
+        return [self.pool.submit(_ready) for _ in range(self.workers)]
 
     def submit(
         self, raws: list[bytes], now: datetime, *, split: bool = True
