@@ -24,6 +24,10 @@ RECORDER_TOPICS = {
 }
 
 
+#: what two processes opening a new store at the same instant may meet: transient, try again
+_CREATION_RACES = ("already exists", "Failed to record", "database is locked")
+
+
 class Ledger(Application):
     """The immutable ledger of accepted registry messages, one stream per patient."""
 
@@ -41,8 +45,9 @@ class Ledger(Application):
                 break
             except Exception as exc:
                 # Another process creating the same tables at the same instant makes CREATE ...
-                # IF NOT EXISTS collide; once it has finished, the tables exist.
-                if attempt == 2 or ("already exists" not in str(exc) and "Failed to record" not in str(exc)):
+                # IF NOT EXISTS collide, and SQLite refuses to switch a new file to WAL while another
+                # connection does the same; once it has finished, the tables exist.
+                if attempt == 2 or not any(s in str(exc) for s in _CREATION_RACES):
                     raise
                 time.sleep(0.2)
         self.tables.sealer = seal
