@@ -40,7 +40,7 @@ def breakdown() -> dict[str, float]:
     from events.ledger import Ledger
     from events.sdtm.mapping import IDENTITY, context_from, map_domain
     from events.sdtm.readers import read_transfer
-    from events.sdtm.transfer import plan_transfer
+    from events.sdtm.transfer import TransferState, plan_transfer
     from events.store import Store
     from projections.runner import Projector
     from projections.transfers import TransfersModel
@@ -56,7 +56,7 @@ def breakdown() -> dict[str, float]:
             list(map_domain(name, rows[name], name, ctx))
     mapped = time.perf_counter() - t
     t = time.perf_counter()
-    plan = plan_transfer(datasets, "s", "T1", {}, {}, {}, datetime.now(UTC))
+    plan = plan_transfer(datasets, "s", "T1", TransferState(), datetime.now(UTC))
     planned = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Store.parse(f"sqlite:///{tmp}/ledger.db"))

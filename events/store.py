@@ -110,3 +110,26 @@ class Store:
         if self.kind == "sqlite":
             return f"sqlite://{self.path}"
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}?schema={self.schema}"
+
+
+def store_exists(store: Store) -> bool:
+    """Whether the store holds a ledger. Raises StoreURLError at once, naming it, when a PostgreSQL
+    server cannot be reached or has no such database (instead of a pool's 30-second wait)."""
+    if store.kind == "sqlite":
+        assert store.path is not None
+        return store.path.is_file()
+    import psycopg
+
+    try:
+        with psycopg.connect(host=store.host, port=store.port, user=store.user, password=store.password or None,
+                             dbname=store.dbname, connect_timeout=5) as conn:
+            row = conn.execute("SELECT to_regclass(%s)", (f'"{store.schema}".ledger_message_index',)).fetchone()
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if "does not exist" in text and "database" in text:
+            raise StoreURLError(f"store {store.display()}: PostgreSQL at {store.host}:{store.port} has no database "
+                                f"{store.dbname!r}; create it (createdb {store.dbname}) or correct --store") from None
+        raise StoreURLError(f"store {store.display()}: cannot connect to PostgreSQL at {store.host}:{store.port} "
+                            f"({text}); check that the server runs and the URL is right") from None
+    return bool(row and row[0])
+

@@ -4,29 +4,33 @@ transfer changed.
 ``sdtm_records`` holds each record's current message and the digest of its mapped content (so the next
 transfer can be compared with it), ``sdtm_changes`` one row per message a transfer sent (new,
 corrected, retracted), ``sdtm_subjects`` each subject's first exposure and ``sdtm_studies`` each study's
-condition (so a transfer without DM or TS imputes and maps as the earlier ones did).
+condition (so a transfer without DM or TS imputes and maps as the earlier ones did), ``sdtm_applied``
+each transfer applied (from the audit entry every import records), so a label reused for other content
+is refused.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from events.domain import Patient
-from events.sdtm.transfer import Known, occurred_text
+from events.domain import AuditEntry, Patient
+from events.sdtm.importer import TRANSFER_APPLIED
+from events.sdtm.transfer import Known, TransferState, occurred_text
 from projections.db import ReadDB
 from projections.incidence import utc_text
 
 
 class TransfersModel:
     name = "transfers"
-    tables: tuple[str, ...] = ("sdtm_records", "sdtm_changes", "sdtm_subjects", "sdtm_studies")
+    tables: tuple[str, ...] = ("sdtm_records", "sdtm_changes", "sdtm_subjects", "sdtm_studies", "sdtm_applied")
     topics = tuple(get_topic(cls) for cls in (
         Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.LabResult, Patient.ClinicalFinding,
-        Patient.Withdrawal, Patient.Retraction, Patient.Correction,
+        Patient.Withdrawal, Patient.Retraction, Patient.Correction, AuditEntry.Recorded,
     ))
 
     def create_statements(self, db: ReadDB) -> list[str]:
@@ -42,6 +46,10 @@ class TransfersModel:
             " patient_id TEXT NOT NULL, first_exposure_on TEXT, PRIMARY KEY (source, study, patient_id))",
             "CREATE TABLE IF NOT EXISTS {t}sdtm_studies (source TEXT NOT NULL, study TEXT NOT NULL,"
             " condition TEXT NOT NULL, PRIMARY KEY (source, study))",
+            "CREATE INDEX IF NOT EXISTS sdtm_changes_record ON {t}sdtm_changes (source, record)",
+            "CREATE TABLE IF NOT EXISTS {t}sdtm_applied (notification_id BIGINT PRIMARY KEY, source TEXT NOT NULL,"
+            " transfer TEXT NOT NULL, digest TEXT NOT NULL, applied_at TEXT NOT NULL, by_user TEXT NOT NULL,"
+            " summary TEXT NOT NULL)",
         )]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
@@ -49,6 +57,11 @@ class TransfersModel:
         records: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
         for nid, e in events:
+            if isinstance(e, AuditEntry.Recorded) and e.action == TRANSFER_APPLIED:
+                applied = json.loads(e.detail)
+                cursor.execute(db.sql("INSERT INTO {t}sdtm_applied VALUES ({p},{p},{p},{p},{p},{p},{p})"),
+                               (nid, applied["source"], applied["transfer"], applied["digest"], utc_text(e.timestamp),
+                                e.by, json.dumps(applied)))
             if not isinstance(e, Patient.Recorded):
                 continue
             origin = e.data.get("origin")
@@ -114,6 +127,19 @@ def known_records(db: ReadDB, source: str) -> dict[str, Known]:
         rid = s.untoken(record)
         out[rid] = Known(rid, study, domain, s.untoken(pid), s.untoken(mid), occurred, fp, bool(retracted))
     return out
+
+
+def transfer_state(db: ReadDB, source: str) -> TransferState:
+    """What earlier transfers of ``source`` put in the ledger, for planning the next one."""
+    s = db.sealer
+    revisions = {s.untoken(record): n for record, n in db.query(
+        "SELECT record, COUNT(*) FROM {t}sdtm_changes WHERE source = {p} GROUP BY record", [source])}
+    applied: dict[str, str] = {}
+    for transfer, digest in db.query("SELECT transfer, digest FROM {t}sdtm_applied WHERE source = {p}"
+                                     " ORDER BY notification_id", [source]):
+        applied.setdefault(transfer, digest)
+    return TransferState(known_records(db, source), first_exposures(db, source), conditions(db, source),
+                         revisions, applied)
 
 
 def first_exposures(db: ReadDB, source: str) -> dict[tuple[str, str], date]:

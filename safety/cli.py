@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time as time_module
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -91,15 +93,26 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def open_ledger(store_url: str | None) -> Any:
+#: the commands that may create a store (each says so when it does); every other one refuses a missing store
+CREATING = ("ingest", "import-sdtm", "consume", "demo")
+
+
+def open_ledger(store_url: str | None, create: bool = False) -> Any:
+    """The ledger of ``--store``. A store that does not exist is refused (a mistyped path must not answer
+    "no signals" from a new empty store) unless the command creates stores, which then says so."""
     from events.ledger import Ledger
-    from events.store import Store, StoreURLError
+    from events.store import Store, StoreURLError, store_exists
 
     try:
         store = Store.resolve(store_url)
+        if not store_exists(store):
+            if not create:
+                raise StoreURLError(f"no store at {store.display()}: check --store (or SAFETY_MONITOR_STORE); only "
+                                    f"{', '.join(CREATING)} create a store")
+            err.print(f"creating a new store at {escape(store.display())}")
         return Ledger(store)
     except StoreURLError as exc:
-        raise fail(str(exc)) from None
+        raise fail(escape(str(exc))) from None
     except Exception as exc:  # the database refused: name it and stop, nothing was written
         raise fail(f"cannot open the store ({type(exc).__name__}: {exc})") from None
 
@@ -141,7 +154,7 @@ def ingest(
     for path in paths:
         if path != "-" and not Path(path).is_file():
             raise fail(f"no such file: {path}")
-    ledger = open_ledger(store)
+    ledger = open_ledger(store, create=True)
     ingestor = Ingestor(ledger)
     total = IngestCounts()
     try:
@@ -279,7 +292,7 @@ def demo(
     from events.files import read_ndjson
     from events.ingest import Ingestor
 
-    ledger = open_ledger(store)
+    ledger = open_ledger(store, create=True)
     users = UserStore(users_path(ledger.store))
     if not users.list():
         for name, role in DEMO_USERS:
@@ -287,9 +300,12 @@ def demo(
     if study not in ("seed", "pilot"):
         raise fail(f"--study {study!r}: use seed or pilot")
     if study == "pilot":
+        from events.sdtm.importer import import_transfer
         from events.sdtm.readers import read_transfer
 
-        summary = _import_transfer(ledger, read_transfer([pilot_path()]), "cdiscpilot01", "pilot-1")
+        with _progress_steps() as steps:
+            summary = import_transfer(ledger, read_transfer([pilot_path()]), "cdiscpilot01", "pilot-1",
+                                      lambda: _transfer_state(ledger, "cdiscpilot01"), progress=steps, by="demo")
         _catch_up(ledger, *read_models(), required=False)
         err.print(f"CDISC pilot study imported into {ledger.store.display()}: "
                   f"{json.dumps({k: v for k, v in summary.items() if k != 'domains'})}")
@@ -336,7 +352,7 @@ def users_add(
         UserStore(users_path(resolved)).add(name, role, password)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    record_audit(open_ledger(store), os.environ.get("USER", "cli"), "user change", f"{name} as {role}")
+    record_audit(open_ledger(store, create=True), os.environ.get("USER", "cli"), "user change", f"{name} as {role}")
     err.print(f"{name} saved as {role} in {users_path(resolved)}")
 
 
@@ -604,15 +620,24 @@ def import_sdtm(
         str | None, typer.Option(help="the transfer's label (default: from the files' content, so the same files "
                                       "get the same label)")
     ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan (new, corrected, retracted, unchanged "
+                                                            "per domain) and write nothing")] = False,
+    allow_mass_retraction: Annotated[
+        bool, typer.Option("--allow-mass-retraction", help="apply a transfer that retracts more than 20% of a "
+                                                           "domain's current records (refused otherwise)")
+    ] = False,
+    max_mib: Annotated[int, typer.Option(min=1, help="the most one dataset may decompress to, in MiB")] = 2048,
     store: StoreOption = None,
 ) -> None:
     """Import an SDTM transfer: each record a message, and each later transfer only its differences.
 
     Prints as its last line {"transfer": ..., "new": n, "corrected": n, "retracted": n, "unchanged": n,
-    "quarantined": n, "domains": {...}}. Exit codes as ingest.
+    "quarantined": n, "kept": n, "domains": {...}, "stored": {...}}. Exit 2 when a file is not a whole
+    dataset or the transfer is refused (nothing stored changes); otherwise as ingest.
     """
     import re
 
+    from events.sdtm.importer import ImportInterrupted, TransferRefused, import_transfer
     from events.sdtm.readers import DatasetError, read_transfer
 
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", source):
@@ -620,52 +645,61 @@ def import_sdtm(
     if transfer is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", transfer):
         raise fail(f"--transfer {transfer!r}: use 1-40 letters, digits, '.', '_' or '-'")
     try:
-        datasets = read_transfer(paths)
-    except DatasetError as exc:
-        raise fail(str(exc)) from None
-    summary = _import_transfer(open_ledger(store), datasets, source, transfer)
+        datasets = read_transfer(paths, max_bytes=max_mib * 2**20)
+        ledger = open_ledger(store, create=not dry_run)
+        with _progress_steps() as steps:
+            summary = import_transfer(
+                ledger, datasets, source, transfer, lambda: _transfer_state(ledger, source),
+                allow_mass_retraction=allow_mass_retraction, dry_run=dry_run, progress=steps,
+                waiting=lambda: err.print("another import into this store is running: waiting for it to finish"))
+    except (DatasetError, TransferRefused) as exc:
+        err.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except ImportInterrupted as exc:
+        typer.echo(json.dumps(exc.stored))
+        raise fail(store_refused(exc.__cause__ or exc)) from None
+    for domain, records in summary.pop("unmapped", {}).items():
+        err.print(f"{domain}: {records} records read; this domain is not mapped (docs/sdtm-mapping.md)")
+    if not dry_run:
+        from projections.transfers import TransfersModel
+
+        _catch_up(ledger, TransfersModel())
     typer.echo(json.dumps(summary))
 
 
-def _import_transfer(ledger: Any, datasets: list[Any], source: str, transfer: str | None) -> dict[str, Any]:
-    """Plan a transfer against what the ledger holds of ``source`` and ingest its messages."""
-    import hashlib
-
-    from events.ingest import Ingestor
-    from events.sdtm.transfer import plan_transfer
+def _transfer_state(ledger: Any, source: str) -> Any:
+    """The transfers read model's answer for ``source``, brought up to date first."""
     from projections.runner import View
-    from projections.transfers import TransfersModel, conditions, first_exposures, known_records
+    from projections.transfers import TransfersModel, transfer_state
 
-    if transfer is None:
-        digest = hashlib.sha256()
-        for d in sorted(datasets, key=lambda d: d.domain):
-            digest.update(d.domain.encode() + d.path.read_bytes())
-        transfer = "T-" + digest.hexdigest()[:12]
     model = TransfersModel()
     _catch_up(ledger, model)
-    db = View(ledger.store, model).db
-    with _progress() as progress:
-        progress.add_task(f"read and compare {len(datasets)} datasets", total=None)
-        plan = plan_transfer(datasets, source, transfer, known_records(db, source), first_exposures(db, source),
-                             conditions(db, source), datetime.now(UTC))
-    ingestor = Ingestor(ledger)
+    return transfer_state(View(ledger.store, model).db, source)
+
+
+@contextmanager
+def _progress_steps() -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
+    """Progress bars for a service function's steps: each call ends the bar before it, starts its own
+    and returns its advance. The display starts with the first step, so work before it (catching up a
+    read model, with a bar of its own) is not inside another live display."""
+    progress = _progress()
+    started = False
+
+    def step(label: str, total: int | None) -> Callable[[int], None]:
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        for earlier in progress.tasks:
+            progress.update(earlier.id, total=earlier.total or 1, completed=earlier.total or 1)
+        task = progress.add_task(label, total=None if total is None else max(total, 1))
+        return lambda n: progress.advance(task, n)
+
     try:
-        with _progress() as progress:
-            task = progress.add_task(f"import transfer {transfer}", total=max(len(plan.messages), 1))
-
-            def tracked() -> Iterator[Any]:
-                for item in plan.messages:
-                    progress.advance(task)
-                    yield item
-
-            ingestor.ingest(tracked(), batch_size=2000)
-    except STORE_ERRORS as exc:
-        typer.echo(json.dumps(ingestor.committed.as_dict()))
-        raise fail(store_refused(exc)) from None
-    for domain, records in plan.unmapped.items():
-        err.print(f"{domain}: {records} records read; this domain is not mapped (docs/sdtm-mapping.md)")
-    _catch_up(ledger, model)
-    return plan.summary()
+        yield step
+    finally:
+        if started:
+            progress.stop()
 
 
 @app.command(name="efficacy")
@@ -1085,7 +1119,7 @@ def consume(
     from projections.runner import Projector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ledger = open_ledger(store)
+    ledger = open_ledger(store, create=True)
     after = None
     if with_projections:
         projectors = [Projector(ledger, model) for model in read_models()]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from events.contract import parse_message
 from events.ledger import Ledger
 from events.sdtm.readers import read_dataset, read_transfer
-from events.sdtm.transfer import plan_transfer
+from events.sdtm.transfer import TransferState, plan_transfer
 from events.store import Store
 from safety.cli import app
 from safety.partial_dates import PartialDateError, impute_end, impute_start
@@ -131,7 +131,7 @@ def convert(rows_by_domain: dict[str, list[dict[str, Any]]], folder: Path, fmt: 
 
 
 def planned(folder: Path) -> list[tuple[str, str, Any]]:
-    plan = plan_transfer(read_transfer([folder]), "cdisc-pilot", "T1", {}, {}, {}, NOW)
+    plan = plan_transfer(read_transfer([folder]), "cdisc-pilot", "T1", TransferState(), NOW)
     out = []
     for m in plan.messages:
         parsed = parse_message(m.raw, now=NOW)
@@ -168,7 +168,7 @@ def test_the_pilot_imports_whole_with_nothing_quarantined(store_url: str):
     summary = import_sdtm(store_url, PILOT, transfer="T1")
     assert summary["quarantined"] == 0
     domains = summary["domains"]
-    assert domains["AE"] == {"records": 1191, "new": 1191, "corrected": 0, "retracted": 0, "unchanged": 0,
+    assert domains["AE"] == {"records": 1191, "new": 1191, "corrected": 0, "retracted": 0, "unchanged": 0, "kept": 0,
                              "quarantined": 0}
     assert domains["LB"]["records"] == domains["LB"]["new"] == 59580
     assert domains["DM"]["new"] == 306
@@ -216,7 +216,7 @@ def test_a_second_transfer_is_exactly_its_differences(sqlite_url: str, tmp_path:
         r["AESEQ"] = seq
     assert sum(a["AESEQ"] != b["AESEQ"] for a, b in zip(ae, second, strict=True)) > 1000
     summary = import_sdtm(sqlite_url, write_transfer(tmp_path / "t2", {"AE": second}), transfer="T2")
-    assert summary["domains"]["AE"] == {"records": len(ae), "new": 1, "corrected": 1, "retracted": 1,
+    assert summary["domains"]["AE"] == {"records": len(ae), "new": 1, "corrected": 1, "retracted": 1, "kept": 0,
                                         "unchanged": len(ae) - 2, "quarantined": 0}
     assert summary["domains"].keys() == {"AE"}  # only AE: no lab result retracted
     assert (summary["new"], summary["corrected"], summary["retracted"]) == (1, 1, 1)
@@ -259,7 +259,8 @@ def test_bad_records_are_quarantined_with_domain_file_and_row_and_the_rest_impor
     ae[7] = {**ae[7], "AESTDTC": "2014-13-45"}
     lb = rows_of("lb")[:20]
     lb[2] = {**lb[2], "LBSTRESU": "furlongs", "LBTESTCD": "ALT"}
-    summary = import_sdtm(sqlite_url, write_transfer(tmp_path / "t1", {"AE": ae, "LB": lb}), transfer="T1")
+    summary = import_sdtm(sqlite_url, write_transfer(tmp_path / "t1", {"DM": rows_of("dm"), "AE": ae, "LB": lb}),
+                          transfer="T1")
     assert summary["domains"]["AE"]["quarantined"] == 2 and summary["domains"]["AE"]["new"] == 48
     assert summary["domains"]["LB"]["quarantined"] == 1
     ledger = Ledger(Store.parse(sqlite_url))
@@ -307,7 +308,7 @@ def test_a_nul_character_in_a_transfer_is_quarantined_on_every_store(store_url: 
     """The SDTM path refuses what no store can keep, as file and Kafka ingest do (issue 17)."""
     ae = rows_of("ae")[:30]
     ae[4] = {**ae[4], "AETERM": "RASH\u0000X", "AEDECOD": None}
-    summary = import_sdtm(store_url, write_transfer(tmp_path / "t1", {"AE": ae}), transfer="T1")
+    summary = import_sdtm(store_url, write_transfer(tmp_path / "t1", {"DM": rows_of("dm"), "AE": ae}), transfer="T1")
     assert summary["domains"]["AE"]["quarantined"] == 1 and summary["domains"]["AE"]["new"] == 29
     ledger = Ledger(Store.parse(store_url))
     (q,) = ledger.tables.quarantined()

@@ -3,9 +3,11 @@ variable).
 
 Each record becomes one message whose id is its *record id*: the study, the domain, the subject and a
 digest of the record's identifying variables (``IDENTITY``), never ``--SEQ``, which sponsors renumber
-between transfers. Records sharing every identifying value are told apart by their order (``#2``...).
-A record that cannot be made into a message (no USUBJID, an unparseable date) is a ``Refusal`` with
-the reason, to be quarantined; the contract judges the rest (units, ranges) as for any message.
+between transfers. Records sharing every identifying value are told apart by their content (every
+variable but ``--SEQ``), never by their position, so the same rows in another order are the same
+records (issue 23). A record that cannot be made into a message (no USUBJID, an unparseable date, a
+second DM record of a subject, a subject DM does not name) is a ``Refusal`` with the reason, to be
+quarantined; the contract judges the rest (units, ranges) as for any message.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -79,12 +81,15 @@ class Mapped:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A record that cannot be a message; ``reason`` names the variable and the fix."""
+    """A record that cannot be a message; ``reason`` names the variable and the fix. ``record`` is its
+    record id where its identifying variables allow one, so the version an earlier transfer sent stays
+    current instead of being retracted as absent."""
 
     domain: str
     reason: str
     row: dict[str, Any]
     position: Position
+    record: str | None = None
 
 
 @dataclass
@@ -97,17 +102,41 @@ class Context:
     first_exposure: dict[tuple[str, str], date]
     condition: dict[str, str]
     qualifiers: dict[tuple[str, str, str], dict[str, str]]
+    #: (study, USUBJID) of every subject DM names, in this transfer or an earlier one of the source
+    subjects: set[tuple[str, str]] = field(default_factory=set)
+    #: the record ids earlier transfers sent (a record that no longer collides keeps its content id)
+    known: set[str] | frozenset[str] = frozenset()
 
 
-def record_id(study: str, domain: str, subject: str, identity: tuple[Any, ...], occurrence: int) -> str:
-    """``STUDY/DOMAIN/USUBJID/digest`` (``#n`` for the n-th record with the same identity); at most 128."""
-    digest = hashlib.sha256("\x1f".join("" if v is None else str(v) for v in identity).encode()).hexdigest()[:12]
-    rid = f"{study}/{domain}/{subject}" if domain == "DM" else f"{study}/{domain}/{subject}/{digest}"
-    if occurrence > 1:
-        rid += f"#{occurrence}"
-    if len(rid) > 100:  # room for "@transfer" suffixes of amendments
+#: what separates a record id's identity from the content digest that tells colliding records apart
+CONTENT_SEPARATOR = "~"
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256("\x1f".join("" if v is None else str(v) for v in values).encode()).hexdigest()[:12]
+
+
+def record_id(study: str, domain: str, subject: str, identity: tuple[Any, ...], content: str | None = None) -> str:
+    """``STUDY/DOMAIN/USUBJID/digest`` (``~content`` when other records share the identity); at most 100,
+    leaving room for the suffixes of amendments."""
+    rid = f"{study}/{domain}/{subject}" if domain == "DM" else f"{study}/{domain}/{subject}/{_digest(identity)}"
+    if content is not None:
+        rid += CONTENT_SEPARATOR + content
+    if len(rid) > 100:
         rid = f"{domain}/{hashlib.sha256(rid.encode()).hexdigest()[:40]}"
     return rid
+
+
+def content_digest(domain: str, row: dict[str, Any]) -> str:
+    """A record's content: every variable but ``--SEQ`` (sponsors renumber it), by name, so the order of
+    the rows and of the columns changes nothing."""
+    skip = f"{domain}SEQ"
+    return _digest(f"{k}={row[k]}" for k in sorted(row) if k != skip and row[k] is not None)
+
+
+def identity_base(record: str) -> str:
+    """The part of a record id its identifying variables make (without the content digest)."""
+    return record.split(CONTENT_SEPARATOR, 1)[0]
 
 
 class _Bad(ValueError):
@@ -162,10 +191,15 @@ def _number(v: Any) -> float | int | None:
 
 
 def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfer: str,
-                 known_first_exposure: dict[tuple[str, str], date], known_condition: dict[str, str]) -> Context:
+                 known_first_exposure: dict[tuple[str, str], date], known_condition: dict[str, str],
+                 known_subjects: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+                 known_records: set[str] | frozenset[str] = frozenset()) -> Context:
     """The context of a transfer: from its DM, TS and SUPPAE, else from what earlier transfers sent."""
     first = dict(known_first_exposure)
+    subjects = set(known_subjects)
     for row in datasets.get("DM", []):
+        if row.get("USUBJID") and row.get("STUDYID"):
+            subjects.add((str(row["STUDYID"]), str(row["USUBJID"])))
         day = _first_day(_date(row, "RFXSTDTC"))
         if row.get("USUBJID") and day is not None:
             first[(str(row.get("STUDYID")), str(row["USUBJID"]))] = day
@@ -178,40 +212,86 @@ def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfe
         if row.get("IDVAR") and row.get("QNAM") and row.get("QVAL") is not None:
             key = (str(row.get("USUBJID")), str(row["IDVAR"]), str(_number(row.get("IDVARVAL")) or row.get("IDVARVAL")))
             qualifiers[key][str(row["QNAM"])] = str(row["QVAL"])
-    return Context(source, transfer, first, condition, dict(qualifiers))
+    return Context(source, transfer, first, condition, dict(qualifiers), subjects, known_records)
 
 
 def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context) -> Iterator[Mapped | Refusal]:
     """Every record of a mapped domain, as a message or a refusal, in the dataset's order."""
-    seen: dict[tuple[str, str, tuple[Any, ...]], int] = defaultdict(int)
     if domain == "EX":
-        yield from _exposure_periods(rows, file, ctx, seen)
+        yield from _exposure_periods(rows, file, ctx)
         return
     build = _BUILDERS[domain]
-    for n, row in enumerate(rows, start=1):
-        position = Position(file, domain, n)
+    taken = _Identities(domain, ctx.known)
+    keys: list[tuple[str, str, tuple[Any, ...]] | None] = []
+    for row in rows:
         subject, study = row.get("USUBJID"), row.get("STUDYID")
-        if not subject or not study:
-            missing = "USUBJID" if not subject else "STUDYID"
+        key = (str(study), str(subject), tuple(row.get(v) for v in IDENTITY[domain])) if subject and study else None
+        keys.append(key)
+        if key is not None and _mapped(domain, row):
+            taken.count(key)
+    first_dm: dict[tuple[str, str], int] = {}
+    for n, (row, key) in enumerate(zip(rows, keys, strict=True), start=1):
+        position = Position(file, domain, n)
+        if key is None:
+            missing = "USUBJID" if not row.get("USUBJID") else "STUDYID"
             yield Refusal(domain, f"{missing}: missing; every SDTM record names its study and subject", row,
                           position)
             continue
-        if domain == "DS" and (row.get("DSCAT") != "DISPOSITION EVENT" or row.get("DSDECOD") in NOT_WITHDRAWN):
-            continue  # milestones, completions and screen failures are not discontinuations
-        if domain == "VS" and row.get("VSTESTCD") != "TEMP":
+        if not _mapped(domain, row):
             continue
-        identity = tuple(row.get(v) for v in IDENTITY[domain])
-        seen[(str(study), str(subject), identity)] += 1
-        rid = record_id(str(study), domain, str(subject), identity, seen[(str(study), str(subject), identity)])
+        study, subject, _ = key
+        rid = taken.record(key, row)
+        if domain == "DM":
+            if (study, subject) in first_dm:
+                yield Refusal(domain, f"USUBJID: a second DM record of {subject} (the first is row "
+                              f"{first_dm[study, subject]}); DM holds one record per subject: correct the "
+                              "transfer and send it again", row, position)
+                continue
+            first_dm[study, subject] = n
+        elif (study, subject) not in ctx.subjects:
+            yield Refusal(domain, f"USUBJID: subject {subject} of study {study} is not in DM (of this transfer or "
+                          "an earlier one); send the subject's DM record", row, position, rid)
+            continue
         as_sent: dict[str, str] = {}
-        origin: dict[str, Any] = {"standard": "SDTM", "study": str(study), "domain": domain, "record": rid,
+        origin: dict[str, Any] = {"standard": "SDTM", "study": study, "domain": domain, "record": rid,
                                   "transfer": ctx.transfer, "as_sent": as_sent}
         try:
             kind, occurred_at, data = build(row, ctx, as_sent)
         except _Bad as exc:
-            yield Refusal(domain, str(exc), row, position)
+            yield Refusal(domain, str(exc), row, position, rid)
             continue
-        yield Mapped(rid, domain, _message(rid, ctx.source, str(subject), kind, occurred_at, data, origin), position)
+        yield Mapped(rid, domain, _message(rid, ctx.source, subject, kind, occurred_at, data, origin), position)
+
+
+def _mapped(domain: str, row: dict[str, Any]) -> bool:
+    """Whether a record of the domain becomes a message at all."""
+    if domain == "DS":  # milestones, completions and screen failures are not discontinuations
+        return row.get("DSCAT") == "DISPOSITION EVENT" and row.get("DSDECOD") not in NOT_WITHDRAWN
+    if domain == "VS":
+        return row.get("VSTESTCD") == "TEMP"
+    return True
+
+
+class _Identities:
+    """Record ids of one dataset: the identity's digest, and the content's where identities collide."""
+
+    def __init__(self, domain: str, known: set[str] | frozenset[str]):
+        self.domain, self.known = domain, known
+        self.seen: dict[tuple[str, str, tuple[Any, ...]], int] = defaultdict(int)
+
+    def count(self, key: tuple[str, str, tuple[Any, ...]]) -> None:
+        self.seen[key] += 1
+
+    def record(self, key: tuple[str, str, tuple[Any, ...]], row: dict[str, Any]) -> str:
+        study, subject, identity = key
+        if self.domain == "DM":
+            return record_id(study, self.domain, subject, identity)
+        by_content = record_id(study, self.domain, subject, identity, content_digest(self.domain, row))
+        if self.seen[key] > 1:
+            return by_content
+        alone = record_id(study, self.domain, subject, identity)
+        # the one left of records that collided before keeps the id its content gave it
+        return by_content if alone not in self.known and by_content in self.known else alone
 
 
 def _message(rid: str, source: str, subject: str, kind: str, occurred_at: str, data: dict[str, Any],
@@ -350,8 +430,7 @@ def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
 _BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs}
 
 
-def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
-                      seen: dict[tuple[str, str, tuple[Any, ...]], int]) -> Iterator[Mapped | Refusal]:
+def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context) -> Iterator[Mapped | Refusal]:
     """EX records collapse into periods of one product at one dose: a record that starts on or before the
     day after the previous one ended continues it. Each period is a treatment start and, once it has an
     end, a stop."""
@@ -364,6 +443,10 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
             yield Refusal("EX", f"{missing}: missing; every exposure names its study, subject and product", row,
                           position)
             continue
+        if (str(study), str(subject)) not in ctx.subjects:
+            yield Refusal("EX", f"USUBJID: subject {subject} of study {study} is not in DM (of this transfer or an "
+                          "earlier one); send the subject's DM record", row, position)
+            continue
         start = _first_day(_date(row, "EXSTDTC"))
         if start is None:
             yield Refusal("EX", "EXSTDTC: missing or not an ISO 8601 date; an exposure needs its start", row,
@@ -372,6 +455,8 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
         end_text = _date(row, "EXENDTC")
         end = None if end_text is None else _first_day(impute_end(end_text).value if _valid(end_text) else None)
         by_subject[(str(study), str(subject))].append((n, row, start, end))
+    taken = _Identities("EX", ctx.known)
+    periods_of: list[tuple[str, str, list[list[tuple[int, dict[str, Any], date, date | None]]]]] = []
     for (study, subject), records in by_subject.items():
         records.sort(key=lambda r: (str(r[1].get("EXTRT")), r[2]))
         periods: list[list[tuple[int, dict[str, Any], date, date | None]]] = []
@@ -383,10 +468,12 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context,
             else:
                 periods.append([rec])
         for period in periods:
+            taken.count((study, subject, tuple(period[0][1].get(v) for v in IDENTITY["EX"])))
+        periods_of.append((study, subject, periods))
+    for study, subject, periods in periods_of:
+        for period in periods:
             first_row, first_n = period[0][1], period[0][0]
-            identity = tuple(first_row.get(v) for v in IDENTITY["EX"])
-            seen[(study, subject, identity)] += 1
-            rid = record_id(study, "EX", subject, identity, seen[(study, subject, identity)])
+            rid = taken.record((study, subject, tuple(first_row.get(v) for v in IDENTITY["EX"])), first_row)
             dose = _number(first_row.get("EXDOSE"))
             data = {"drug": str(first_row["EXTRT"]), "dose": None if dose is None else
                     f"{dose:g} {first_row.get('EXDOSU') or ''}".strip(), "route": first_row.get("EXROUTE")}
