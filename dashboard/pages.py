@@ -21,8 +21,8 @@ from safety.incidence import CATEGORIES, Settings
 from safety.mas import CRITERIA_ITEMS, FERRITIN_ABOVE
 
 LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
-KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "serious_adverse_event",
-         "transaminase_elevation", "hys_law")
+KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "death", "serious_adverse_event",
+         "data_query", "transaminase_elevation", "hys_law")
 
 
 def refresh_seconds() -> float | None:
@@ -127,6 +127,8 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
             st.markdown(criteria_sentence(s["criteria_2016"]))
             if s["criteria_2016"].get("note"):
                 st.caption("Note: " + s["criteria_2016"]["note"])
+        if s["kind"] == "data_query" and s.get("details"):
+            st.warning("Data query for the sender: " + str(s["details"].get("query", "")))
         if s["context"]:
             st.caption("Context: " + "; ".join(s["context"]))
         if deliveries:

@@ -20,6 +20,7 @@ from events.domain import Patient
 from projections.db import ReadDB, open_columns, seal_columns
 from safety.amendments import Amendments
 from safety.incidence import Fact, PatientIncidence, Settings, patient_incidence, summarise
+from safety.seriousness import serious
 
 COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occurred_at",
            "recorded_at", "name", "term", "serious", "severity", "grade", "action", "dose",
@@ -42,7 +43,7 @@ def _fields(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
     return (
         data.get("name") or data.get("drug"),
         data.get("term") or data.get("reason"),
-        None if data.get("serious") is None else int(bool(data["serious"])),
+        None if "serious" not in data else int(serious(data)),
         data.get("severity"),
         data.get("ctcae_grade"),
         data.get("action"),

@@ -26,6 +26,7 @@ from safety.amendments import Amendments
 from safety.liver import LiverConfig, evaluate_liver, load_liver_config
 from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
 from safety.notifications import rises
+from safety.seriousness import contradiction, criteria, fatal, serious
 
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
                   "raised_at", "updated_at", "evidence", "context", "criteria_2016", "details",
@@ -67,8 +68,12 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
             h.diagnosis, h.mas_history = data.get("diagnosis"), data.get("mas_history")
         elif typ == "treatment":
             h.treatments.append(Treatment(data["drug"], data["action"], data.get("drug_class"), at))
-        elif typ == "adverse_event" and data.get("serious"):
-            h.serious_events.append(SeriousEvent(mid, data["term"], at, tuple(data.get("seriousness", []))))
+        elif typ == "adverse_event" and serious(data):
+            h.serious_events.append(SeriousEvent(mid, data["term"], at, tuple(criteria(data)), fatal(data),
+                                                 contradiction(data)))
+        elif typ == "withdrawal" and data.get("death"):
+            h.serious_events.append(SeriousEvent(mid, f"death: {data.get('reason') or 'reported at withdrawal'}", at,
+                                                 ("death",), fatal=True))
         elif typ == "hospitalisation" and data.get("adverse_event_message_id") not in adverse_events:
             if data.get("adverse_event_message_id") in retracted:
                 continue
@@ -82,7 +87,7 @@ class SignalsModel:
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
-            Patient.LabResult, Patient.ClinicalFinding, Patient.Retraction, Patient.Correction,
+            Patient.LabResult, Patient.ClinicalFinding, Patient.Withdrawal, Patient.Retraction, Patient.Correction,
             SignalReview.Acknowledged, SignalReview.ReviewStarted, SignalReview.Closed,
         )
     )

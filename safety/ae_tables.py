@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from safety.exposure import AdverseEvent, Membership, days_at_risk_until, patient_years
+from safety.seriousness import fatal, serious
 from safety.statistics import (
     METHOD_EAIR_RATIO,
     METHOD_RATE_CI,
@@ -47,7 +48,7 @@ OVERVIEW_FLAGS: dict[str, Callable[[AdverseEvent], bool]] = {
 }
 OVERVIEW_MEANING = {
     "any": "any treatment-emergent adverse event (unlinked hospitalisations included, as serious events)",
-    "serious": "serious (flagged serious, or a hospitalisation links to it)",
+    "serious": "serious (flagged serious, meeting an ICH E2A criterion, or a hospitalisation links to it)",
     "severe": "severe, or CTCAE grade 3 or more",
     "related": "related: relatedness possible, probable or definite",
     "leading_to_discontinuation": "leading to discontinuation: action taken with the study drug 'drug withdrawn' "
@@ -65,12 +66,11 @@ def classify(data: dict[str, Any]) -> tuple[str, str, int]:
     """An adverse event's preferred term (the reported term when uncoded), system organ class and flags."""
     term = data.get("meddra_pt") or data.get("term") or "(no term)"
     grade = data.get("ctcae_grade") or 0
-    flags = ((SERIOUS if data.get("serious") else 0)
+    flags = ((SERIOUS if serious(data) else 0)
              | (SEVERE if data.get("severity") == "severe" or grade >= 3 else 0)
              | (RELATED if data.get("relatedness") in RELATED_VALUES else 0)
              | (DISCONTINUATION if str(data.get("action_taken") or "").strip().lower() in DRUG_STOPPED else 0)
-             | (FATAL if "fatal" in str(data.get("outcome") or "").lower() or "death" in (data.get("seriousness") or ())
-                or grade == 5 else 0))
+             | (FATAL if fatal(data) else 0))
     return term, data.get("system_organ_class") or UNCODED_SOC, flags
 
 

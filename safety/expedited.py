@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from safety.seriousness import criteria, serious
+
 RELATED = ("possible", "probable", "definite")
 FATAL_OR_LIFE_THREATENING = ("death", "life-threatening")
 DAYS_FATAL, DAYS_OTHER = 7, 15
@@ -99,7 +101,7 @@ def _products_before(history: list[Message], onset: datetime, rsi: dict[str, fro
 
 def why_not(data: dict[str, Any], products: list[str], rsi: dict[str, frozenset[str]]) -> str | None:
     """None when the event is a case, else what it lacks."""
-    if not data.get("serious"):
+    if not serious(data):
         return "not serious"
     if data.get("relatedness") not in RELATED:
         return f"not related (relatedness {data.get('relatedness') or 'not given'})"
@@ -111,8 +113,7 @@ def why_not(data: dict[str, Any], products: list[str], rsi: dict[str, frozenset[
 
 
 def fatal_or_life_threatening(data: dict[str, Any]) -> bool:
-    outcome = str(data.get("outcome") or "").lower()
-    return bool(set(data.get("seriousness") or ()) & set(FATAL_OR_LIFE_THREATENING)) or "fatal" in outcome
+    return bool(set(criteria(data)) & set(FATAL_OR_LIFE_THREATENING))
 
 
 def patient_cases(source: str, patient_id: str, history: list[Message], rsi: dict[str, frozenset[str]],

@@ -13,6 +13,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from safety.seriousness import serious
 from safety.statistics import (
     METHOD_FISHER,
     METHOD_RATE_CI,
@@ -89,7 +90,7 @@ def event_categories(
     out: list[tuple[Fact, tuple[str, ...]]] = []
     for f in facts:
         if f.type == "adverse_event" and f.message_id not in retracted:
-            if f.data.get("serious") or f.message_id in linked:
+            if serious(f.data) or f.message_id in linked:
                 out.append((f, ("serious", "all")))
             elif f.data.get("severity") in ("moderate", "severe") or (f.data.get("ctcae_grade") or 0) >= 2:
                 out.append((f, ("moderate_severe", "all")))

@@ -117,10 +117,15 @@ class Treatment:
 
 @dataclass(frozen=True)
 class SeriousEvent:
+    """A serious adverse event (by ICH E2A: ``safety.seriousness``), or a death the sender reported."""
+
     message_id: str
     term: str
     at: datetime
     seriousness: tuple[str, ...]
+    fatal: bool = False
+    #: what to ask the sender when its seriousness flag contradicts the criteria
+    query: str | None = None
 
 
 @dataclass
@@ -456,12 +461,21 @@ def evaluate(h: History, config: Config) -> list[Signal]:
                 criteria_2016=criteria_2016(h, at, config, labs), details=payload,
             ))
     for e in h.serious_events:
+        kind = "death" if e.fatal else "serious_adverse_event"
         signals.append(Signal(
-            signal_id(h.source, h.patient_id, "serious_adverse_event", e.message_id), h.source,
-            h.patient_id, "serious_adverse_event", "alert", e.at,
-            [{"rule": "serious adverse event", "term": e.term, "message_id": e.message_id,
+            signal_id(h.source, h.patient_id, kind, e.message_id), h.source,
+            h.patient_id, kind, "alert", e.at,
+            [{"rule": "death" if e.fatal else "serious adverse event", "term": e.term, "message_id": e.message_id,
               "seriousness": list(e.seriousness), "current_at": e.at.isoformat()}],
             context_of(h, e.at, config),
         ))
+        if e.query:
+            signals.append(Signal(
+                signal_id(h.source, h.patient_id, "data_query", e.message_id), h.source, h.patient_id,
+                "data_query", "watch", e.at,
+                [{"rule": "seriousness flag contradicts the criteria", "term": e.term, "message_id": e.message_id,
+                  "seriousness": list(e.seriousness), "current_at": e.at.isoformat()}],
+                [], details={"field": "serious", "as_sent": False, "query": e.query},
+            ))
     return sorted(signals, key=lambda s: s.occurred_at)
 

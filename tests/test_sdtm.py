@@ -291,8 +291,10 @@ def test_an_imported_study_is_just_another_source(sqlite_url: str, tmp_path: Pat
     assert after["categories"] == before["categories"]
     signals = json.loads(runner.invoke(app, ["signals", "--source", "cdisc-pilot", "--format", "json",
                                              "--store", sqlite_url]).stdout)
-    serious = [r for r in rows_of("ae") if r["AESER"] == "Y"]
-    assert serious and {s["patient_id"] for s in signals if s["kind"] == "serious_adverse_event"} == {
+    criteria = ("AESER", "AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE")  # ICH E2A (issue 23)
+    serious = [r for r in rows_of("ae") if any(r.get(c) == "Y" for c in criteria)]
+    assert len(serious) == 36
+    assert {s["patient_id"] for s in signals if s["kind"] in ("serious_adverse_event", "death")} == {
         r["USUBJID"] for r in serious}
     board = BoardData(Store.parse(sqlite_url))
     pilot = [p for p in board.patients() if p[0] == "cdisc-pilot"]
