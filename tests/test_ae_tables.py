@@ -135,7 +135,8 @@ def expected_tables() -> dict[str, Any]:
     flags_sent = [c for c in ("AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE") if c in te]
     criterion = (te[flags_sent] == "Y").any(axis=1)
     flags = {  # serious as ICH E2A defines it: flagged, or meeting any criterion (issue 23)
-        "any": te, "serious": te[(te.AESER == "Y") | criterion | (te.AEOUT == "FATAL")], "severe": te[te.AESEV == "SEVERE"],
+        "any": te, "serious": te[(te.AESER == "Y") | criterion | (te.AEOUT == "FATAL")],
+        "severe": te[te.AESEV == "SEVERE"],
         "related": te[te.AEREL.isin(["POSSIBLE", "PROBABLE", "DEFINITE", "RELATED", "Y"])],
         "fatal": te[(te.AEOUT == "FATAL") | (te.AESDTH == "Y")],
     }
