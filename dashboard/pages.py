@@ -350,19 +350,21 @@ def expedited_page(data: BoardData, user: User) -> None:
         left = c["days_left"]
         with st.container(border=True):
             clock = (f":red[**OVERDUE** by {-left:.1f} days]" if c["status"] == "overdue" else
-                     f"{left:.1f} days left" if c["status"] == "open" else c["status"])
+                     f"{left:.1f} days left" if c["status"] == "open" else
+                     f":red[**submitted {c['days_late']} days late**]" if c["status"] == "submitted_late" else
+                     c["status"])
             st.markdown(f"**{c['term']}** · {c['patient_id']} ({c['source']}) · {c['clock_days']}-day clock · "
                         f"due {_when(c['due_at'])} · {clock}")
             st.caption(f"case {c['case']} · aware {_when(c['aware_at'])}"
                        + (f" · submitted {c['submitted']}" if c["submitted"] else "")
                        + (f" · closed: {c['closed_reason']}" if c["closed_reason"] else ""))
-            if user.role == "safety_physician" and c["status"] in ("open", "overdue"):
+            if user.role == "safety_physician" and c["status"] != "closed":
                 with st.expander("Record the submission"):
                     on = st.date_input("Submitted on", key=f"on-{c['case']}")
                     authority = st.text_input("Authority", key=f"authority-{c['case']}", placeholder="EMA, MHRA, FDA")
                     if st.button("Record", key=f"submit-{c['case']}"):
                         try:
-                            submit(c["case"], user, on.isoformat() if on else "", authority)
+                            submit(c["case"], user, on.isoformat() if on else "", authority, c["aware_at"])
                         except ValueError as exc:
                             st.error(str(exc))
                         else:

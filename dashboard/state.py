@@ -5,6 +5,8 @@ Each cache is keyed by the store URL, so one process can serve (or test) several
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import streamlit as st
 
 from dashboard.auth import SignInLimiter, User, UserStore, users_path
@@ -58,9 +60,11 @@ def record_download(user: User, what: str) -> None:
     record_audit(ledger(), user.name, "download", what)
 
 
-def submit(case: str, user: User, on: str, authority: str) -> None:
-    """Record an expedited report's submission, by the signed-in user (ValueError if refused)."""
-    submit_expedited(ledger(), case, user.name, on, authority)
+def submit(case: str, user: User, on: str, authority: str, aware_at: str | None = None) -> None:
+    """Record an expedited report's submission, by the signed-in user (ValueError if refused: a date in
+    the future or before the case became known)."""
+    submit_expedited(ledger(), case, user.name, on, authority,
+                     aware_at=datetime.fromisoformat(aware_at) if aware_at else None)
 
 
 def reference_safety_information() -> tuple[dict[str, frozenset[str]], bool]:

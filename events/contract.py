@@ -51,6 +51,7 @@ def parse_timestamp(value: str) -> datetime:
         raise ValueError(
             f"unparseable date {value!r}: use ISO 8601 such as 2024-03-01 or 2024-03-01T08:30:00Z"
         ) from None
+    vocab.date_in_range(parsed.date(), "date")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from eventsourcing.application import AggregateNotFoundError
 
 from events.domain import AuditEntry, ExpeditedSubmission, SignalReview
 from events.ledger import Ledger
+from safety.expedited import check_submission
 
 
 def act_on_signal(
@@ -30,15 +31,19 @@ def record_audit(ledger: Ledger, by: str, action: str, detail: str = "") -> None
     ledger.save(AuditEntry(by=by, action=action, detail=detail))
 
 
-def submit_expedited(ledger: Ledger, case: str, by: str, submitted_on: str, authority: str) -> None:
-    """Record that a case was reported to an authority (ValueError naming the field if not usable)."""
+def submit_expedited(ledger: Ledger, case: str, by: str, submitted_on: str, authority: str,
+                     aware_at: datetime | None = None, today: date | None = None) -> None:
+    """Record that a case was reported to an authority (ValueError naming the field if not usable: a
+    date in the future, or before ``aware_at``, when the case became known)."""
     if not by.strip():
         raise ValueError("--by: name the person who submitted the report")
     if not authority.strip():
         raise ValueError("--authority: name the authority it went to (for example EMA, MHRA, FDA)")
     try:
-        date.fromisoformat(submitted_on)
+        on = date.fromisoformat(submitted_on)
     except ValueError:
         raise ValueError(f"--on {submitted_on!r}: the date of submission as YYYY-MM-DD") from None
+    if aware_at is not None:
+        check_submission(on, aware_at, today or datetime.now(UTC).date())
     ledger.save(ExpeditedSubmission(case=case, by=by, submitted_on=submitted_on, authority=authority))
     record_audit(ledger, by, "expedited report", f"{case} submitted to {authority} on {submitted_on}")

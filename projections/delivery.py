@@ -12,8 +12,9 @@ twice that was recorded. A failed delivery stays pending with its error and is t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,9 +39,18 @@ class RunCounts:
     sent: int = 0
     failed: int = 0
     pending: int = 0
+    #: "channel signal: error" of each delivery that failed in this run, for the operator
+    failures: list[str] = field(default_factory=list)
+    #: deliveries left untried because the run's deadline passed
+    untried: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"sent": self.sent, "failed": self.failed, "pending": self.pending}
+
+    def add(self, other: RunCounts) -> None:
+        self.sent, self.failed, self.pending = self.sent + other.sent, self.failed + other.failed, other.pending
+        self.failures += other.failures
+        self.untried += other.untried
 
 
 class Deliveries:
@@ -124,12 +134,18 @@ def notification_for(signals_db: ReadDB, signal_id: str, level: str, board_url: 
 
 
 def notify_once(deliveries: Deliveries, signals_db: ReadDB, transports: list[Transport], board_url: str | None,
-                *, all_pending: bool = True, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunCounts:
-    """Note what is due, send it by each channel, record each outcome; counts of this run."""
+                *, all_pending: bool = True, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                deadline: float | None = None) -> RunCounts:
+    """Note what is due, send it by each channel, record each outcome; counts of this run. Past
+    ``deadline`` (a ``time.monotonic()`` value) nothing more is tried: the rest stays pending."""
     by_channel = {t.channel: t for t in transports}
     deliveries.enqueue(signal_raises(signals_db), list(by_channel), now())
     counts = RunCounts()
-    for row in deliveries.due(now(), all_pending=all_pending):
+    due = deliveries.due(now(), all_pending=all_pending)
+    for i, row in enumerate(due):
+        if deadline is not None and time.monotonic() >= deadline:
+            counts.untried = len(due) - i
+            break
         transport = by_channel.get(row["channel"])
         if transport is None:
             continue  # a channel configured before, not now: left pending
@@ -142,6 +158,7 @@ def notify_once(deliveries: Deliveries, signals_db: ReadDB, transports: list[Tra
         except Exception as exc:  # the receiver's failure, recorded and retried; never the loop's end
             deliveries.mark(row, now(), f"{type(exc).__name__}: {exc}")
             counts.failed += 1
+            counts.failures.append(f"{row['channel']} for signal {row['signal_id']}: {type(exc).__name__}: {exc}")
             continue
         deliveries.mark(row, now(), None)
         counts.sent += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -15,7 +15,7 @@ from eventsourcing.utils import get_topic
 from events.domain import ExpeditedSubmission, Patient
 from projections.db import ReadDB
 from projections.incidence import parse_utc_text, utc_text
-from safety.expedited import Case, Message, patient_cases, with_clock
+from safety.expedited import Case, Message, Submission, patient_cases, with_clock
 
 
 class ExpeditedModel:
@@ -76,7 +76,9 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
     if as_of is not None:
         sub_sql += " WHERE recorded_at <= {p}"
         sub_params.append(utc_text(as_of))
-    submitted = {case: f"{on} to {authority} by {by}" for case, on, authority, by in db.query(sub_sql, sub_params)}
+    submitted: dict[str, list[Submission]] = defaultdict(list)
+    for case, on, authority, by in db.query(sub_sql + " ORDER BY notification_id", sub_params):
+        submitted[case].append(Submission(date.fromisoformat(on), authority, by))
     cases: list[Case] = []
     for (source, pid), history in sorted(histories.items()):
         cases += patient_cases(source, pid, history, rsi, submitted)
@@ -85,5 +87,10 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
              "fatal_or_life_threatening": c.fatal_or_life_threatening, "aware_at": c.aware_at.isoformat(),
              "due_at": c.due_at.isoformat(), "clock_days": c.clock_days, "status": c.status,
              "days_left": (c.due_at - clock).total_seconds() / 86400, "closed_reason": c.closed_reason,
-             "submitted": submitted.get(c.case)}
+             "submitted": _submitted_text(c.submissions), "submissions": [s.as_dict() for s in c.submissions],
+             "days_late": c.days_late}
             for c in with_clock(cases, clock)]
+
+
+def _submitted_text(submissions: list[Submission]) -> str | None:
+    return "; ".join(f"{s.on.isoformat()} to {s.authority} by {s.by}" for s in submissions) or None

@@ -24,7 +24,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,13 +32,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)
+#: standard error, with Rich markup off: paths, labels and reasons are the user's text, printed as written
+#: (with markup on, "[[product]]" lost its brackets and a path holding "[/bold]" crashed: issue 23)
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 
 def out_console() -> Console:
-    """Standard output: the terminal's width, or wide enough not to fold tables in a pipe or a file."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+    """Standard output: the terminal's width, or wide enough not to fold tables in a pipe or a file; markup
+    off, as on standard error (table cells hold the sender's text)."""
+    console = Console(markup=False, highlight=False)
+    return console if console.is_terminal else Console(width=200, markup=False, highlight=False)
 
 StoreOption = Annotated[
     str | None,
@@ -89,7 +91,7 @@ def store_refused(exc: BaseException) -> str:
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"error: {message}", style="red")
     return typer.Exit(1)
 
 
@@ -109,10 +111,10 @@ def open_ledger(store_url: str | None, create: bool = False) -> Any:
             if not create:
                 raise StoreURLError(f"no store at {store.display()}: check --store (or SAFETY_MONITOR_STORE); only "
                                     f"{', '.join(CREATING)} create a store")
-            err.print(f"creating a new store at {escape(store.display())}")
+            err.print(f"creating a new store at {store.display()}")
         return Ledger(store)
     except StoreURLError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     except Exception as exc:  # the database refused: name it and stop, nothing was written
         raise fail(f"cannot open the store ({type(exc).__name__}: {exc})") from None
 
@@ -398,10 +400,16 @@ def _data_cut(value: str | None) -> datetime | None:
     """A clinical data cut DATE: everything that occurred on or before that day."""
     if value is None:
         return None
+    from safety.vocabulary import date_in_range
+
     try:
         day = date.fromisoformat(value)
     except ValueError:
         raise fail(f"--data-cut: {value!r} is not a date; write YYYY-MM-DD") from None
+    try:
+        date_in_range(day, "--data-cut")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
@@ -429,7 +437,7 @@ def _catch_up(ledger: Any, *models: Any, retry: bool = False, required: bool = T
         if stop is not None:
             stops.append(stop)
             if not required:
-                err.print(f"[red]error:[/red] {ReadModelStopped(stop)}")
+                err.print(f"error: {ReadModelStopped(stop)}", style="red")
     if stops and required:
         raise fail("; ".join(str(ReadModelStopped(stop)) for stop in stops))
     return stops
@@ -579,10 +587,12 @@ def expedited_cases_command(
         return
     table = Table("case", "patient", "term", "7-day", "aware", "due", "days left", "status")
     for c in cases:
-        left = "" if c["status"] in ("submitted", "closed") else f"{c['days_left']:.1f}"
+        left = "" if c["status"] in ("submitted", "submitted_late", "closed") else f"{c['days_left']:.1f}"
         table.add_row(c["case"], f"{c['source']}/{c['patient_id']}", c["term"],
                       "yes" if c["fatal_or_life_threatening"] else "", c["aware_at"][:16], c["due_at"][:16], left,
-                      c["status"] + (f" ({c['closed_reason']})" if c["closed_reason"] else ""))
+                      c["status"] + (f" ({c['closed_reason']})" if c["closed_reason"] else "")
+                      + (f" ({c['days_late']} days late)" if c["days_late"] else "")
+                      + (f": {c['submitted']}" if c["submitted"] else ""))
     out_console().print(table)
 
 
@@ -602,14 +612,16 @@ def expedited_submit(
 
     ledger = open_ledger(store)
     _catch_up(ledger, ExpeditedModel())
-    known = {c["case"] for c in expedited_cases(View(ledger.store, ExpeditedModel()).db, _rsi(rsi)[0])}
+    known = {c["case"]: c for c in expedited_cases(View(ledger.store, ExpeditedModel()).db, _rsi(rsi)[0])}
     if case not in known:
         raise fail(f"no case {case}: list them with safety-monitor expedited")
     try:
-        submit_expedited(ledger, case, by, on, authority)
+        submit_expedited(ledger, case, by, on, authority, aware_at=datetime.fromisoformat(known[case]["aware_at"]))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    typer.echo(json.dumps({"case": case, "status": "submitted", "by": by, "on": on, "authority": authority}))
+    late = (date.fromisoformat(on) - datetime.fromisoformat(known[case]["due_at"]).date()).days
+    typer.echo(json.dumps({"case": case, "status": "submitted_late" if late > 0 else "submitted", "by": by, "on": on,
+                           "authority": authority, "days_late": late if late > 0 else None}))
 
 
 @app.command(name="import-sdtm")
@@ -653,7 +665,7 @@ def import_sdtm(
                 allow_mass_retraction=allow_mass_retraction, dry_run=dry_run, progress=steps,
                 waiting=lambda: err.print("another import into this store is running: waiting for it to finish"))
     except (DatasetError, TransferRefused) as exc:
-        err.print(f"[red]refused:[/red] {escape(str(exc))}")
+        err.print(f"refused: {exc}", style="red")
         raise typer.Exit(2) from None
     except ImportInterrupted as exc:
         typer.echo(json.dumps(exc.stored))
@@ -949,7 +961,7 @@ def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
     try:
         text = rules.read_text(encoding="utf-8")
         parsed = tomllib.loads(text)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise fail(f"--rules {rules}: {exc}") from None
     model = SignalsModel()
     try:
@@ -960,8 +972,7 @@ def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
         else:
             raise fail(f"--rules {rules}: neither MAS rules ([rules]) nor liver rules ([hys_law])")
     except (KeyError, TypeError, ValueError) as exc:
-        raise fail(f"--rules {rules}: {type(exc).__name__} {exc}: compare with safety/mas_rules.toml or "
-                   "safety/liver_rules.toml") from None
+        raise fail(f"--rules {rules}: {exc}: compare with safety/mas_rules.toml or safety/liver_rules.toml") from None
     ledger = open_ledger(store)
     _catch_up(ledger, model)
     answer = diff_rules(View(ledger.store, model).db, config, liver)
@@ -1038,7 +1049,7 @@ def project(
     while not stopping():
         busy = sum(p.catch_up() for p in projectors)
         if send is not None and (busy or time_module.monotonic() - last_sent > 5):  # retries come due when idle
-            counts = send()
+            counts = send(None)
             last_sent = time_module.monotonic()
             if counts.sent or counts.failed:
                 err.print(f"notify: {json.dumps(counts.as_dict())}")
@@ -1046,20 +1057,23 @@ def project(
             time_module.sleep(interval)
 
 
-def _notifier(ledger: Any, *, all_pending: bool) -> Callable[[], Any]:
+def _notifier(ledger: Any, *, all_pending: bool, delivery_timeout: float = 10.0) -> Callable[..., Any]:
     """A notify round over the ledger's signals, by the channels the environment configures: each call
     sends what is due (every pending delivery with ``all_pending``, else those past their back-off)."""
     from projections.delivery import Deliveries, notify_once
     from projections.runner import View
     from projections.signals import SignalsModel
 
-    transports = _transports()
+    transports = _transports(delivery_timeout)
     if not transports:
         raise fail("no channel configured: set SAFETY_MONITOR_SMTP_URL (with _NOTIFY_FROM and _NOTIFY_TO) or "
                    "SAFETY_MONITOR_WEBHOOK_URL")
     deliveries, signals_db = Deliveries(ledger.store), View(ledger.store, SignalsModel()).db
     board_url = os.environ.get("SAFETY_MONITOR_BOARD_URL")
-    return lambda: notify_once(deliveries, signals_db, transports, board_url, all_pending=all_pending)
+    def send(deadline: float | None = None) -> Any:
+        return notify_once(deliveries, signals_db, transports, board_url, all_pending=all_pending, deadline=deadline)
+
+    return send
 
 
 @app.command()
@@ -1209,7 +1223,7 @@ def status(
     out_console().print_json(json.dumps(answer))
 
 
-def _transports() -> list[Any]:
+def _transports(timeout: float = 10.0) -> list[Any]:
     """The channels configured by environment (SAFETY_MONITOR_SMTP_URL ..., SAFETY_MONITOR_WEBHOOK_URL ...)."""
     from projections.transports import MailTransport, WebhookTransport
     from safety.notifications import smtp_settings
@@ -1223,14 +1237,14 @@ def _transports() -> list[Any]:
             raise fail("SAFETY_MONITOR_SMTP_URL is set: set SAFETY_MONITOR_NOTIFY_FROM and SAFETY_MONITOR_NOTIFY_TO "
                        "(comma-separated) too")
         try:
-            out.append(MailTransport(smtp_settings(smtp), sender, recipients))
+            out.append(MailTransport(smtp_settings(smtp), sender, recipients, timeout=timeout))
         except ValueError as exc:
             raise fail(str(exc)) from None
     webhook = os.environ.get("SAFETY_MONITOR_WEBHOOK_URL")
     if webhook:
         if not webhook.startswith(("http://", "https://")):
             raise fail(f"SAFETY_MONITOR_WEBHOOK_URL {webhook!r}: use an http:// or https:// URL")
-        out.append(WebhookTransport(webhook, os.environ.get("SAFETY_MONITOR_WEBHOOK_SECRET")))
+        out.append(WebhookTransport(webhook, os.environ.get("SAFETY_MONITOR_WEBHOOK_SECRET"), timeout=timeout))
     return out
 
 
@@ -1239,13 +1253,18 @@ def notify(
     once: Annotated[bool, typer.Option("--once", help="send what is due and exit")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="keep sending as signals arrive, until stopped")] = False,
     interval: Annotated[float, typer.Option(help="seconds between rounds with --follow")] = 5.0,
+    delivery_timeout: Annotated[
+        float, typer.Option(min=0.5, max=300, help="seconds one mail or webhook call may take")] = 10.0,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds one round may take in all; the rest stays "
+                                                       "pending for the next")] = 120.0,
     store: StoreOption = None,
 ) -> None:
     """Send each new signal at warning or alert (and each rise to such a level) once by mail and once by webhook.
 
     Channels by environment: SAFETY_MONITOR_SMTP_URL, _NOTIFY_FROM, _NOTIFY_TO; SAFETY_MONITOR_WEBHOOK_URL,
     _WEBHOOK_SECRET; SAFETY_MONITOR_BOARD_URL for the links. Prints as its last line
-    {"sent": n, "failed": n, "pending": n} (a mail and a webhook call count one each).
+    {"sent": n, "failed": n, "pending": n} (a mail and a webhook call count one each). With --once, exit 3
+    when a delivery failed or was left untried in this run (each failure printed on standard error).
     """
     from projections.delivery import RunCounts
     from projections.signals import SignalsModel
@@ -1253,13 +1272,18 @@ def notify(
     if once == follow:
         raise fail("give --once or --follow")
     ledger = open_ledger(store)
-    send = _notifier(ledger, all_pending=once)
+    send = _notifier(ledger, all_pending=once, delivery_timeout=delivery_timeout)
     stopping = _stop_flag()
     total = RunCounts()
     while True:
         _catch_up(ledger, SignalsModel(), required=False)
-        counts = send()
-        total.sent, total.failed, total.pending = total.sent + counts.sent, total.failed + counts.failed, counts.pending
+        counts = send(time_module.monotonic() + timeout)
+        total.add(counts)
+        for failure in counts.failures:
+            err.print(f"delivery failed: {failure}", style="red")
+        if counts.untried:
+            err.print(f"{counts.untried} deliveries not tried: the round's --timeout of {timeout:g} s ran "
+                      "out; they stay pending", style="red")
         if once or stopping():
             break
         if counts.sent or counts.failed:
@@ -1271,6 +1295,8 @@ def notify(
         if stopping():
             break
     typer.echo(json.dumps(total.as_dict()))
+    if once and (total.failed or total.untried):
+        raise typer.Exit(3)
 
 
 def _kafka_client() -> dict[str, Any]:
@@ -1355,7 +1381,7 @@ def rebuild(store: StoreOption = None) -> None:
         stop = projector.view.stopped()
         if stop is not None:
             stopped = True
-            err.print(f"[red]error:[/red] {ReadModelStopped(stop)}")
+            err.print(f"error: {ReadModelStopped(stop)}", style="red")
     if stopped:
         raise typer.Exit(1)
 

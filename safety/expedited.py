@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from safety.seriousness import criteria, serious
@@ -42,12 +42,28 @@ def load_rsi(text: str) -> dict[str, frozenset[str]]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RSIError(f"reference safety information: not TOML ({exc})") from None
+    unknown = sorted(set(doc) - {"product"})
+    if unknown:
+        raise RSIError(f"reference safety information: unknown key {unknown[0]!r}; the file holds [[product]] tables "
+                       "only")
+    products = doc.get("product", [])
+    if not isinstance(products, list):
+        raise RSIError("reference safety information: product must be [[product]] tables (an array of tables)")
     out: dict[str, frozenset[str]] = {}
-    for i, product in enumerate(doc.get("product", [])):
+    for i, product in enumerate(products, start=1):
+        where = f"reference safety information: [[product]] number {i}"
+        if not isinstance(product, dict):
+            raise RSIError(f"{where}: must be a table with name and expected")
+        extra = sorted(set(product) - {"name", "expected"})
+        if extra:
+            raise RSIError(f"{where}: unknown key {extra[0]!r}; a product has name and expected only")
         name, expected = product.get("name"), product.get("expected", [])
-        if not isinstance(name, str) or not isinstance(expected, list) or not all(isinstance(t, str) for t in expected):
-            raise RSIError(f"reference safety information: [[product]] number {i + 1} needs name (text) and "
-                           "expected (a list of terms)")
+        if not isinstance(name, str) or not name.strip():
+            raise RSIError(f"{where}: name must be the product's name as text")
+        if not isinstance(expected, list) or not all(isinstance(t, str) and t.strip() for t in expected):
+            raise RSIError(f"{where} ({name}): expected must be a list of terms (text)")
+        if name.strip().lower() in out:
+            raise RSIError(f"{where}: {name!r} is listed twice; give each product one table")
         out[name.strip().lower()] = frozenset(t.strip().lower() for t in expected)
     return out
 
@@ -64,6 +80,29 @@ class Message:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One expedited report of a case to an authority, as recorded."""
+
+    on: date
+    authority: str
+    by: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"on": self.on.isoformat(), "authority": self.authority, "by": self.by}
+
+
+def check_submission(on: date, aware_at: datetime, today: date) -> None:
+    """A submission date must lie between the day the case became known and today (ValueError naming
+    the field)."""
+    if on > today:
+        raise ValueError(f"--on {on.isoformat()}: that day is in the future (today is {today.isoformat()}); give the "
+                         "day the report was submitted")
+    if on < aware_at.date():
+        raise ValueError(f"--on {on.isoformat()}: before the case became known on {aware_at.date().isoformat()}; a "
+                         "report cannot precede its case: check the date")
+
+
 @dataclass
 class Case:
     case: str
@@ -76,6 +115,16 @@ class Case:
     status: str = "open"
     closed_reason: str | None = None
     products: list[str] = field(default_factory=list)
+    #: every report of the case, in the order recorded (several authorities each get one)
+    submissions: list[Submission] = field(default_factory=list)
+
+    @property
+    def days_late(self) -> int | None:
+        """Days after the due date that the first report went (None when on time or not submitted)."""
+        if not self.submissions:
+            return None
+        late = (min(s.on for s in self.submissions) - self.due_at.date()).days
+        return late if late > 0 else None
 
     @property
     def clock_days(self) -> int:
@@ -117,7 +166,7 @@ def fatal_or_life_threatening(data: dict[str, Any]) -> bool:
 
 
 def patient_cases(source: str, patient_id: str, history: list[Message], rsi: dict[str, frozenset[str]],
-                  submitted: dict[str, str]) -> list[Case]:
+                  submitted: dict[str, list[Submission]]) -> list[Case]:
     """The cases of one patient's messages (in recording order): each adverse event's state is followed
     message by message, so the clock starts at the first message that made it a case."""
     current: dict[str, dict[str, Any]] = {}
@@ -156,7 +205,8 @@ def patient_cases(source: str, patient_id: str, history: list[Message], rsi: dic
             cases[target].status, cases[target].closed_reason = "closed", f"no longer a SUSAR: {reason}"
     for case in cases.values():
         if case.status != "closed" and case.case in submitted:
-            case.status = "submitted"
+            case.submissions = list(submitted[case.case])
+            case.status = "submitted_late" if case.days_late else "submitted"
     return list(cases.values())
 
 
@@ -165,4 +215,4 @@ def with_clock(cases: list[Case], now: datetime) -> list[Case]:
     for case in cases:
         if case.status == "open" and now > case.due_at:
             case.status = "overdue"
-    return sorted(cases, key=lambda c: (c.status == "closed", c.status == "submitted", c.due_at))
+    return sorted(cases, key=lambda c: (c.status == "closed", c.status.startswith("submitted"), c.due_at))

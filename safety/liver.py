@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from safety.mas import History, Lab, Signal, signal_id
+from safety.rules_file import RulesError, number, ordered, text, window
 
 TRANSAMINASES = ("ALT", "AST")
 LIVER = ("ALT", "AST", "BILI", "ALP")
@@ -35,11 +36,17 @@ class LiverConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LiverConfig:
-        t, h = d["transaminase_elevation"], d["hys_law"]
-        return cls(d["version"], timedelta(days=d["episode_days"]), float(t["watch_xuln"]), float(t["warning_xuln"]),
-                   float(h["transaminase_xuln"]), float(h["bilirubin_xuln"]), timedelta(days=h["window_days"]),
-                   float(h["cholestatic_alp_xuln"]),
-                   {k: (float(v["uln"]), str(v["source"])) for k, v in d.get("default_uln", {}).items()})
+        """The configuration of a liver rules file, every value checked (``RulesError`` naming the field)."""
+        watch = number(d, "transaminase_elevation.watch_xuln", high=1000)
+        warning = number(d, "transaminase_elevation.warning_xuln", high=1000)
+        ordered(("transaminase_elevation.watch_xuln", watch), ("transaminase_elevation.warning_xuln", warning))
+        default_uln = d.get("default_uln", {})
+        if not isinstance(default_uln, dict):
+            raise RulesError("default_uln: must be a table of [default_uln.TEST] tables")
+        return cls(text(d, "version"), window(d, "episode_days", "days"), watch, warning,
+                   number(d, "hys_law.transaminase_xuln", high=1000), number(d, "hys_law.bilirubin_xuln", high=1000),
+                   window(d, "hys_law.window_days", "days"), number(d, "hys_law.cholestatic_alp_xuln", high=1000),
+                   {k: (number(d, f"default_uln.{k}.uln"), text(d, f"default_uln.{k}.source")) for k in default_uln})
 
 
 def load_liver_config(text: str | None = None) -> LiverConfig:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from safety import rules_file
+from safety.rules_file import RulesError, number, ordered, text, window
+
 # 2016 EULAR/ACR/PRINTO criteria (Ravelli 2016; clinical.md s1), canonical units; the published
 # operators are kept: > for ferritin, AST, triglycerides; <= for platelets and fibrinogen.
 FERRITIN_ABOVE = 684.0  # ug/L (= ng/mL)
@@ -67,26 +70,40 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        rules = tuple(
-            Rule(name, r["analyte"], r["direction"], float(r["relative"]), float(r["absolute"]),
-                 bool(r["core"]), r["source"], bool(r.get("requires_crp_high", False)))
-            for name, r in d["rules"].items()
-        )
+        """The configuration of a rules file, every value checked (``RulesError`` naming the field)."""
+        rules_table = rules_file.field(d, "rules")
+        if not isinstance(rules_table, dict) or not rules_table:
+            raise RulesError("rules: at least one [rules.NAME] table is needed")
+        rules = []
+        for name in rules_table:
+            p = f"rules.{name}"
+            direction = text(d, f"{p}.direction")
+            if direction not in ("rise", "fall"):
+                raise RulesError(f"{p}.direction: {direction!r} must be rise or fall")
+            core = rules_file.field(d, f"{p}.core")
+            if not isinstance(core, bool):
+                raise RulesError(f"{p}.core: {core!r} must be true or false")
+            rules.append(Rule(name, text(d, f"{p}.analyte"), direction,
+                              number(d, f"{p}.relative", high=1.0 if direction == "fall" else 100.0),
+                              number(d, f"{p}.absolute", low_inclusive=True), core, text(d, f"{p}.source"),
+                              bool(rules_table[name].get("requires_crp_high", False))))
+        watch, warning = number(d, "levels.watch", integer=True), number(d, "levels.warning", integer=True)
+        ordered(("levels.watch", watch), ("levels.warning", warning))
         return cls(
-            version=d["version"],
-            rules=rules,
-            look_back=timedelta(days=d["look_back_days"]),
-            together=timedelta(hours=d["together_hours"]),
-            episode=timedelta(days=d["episode_days"]),
-            crp_high_mg_l=float(d["crp_high_mg_l"]),
-            watch_at=int(d["levels"]["watch"]),
-            warning_at=int(d["levels"]["warning"]),
-            biologic_stopped=timedelta(weeks=d["context"]["biologic_stopped_weeks"]),
-            tocilizumab_blunting=timedelta(weeks=d["context"]["tocilizumab_blunting_weeks"]),
-            fever_cutoff_c=float(d["criteria_2016"]["fever_cutoff_c"]),
-            criteria_window=timedelta(hours=d["criteria_2016"]["window_hours"]),
-            ms_score_cutoff=float(d["scores"]["ms_score_cutoff"]),
-            ferritin_esr_cutoff=float(d["scores"]["ferritin_esr_cutoff"]),
+            version=text(d, "version"),
+            rules=tuple(rules),
+            look_back=window(d, "look_back_days", "days"),
+            together=window(d, "together_hours", "hours"),
+            episode=window(d, "episode_days", "days"),
+            crp_high_mg_l=number(d, "crp_high_mg_l"),
+            watch_at=int(watch),
+            warning_at=int(warning),
+            biologic_stopped=window(d, "context.biologic_stopped_weeks", "weeks"),
+            tocilizumab_blunting=window(d, "context.tocilizumab_blunting_weeks", "weeks"),
+            fever_cutoff_c=number(d, "criteria_2016.fever_cutoff_c", low=35.0, high=43.0),
+            criteria_window=window(d, "criteria_2016.window_hours", "hours"),
+            ms_score_cutoff=number(d, "scores.ms_score_cutoff", low=None),
+            ferritin_esr_cutoff=number(d, "scores.ferritin_esr_cutoff"),
         )
 
 

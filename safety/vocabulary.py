@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date
 from typing import Final
 
 SCHEMA_VERSION: Final = 1
@@ -189,3 +190,16 @@ def to_canonical(analyte: Analyte, value: float, unit: str) -> Measurement:
             f"{analyte.maximum:g} {analyte.unit}",
         )
     return Measurement(analyte.code, round(canonical, 6), analyte.unit, value, unit)
+
+#: the dates the monitor takes (clinical times, knowledge times, data cuts): wider than any patient's
+#: life, narrow enough that day arithmetic never leaves Python's calendar (issue 23: 0001-01-01+01:00)
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+
+def date_in_range(day: date, name: str) -> None:
+    """ValueError naming ``name`` when ``day`` is outside EARLIEST_DATE..LATEST_DATE."""
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise ValueError(f"{name} {day.isoformat()}: outside {EARLIEST_DATE.isoformat()} to {LATEST_DATE.isoformat()}; "
+                         "check the year")
+

@@ -139,4 +139,41 @@ def test_the_board_lists_cases_by_due_date_and_a_physician_records_a_submission(
     at.button(key="submit-reg-a/A-ae").click().run()
     assert not at.exception and any("submitted to EMA by physician" in s.value for s in at.success)
     statuses = {c["patient_id"]: c["status"] for c in cases(sqlite_url, rsi)}
-    assert statuses == {"A": "submitted", "D": "overdue"}
+    assert statuses == {"A": "submitted_late", "D": "overdue"}  # submitted today, years after its due date
+
+
+def test_impossible_submissions_are_refused_and_every_submission_is_listed(store_url: str, tmp_path: Path):
+    """Issue 23, finding 9: no date in the future or before awareness; a second submission (another
+    authority) is listed beside the first; a report after its due date is submitted_late by so many days."""
+    rsi = tmp_path / "rsi.toml"
+    rsi.write_text(RSI)
+    ledger = Ledger(Store.parse(store_url))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(FEED[:2])])  # aware 2024-01-11, 7-day clock
+    runner = CliRunner()
+
+    def submit(on: str, authority: str) -> Any:
+        return runner.invoke(app, ["expedited", "submit", "reg-a/A-ae", "--by", "dr-who", "--on", on,
+                                   "--authority", authority, "--rsi", str(rsi), "--store", store_url])
+
+    future = submit("2999-01-01", "EMA")
+    assert future.exit_code == 1 and "--on 2999-01-01" in future.output and "future" in future.output
+    early = submit("2024-01-10", "EMA")
+    assert early.exit_code == 1 and "before the case became known on 2024-01-11" in early.output
+    assert cases(store_url, rsi)[0]["status"] == "overdue"  # nothing recorded
+    first = submit("2024-01-15", "EMA")
+    assert first.exit_code == 0 and json.loads(first.stdout)["status"] == "submitted"
+    second = submit("2024-01-25", "MHRA")
+    assert json.loads(second.stdout) == {"case": "reg-a/A-ae", "status": "submitted_late", "by": "dr-who",
+                                         "on": "2024-01-25", "authority": "MHRA", "days_late": 7}
+    (case,) = cases(store_url, rsi)
+    assert case["status"] == "submitted" and case["days_late"] is None  # the first report was in time
+    assert case["submissions"] == [{"on": "2024-01-15", "authority": "EMA", "by": "dr-who"},
+                                   {"on": "2024-01-25", "authority": "MHRA", "by": "dr-who"}]
+    Ingestor(ledger).ingest([raw(m, i + 10) for i, m in enumerate(FEED[2:4])])  # B: expected, no case
+    late = {**FEED[1], "message_id": "A-ae2", "patient_id": "A"}
+    Ingestor(ledger).ingest([raw(message("A2-msc", type="intervention", patient_id="A", occurred_at="2024-01-01",
+                                         data={"name": "MSC infusion"}), 20), raw(late, 21)])
+    assert runner.invoke(app, ["expedited", "submit", "reg-a/A-ae2", "--by", "dr-who", "--on", "2024-02-01",
+                               "--authority", "EMA", "--rsi", str(rsi), "--store", store_url]).exit_code == 0
+    late_case = next(c for c in cases(store_url, rsi) if c["case"] == "reg-a/A-ae2")
+    assert late_case["status"] == "submitted_late" and late_case["days_late"] == 14

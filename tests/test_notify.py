@@ -99,10 +99,14 @@ def demo_store(url: str) -> list[dict[str, Any]]:
     return [s for s in query_signals(projector.view.db) if s["level"] in ("warning", "alert")]
 
 
-def notify(url: str, env: dict[str, str]) -> dict[str, int]:
-    result = CliRunner().invoke(app, ["notify", "--once", "--store", url], env=env)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+def notify(url: str, env: dict[str, str], *options: str) -> dict[str, int]:
+    result = CliRunner().invoke(app, ["notify", "--once", "--store", url, *options], env=env)
+    counts = json.loads(result.stdout.splitlines()[-1])
+    # exit 3 when a delivery failed in this run (issue 23), each failure named on standard error
+    assert result.exit_code == (3 if counts["failed"] else 0), result.output
+    if counts["failed"]:
+        assert result.stderr.count("delivery failed:") == counts["failed"]
+    return counts  # type: ignore[no-any-return]
 
 
 def channels(smtp_port: int, webhook_url: str) -> dict[str, str]:
@@ -186,6 +190,7 @@ def test_a_notifier_killed_between_send_and_record_repeats_at_most_once_with_the
 
 def test_without_a_channel_notify_says_what_to_set(sqlite_url: str):
     env = {k: "" for k in ("SAFETY_MONITOR_SMTP_URL", "SAFETY_MONITOR_WEBHOOK_URL")}
+    CliRunner().invoke(app, ["ingest", "-", "--store", sqlite_url], input="")  # a store, empty
     result = CliRunner().invoke(app, ["notify", "--once", "--store", sqlite_url], env=env)
     assert result.exit_code == 1 and "no channel configured" in result.output
 
@@ -222,3 +227,31 @@ def test_the_projector_follower_notifies_when_asked(sqlite_url: str):
         proc.wait(timeout=20)
         hook.close()
     assert len(hook.calls) == len(expected)
+
+
+def test_a_hanging_receiver_costs_one_delivery_timeout_each_within_the_rounds_deadline(sqlite_url: str,
+                                                                                         smtp: tuple[Inbox, int]):
+    """A webhook server that accepts and never answers: each call ends at --delivery-timeout, the round at
+    --timeout, the rest stays pending, and the command says so with exit 3 (issue 23, finding 8)."""
+    import socket
+    import time
+
+    _, port = smtp
+    due = demo_store(sqlite_url)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, ["notify", "--once", "--store", sqlite_url, "--delivery-timeout", "0.5",
+                                          "--timeout", "2"],
+                                    env=channels(port, f"http://127.0.0.1:{silent.getsockname()[1]}/hook"))
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.exit_code == 3, result.output
+    counts = json.loads(result.stdout.splitlines()[-1])
+    assert counts["failed"] >= 1 and counts["pending"] >= 1
+    assert "timed out" in result.stderr and "not tried" in result.stderr
+    assert elapsed < 2 + 0.5 + 5  # the deadline, one call in flight, and start-up; never 20 s a call
+    assert counts["sent"] + counts["failed"] < 2 * len(due)
