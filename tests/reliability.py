@@ -41,4 +41,8 @@ def write_report() -> None:
     for r in sorted(rows, key=lambda r: r["fault"]):
         lines.append(f"| {r['fault']} | {r['injected']} | {r['messages']:,} | {r['lost']} | {r['duplicated']} | "
                      f"{r['note']} | {r['at']} |")
-    REPORT.write_text("\n".join(lines) + "\n")
+    REPORT.write_text("\n".join(lines) + "\n\n" + INBOUND)
+
+
+#: the inbound-transfer rules (issue 23), kept with the table so that the report says what its fuzz rows test
+INBOUND = (Path(__file__).resolve().parent / "reliability_inbound.md").read_text()
