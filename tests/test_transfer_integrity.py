@@ -244,3 +244,64 @@ def test_two_imports_at_once_run_one_after_the_other_and_print_what_was_stored(
     assert sorted(s["stored"]["accepted"] for s in summaries) == [0, 1191 + len(dm_rows)]
     assert sorted(s["new"] for s in summaries) == [0, 1191 + len(dm_rows)]
     assert len(current_adverse_events(store_url)) == 1191
+
+
+# --- 7. malformed shapes end in a clear refusal, never a traceback ----------------------------------------
+
+META = {"datasetJSONVersion": "1.1.0", "name": "AE", "records": 1,
+        "columns": [{"itemOID": "IT.AE.USUBJID", "name": "USUBJID", "dataType": "string"},
+                    {"itemOID": "IT.AE.AETERM", "name": "AETERM", "dataType": "string"}]}
+
+
+def _document(rows: str, **meta: Any) -> bytes:
+    return (json.dumps({**META, **meta})[:-1] + f', "rows": {rows}}}').encode()
+
+
+SHAPES: dict[str, tuple[str, bytes, str]] = {
+    "a row of the wrong length": ("ae.json", _document('[["01-701-1015"]]'), "row 1 has 1 values for 2 columns"),
+    "a column without a name": ("ae.json", _document('[["a", "b"]]', columns=[{"itemOID": "X"}, {"name": "B"}]),
+                                "column 1 has no name"),
+    "JSON cut short": ("ae.json", _document('[["01-701-1015", "HEADACHE"]]')[:-12], "cut short"),
+    "a lone surrogate": ("ae.json", _document('[["01-701-1015", "\\ud800"]]'), "unpaired surrogate"),
+    "10**400": ("ae.json", _document('[["01-701-1015", ' + "1" + "0" * 400 + "]]"), "number out of range"),
+    "a list as USUBJID": ("ae.json", _document('[[["01-701-1015"], "HEADACHE"]]'), "column USUBJID: a JSON array"),
+    "Latin-1 bytes": ("ae.json", _document('[["01-701-1015", "CÉPHALÉE"]]').replace(
+        "CÉPHALÉE".encode(), "CÉPHALÉE".encode("latin-1")), "not UTF-8"),
+    "200,000-deep nesting": ("ae.json", _document("[" * 200_000 + "]" * 200_000), "nested too deeply"),
+    "a truncated .gz": ("ae.json.gz", gzip.compress(_document('[["01-701-1015", "HEADACHE"]]'))[:-6],
+                        "gzip stream is damaged or cut short"),
+    "an NDJSON row cut short": ("ae.ndjson", json.dumps(META).encode() + b'\n["01-701-1015", "HEAD', "line 2"),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_a_malformed_dataset_is_refused_with_what_is_wrong(loaded: str, tmp_path: Path, shape: str):
+    name, content, words = SHAPES[shape]
+    path = tmp_path / name
+    path.write_bytes(content)
+    refused_whole(loaded, run(loaded, path), stored_count(loaded), name, words)
+
+
+def test_a_header_only_xport_file_is_refused(loaded: str, tmp_path: Path):
+    whole = gzip.decompress((PILOT / "ae.xpt.gz").read_bytes())
+    header = whole[: whole.index(b"HEADER RECORD*******OBS") + 80]
+    path = tmp_path / "ae.xpt"
+    path.write_bytes(header + whole[len(header) : len(header) + 80])  # the headers and one 80-byte record
+    refused_whole(loaded, run(loaded, path), stored_count(loaded), "ae.xpt", "cut short")
+
+
+def test_a_gzip_expanding_to_400_mib_is_read_as_a_stream(tmp_path: Path):
+    """The finding: a 408 KB .json.gz expanding to 400 MB took 1.8 GB; it is read as a stream now."""
+    path = tmp_path / "ae.json.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(_document("[")[:-1])  # "rows": [ and no closing brace yet
+        for _ in range(400):
+            f.write(b" " * (1 << 20))
+        f.write(b'["01-701-1015", "HEADACHE"]]}')
+    assert path.stat().st_size < 600_000
+    probe = ("import resource, sys\nfrom events.sdtm.readers import read_dataset\n"
+             f"rows = list(read_dataset({str(path)!r}).rows())\nassert len(rows) == 1, rows\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert int(out.stdout.strip()) < 400 * 1024  # kB: well under the 400 MiB it expands to

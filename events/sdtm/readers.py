@@ -21,6 +21,7 @@ import gzip
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -33,6 +34,7 @@ from typing import IO, Any
 _XPT5 = b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!"
 _XPT8 = b"HEADER RECORD*******LIBV8   HEADER RECORD!!!!!!!"
 _DECODER = json.JSONDecoder()
+_NOT_BLANK = re.compile(r"[^ \t\r\n]")
 #: decompressed bytes one dataset may expand to (``import-sdtm --max-mib`` changes it)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 _CHUNK = 1 << 20
@@ -268,11 +270,13 @@ class _JSONText:
     def peek(self) -> str:
         """The next character that is not white space ('' at the end)."""
         while True:
-            n = len(self.buf)
-            while self.i < n and self.buf[self.i] in " \t\r\n":
-                self.i += 1
-            if self.i < n or not self._more():
-                return self.buf[self.i : self.i + 1]
+            found = _NOT_BLANK.search(self.buf, self.i)
+            if found is not None:
+                self.i = found.start()
+                return self.buf[self.i]
+            self.i = len(self.buf)
+            if not self._more():
+                return ""
 
     def expect(self, char: str, what: str) -> None:
         if self.peek() != char:
