@@ -360,17 +360,24 @@ def _dataset_json(path: Path, limit: int) -> Dataset:
 
 
 def _first_line(stream: _Capped) -> tuple[str, bool]:
-    """The first line (up to 64 MiB), and whether anything but white space follows it."""
-    data = b""
-    while True:
-        line, newline, rest = data.partition(b"\n")
-        if (newline and rest.strip()) or len(data) >= (64 << 20):
-            break
+    """The first line (the metadata of an NDJSON dataset: at most 16 MiB), and whether anything but
+    white space follows it. Chunks are searched as they come, never joined into one large buffer."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < (16 << 20):
         chunk = stream.read(_CHUNK)
         if not chunk:
-            break
-        data += chunk
-    return line.decode("utf-8-sig", errors="replace"), bool(newline and rest.strip())
+            return b"".join(chunks).decode("utf-8-sig", errors="replace"), False
+        end = chunk.find(b"\n")
+        if end >= 0:
+            chunks.append(chunk[:end])
+            rest = chunk[end + 1 :]
+            while rest and not rest.strip():
+                rest = stream.read(_CHUNK)
+            return b"".join(chunks).decode("utf-8-sig", errors="replace"), bool(rest.strip())
+        chunks.append(chunk)
+        size += len(chunk)
+    return "", False
 
 
 def _metadata(path: Path, limit: int) -> dict[str, Any]:
