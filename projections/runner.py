@@ -353,3 +353,26 @@ def read_model_dbs(store: Store, models: Sequence[ReadModel]) -> dict[str, ReadD
         view.close()
         out[model.name] = view.db
     return out
+
+
+def catch_up(ledger: Ledger, models: Sequence[ReadModel], *, retry: bool = False,
+             step: Callable[[str, int | None], Callable[[int], None]] | None = None) -> list[Stop]:
+    """Bring each read model up to date (a stopped one is tried again with ``retry``); each goes on
+    whatever another does. ``step(label, total)`` reports progress. Returns the stops that remain."""
+    stops = []
+    for model in models:
+        projector = Projector(ledger, model)
+        behind = ledger.position() - projector.view.position(ledger.name)
+        on_page: Callable[[int, int], None] | None = None
+        if step is not None:
+            advance = step(f"project {model.name}", behind)
+
+            def on_page(n: int, _pos: int, a: Callable[[int], None] = advance) -> None:
+                a(n)
+
+        projector.catch_up(on_page, retry=retry)
+        stop = projector.view.stopped()
+        if stop is not None:
+            stops.append(stop)
+    return stops
+

@@ -301,6 +301,20 @@ def evaluate_all(db: ReadDB, config: Config, liver: LiverConfig) -> list[Any]:
     return out
 
 
+def rules_from_text(text: str, live: SignalsModel) -> tuple[Config, LiverConfig]:
+    """The rules of a TOML text (MAS rules, ``[rules]``, or liver rules, ``[hys_law]``), with the live ones
+    for the other kind; ValueError naming the field when the text cannot be used."""
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not TOML ({exc})") from None
+    if "hys_law" in parsed:
+        return live.config, LiverConfig.from_dict(parsed)
+    if "rules" in parsed:
+        return Config.from_dict(parsed), live.liver
+    raise ValueError("neither MAS rules ([rules]) nor liver rules ([hys_law])")
+
+
 def diff_rules(db: ReadDB, config: Config, liver: LiverConfig) -> dict[str, Any]:
     """What other rules would do to the live signals: the signals they add, remove, or raise at another
     level or time, by signal id (patient, kind and episode start), without touching the read model."""

@@ -196,17 +196,17 @@ def test_ingest_rebuild_and_catch_up_show_progress_bars_on_a_terminal(tmp_path: 
 
     from rich.console import Console
 
-    import safety.cli
+    import safety.cli.wiring
 
     screen = io.StringIO()
-    monkeypatch.setattr(safety.cli, "err", Console(file=screen, force_terminal=True, width=100))
+    monkeypatch.setattr(safety.cli.wiring, "err", Console(file=screen, force_terminal=True, width=100))
     assert run("ingest", str(demo_feed_path()), store_url=sqlite_url)[0] == 0
     assert run("rebuild", store_url=sqlite_url)[0] == 0
     shown = screen.getvalue()
     assert "ingest seed-study.ndjson" in shown and "100%" in shown
     assert "rebuild incidence" in shown and "rebuild signals" in shown
     quiet = io.StringIO()  # not a terminal (a pipe, a log file): no bar, no control codes
-    monkeypatch.setattr(safety.cli, "err", Console(file=quiet, force_terminal=False))
+    monkeypatch.setattr(safety.cli.wiring, "err", Console(file=quiet, force_terminal=False))
     assert run("ingest", str(demo_feed_path()), store_url=sqlite_url)[0] == 0
     assert "\x1b[" not in quiet.getvalue() and "ingest seed-study" not in quiet.getvalue()
 
