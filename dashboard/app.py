@@ -55,7 +55,9 @@ def current_user() -> User | None:
 
 signed_in = current_user()
 if signed_in is None:
-    sign_in()
+    # the sign-in is a page of its own: with no st.navigation in a run, Streamlit would take the modules
+    # of dashboard/pages/ for pages of the old multipage layout and show none of them
+    st.navigation([st.Page(sign_in, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
     st.stop()
     raise SystemExit  # st.stop() ends the script run; this line is for type checkers
 user: User = signed_in

@@ -1,0 +1,124 @@
+"""Arms and drugs: treatment-emergent adverse-event tables, comparisons and the drill-down."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.auth import User
+from dashboard.state import record_download
+from dashboard.widgets import (
+    as_of_input,
+    cached_ae_table,
+    stopped_banner,
+)
+from projections.board import BoardData
+from projections.exposure import Settings as TableSettings
+from projections.report import ae_rows
+
+
+def _cell_text(c: dict[str, Any]) -> str:
+    return f"{c['subjects']} ({c['percent']:.1f}%) [{c['events']}]" if c["percent"] is not None else "–"
+
+
+def forest_plot(comparisons: list[dict[str, Any]], measure: str, title: str,
+                log: bool) -> alt.LayerChart | alt.FacetChart:
+    """Each group against the control on each row: the estimate and its 95% interval."""
+    frame = pd.DataFrame([{"row": c["row"], "group": c["group"], "estimate": c[measure],
+                           "low": c[f"{measure}_ci95"][0], "high": c[f"{measure}_ci95"][1]} for c in comparisons])
+    frame = frame.dropna(subset=["estimate", "low", "high"])
+    if log:
+        frame = frame[(frame["estimate"] > 0) & (frame["low"] > 0)]
+    scale = alt.Scale(type="log") if log else alt.Scale()
+    base = alt.Chart(frame).encode(y=alt.Y("row:N", sort=None, title=None), yOffset="group:N",
+                                   color=alt.Color("group:N", title="against the control"))
+    rules = base.mark_rule().encode(x=alt.X("low:Q", scale=scale, title=title), x2="high:Q")
+    points = base.mark_point(filled=True, size=60).encode(x="estimate:Q",
+                                                          tooltip=["row", "group", "estimate", "low", "high"])
+    null = alt.Chart(pd.DataFrame({"x": [1.0 if log else 0.0]})).mark_rule(strokeDash=[4, 4], color="grey").encode(
+        x="x:Q")
+    return alt.layer(rules, points, null).properties(height=max(160, 26 * frame["row"].nunique()))
+
+
+def arms_page(data: BoardData) -> None:
+    st.title("Arms and drugs: treatment-emergent adverse events")
+    incomplete = stopped_banner(data, "exposure")
+    c1, c2, c3, c4 = st.columns(4)
+    by = c1.radio("Group by", ("arm", "drug", "drug_class"), horizontal=True, key="arms_by",
+                  format_func=lambda b: b.replace("_", " "))
+    lag_text = c2.text_input("Lag after the last exposure (days)", "", key="arms_lag",
+                             placeholder="none by arm, 30 by drug")
+    min_percent = c3.number_input("Minimum % in a group", 0.0, 100.0, 0.0, step=1.0, key="arms_min")
+    with c4:
+        as_of = as_of_input("As of (knowledge time)", "arms_as_of")
+    cut: date | None = st.date_input("Clinical data cut", value=None, key="arms_cut")
+    lag = int(lag_text) if lag_text.strip().isdigit() else None
+    if lag_text.strip() and lag is None:
+        st.error("Lag: a whole number of days")
+    cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
+    settings = TableSettings(by, None, lag, float(min_percent), cut_at)
+    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
+    groups = [g["name"] for g in answer["groups"]]
+    if not groups:
+        st.info("No subject was exposed: the tables need arms with first exposures, or treatment starts.")
+        return
+    control = st.selectbox("Control group", ["(none)", *groups],
+                           index=1 + groups.index(answer["control"]) if answer["control"] in groups else 0,
+                           key="arms_control")
+    if (None if control == "(none)" else control) != answer["control"]:
+        settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at)
+        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
+    st.caption(f"Fingerprint **{answer['fingerprint']}** · treatment-emergent: {answer['treatment_emergent']} · "
+               f"observation ends {answer['observation_end']} · as of {answer['as_of'] or 'latest'} · "
+               "each cell: subjects n (%) [events]")
+    st.dataframe(pd.DataFrame(answer["groups"]).rename(columns={"name": by.replace("_", " "), "subjects": "N"}),
+                 hide_index=True)
+    st.subheader("Overview")
+    st.dataframe(pd.DataFrame([{"row": o["row"], **{g: _cell_text(o["by_group"][g]) for g in groups}}
+                               for o in answer["overview"]]), hide_index=True)
+    st.caption(" · ".join(o["meaning"] for o in answer["overview"]))
+    st.subheader("By system organ class and preferred term")
+    table = pd.DataFrame(ae_rows(answer))
+    st.dataframe(table[table.index >= len(answer["overview"])], hide_index=True, use_container_width=True)
+    if answer["comparisons"]:
+        st.subheader(f"Against {answer['control']}")
+        levels = ("overview", "soc") if st.checkbox("Each system organ class too", key="arms_forest_socs") \
+            else ("overview",)
+        overview = [c for c in answer["comparisons"] if c["level"] in levels]
+        f1, f2 = st.columns(2)
+        f1.altair_chart(forest_plot(overview, "risk_difference", "risk difference (MN 95% CI)", log=False),
+                        use_container_width=True)
+        f2.altair_chart(forest_plot(overview, "eair_ratio", "EAIR ratio (exact 95% CI, log scale)", log=True),
+                        use_container_width=True)
+        st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))
+    st.subheader("Patients and events")
+    d1, d2, d3 = st.columns(3)
+    group = d1.selectbox("Group", groups, key="arms_drill_group")
+    socs = [s["soc"] for s in answer["socs"]]
+    soc = d2.selectbox("System organ class", ["(an overview row)", *socs], key="arms_drill_soc")
+    if soc == "(an overview row)":
+        row = d3.selectbox("Row", [o["row"] for o in answer["overview"]], key="arms_drill_row")
+        cases = data.ae_cases(settings, group, as_of, row=row)
+    else:
+        terms = [t["term"] for s in answer["socs"] if s["soc"] == soc for t in s["terms"]]
+        term = d3.selectbox("Term", ["(every term)", *terms], key="arms_drill_term")
+        cases = data.ae_cases(settings, group, as_of, soc=soc, term=None if term == "(every term)" else term)
+    st.caption(f"{cases['patient_id'].nunique()} subjects, {len(cases)} events")
+    picked = st.dataframe(cases.drop(columns=["source", "message_id"]), hide_index=True, on_select="rerun",
+                          selection_mode="single-row", key="arms_cases")
+    rows = (picked.get("selection", {}) if isinstance(picked, dict) else getattr(picked, "selection", {})) or {}
+    if rows.get("rows"):
+        chosen = cases.iloc[rows["rows"][0]]
+        st.session_state["patient"] = (chosen["source"], chosen["patient_id"])
+        st.switch_page(st.session_state["pages"]["patient"])
+    if incomplete:
+        return
+    user: User = st.session_state["user"]
+    st.download_button("Download JSON", json.dumps(answer, indent=2, ensure_ascii=False),
+                       f"ae-table-{answer['fingerprint']}.json", "application/json", on_click=record_download,
+                       args=(user, f"adverse-event tables {answer['fingerprint']}"))

@@ -1,0 +1,53 @@
+"""Expedited reports: SUSAR cases against their 7- or 15-day clock."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.auth import User
+from dashboard.widgets import (
+    stopped_banner,
+    when,
+)
+from projections.board import BoardData
+
+
+def expedited_page(data: BoardData, user: User) -> None:
+    from dashboard.state import reference_safety_information, submit
+
+    st.title("Expedited reports")
+    stopped_banner(data, "expedited")
+    rsi, given = reference_safety_information()
+    st.caption("SUSARs (serious, related, unexpected): report within 7 calendar days of first knowledge when "
+               "fatal or life-threatening, 15 otherwise (ICH E2A; EU 536/2014 art. 42; 21 CFR 312.32). The clock "
+               "starts at the reported time of the message that made the event a case.")
+    if not given:
+        st.warning("No reference safety information (SAFETY_MONITOR_RSI): every serious related event is taken as "
+                   "unexpected.")
+    cases = data.expedited(rsi)
+    if not cases:
+        st.info("No SUSAR case.")
+        return
+    for c in cases:
+        left = c["days_left"]
+        with st.container(border=True):
+            clock = (f":red[**OVERDUE** by {-left:.1f} days]" if c["status"] == "overdue" else
+                     f"{left:.1f} days left" if c["status"] == "open" else
+                     f":red[**submitted {c['days_late']} days late**]" if c["status"] == "submitted_late" else
+                     c["status"])
+            st.markdown(f"**{c['term']}** · {c['patient_id']} ({c['source']}) · {c['clock_days']}-day clock · "
+                        f"due {when(c['due_at'])} · {clock}")
+            st.caption(f"case {c['case']} · aware {when(c['aware_at'])}"
+                       + (f" · submitted {c['submitted']}" if c["submitted"] else "")
+                       + (f" · closed: {c['closed_reason']}" if c["closed_reason"] else ""))
+            if user.role == "safety_physician" and c["status"] != "closed":
+                with st.expander("Record the submission"):
+                    on = st.date_input("Submitted on", key=f"on-{c['case']}")
+                    authority = st.text_input("Authority", key=f"authority-{c['case']}", placeholder="EMA, MHRA, FDA")
+                    if st.button("Record", key=f"submit-{c['case']}"):
+                        try:
+                            submit(c["case"], user, on.isoformat() if on else "", authority, c["aware_at"])
+                        except ValueError as exc:
+                            st.error(str(exc))
+                        else:
+                            st.success(f"Recorded as submitted to {authority} by {user.name}")

@@ -1,0 +1,104 @@
+"""Incidence before and after the intervention (the DSMB's Table 2)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.auth import User
+from dashboard.state import record_download
+from dashboard.widgets import (
+    as_of_input,
+    cached_ae_table,
+    stopped_banner,
+)
+from projections.board import BoardData
+from projections.exposure import Settings as TableSettings
+from projections.report import dsmb_html, incidence_csv
+from safety.incidence import CATEGORIES, Settings
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner="Computing incidence…")
+def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetime | None,
+                     as_of: datetime | None, position: int) -> dict[str, Any]:
+    """The answer for these controls at this ledger position (a new event gives a new position)."""
+    from dashboard.state import board_data
+
+    return board_data().incidence(Settings(anchor, pre, post, cut_at), as_of)
+
+
+def incidence_page(data: BoardData) -> None:
+    st.title("Incidence before and after the intervention")
+    incomplete = stopped_banner(data, "incidence", "efficacy")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    anchor = c1.text_input("Anchor intervention", "MSC infusion")
+    pre = c2.number_input("Months before", 1, 120, 3)
+    post = c3.number_input("Months from", 1, 120, 12)
+    with c4:
+        as_of = as_of_input("As of (knowledge time)", "as_of")
+    cut: date | None = c5.date_input("Clinical data cut", value=None)
+    cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
+    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.position())
+    st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
+               f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")
+    if answer["patients"] == 0:
+        st.info(f"No patient has an intervention named '{anchor}'.")
+        return
+    rows = []
+    for c in CATEGORIES:
+        b = answer["categories"][c]
+        for side in ("pre", "post"):
+            s = b[side]
+            rows.append({"category": c, "window": side, "events": s["events"],
+                         "person-months": round(s["person_months"], 1),
+                         "monthly incidence": s["monthly_incidence"],
+                         "per person-month": s["incidence_per_person_month"],
+                         "95% CI low": s["ci95_low"], "95% CI high": s["ci95_high"],
+                         "rate ratio (post/pre)": b["rate_ratio"] if side == "pre" else None,
+                         "p exact conditional": b["p_exact_conditional"] if side == "pre" else None,
+                         "p Fisher (person-months)": b["p_fisher_person_months"] if side == "pre" else None})
+    cohort = pd.DataFrame(rows)
+    st.subheader("Cohort comparison")
+    st.dataframe(cohort, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in
+        ("monthly incidence", "per person-month", "95% CI low", "95% CI high", "rate ratio (post/pre)",
+         "p exact conditional", "p Fisher (person-months)")})
+    st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))
+    chart = alt.Chart(cohort).encode(x=alt.X("window:N", sort=["pre", "post"], title=None),
+                                     color=alt.Color("window:N", legend=None))
+    bars = chart.mark_bar().encode(y=alt.Y("per person-month:Q", title="events per person-month"))
+    whiskers = chart.mark_errorbar().encode(y="95% CI low:Q", y2="95% CI high:Q")
+    st.altair_chart((bars + whiskers).properties(width=160, height=220).facet(column="category:N"))
+
+    st.subheader("Per patient (Table 2)")
+    table = pd.DataFrame([
+        {"patient": r["patient_id"], "anchor": r["anchor_date"],
+         **{f"{c} {side}": r[c][side]["monthly_incidence"] for c in ("serious", "moderate_severe")
+            for side in ("pre", "post")}}
+        for r in answer["per_patient"]])
+    st.dataframe(table, hide_index=True, column_config={
+        col: st.column_config.NumberColumn(format="%.2f") for col in table.columns[2:]})
+    st.subheader("Episodes (months from the anchor)")
+    chosen = st.multiselect("Patients", [r["patient_id"] for r in answer["per_patient"]], key="episode_patients",
+                            placeholder="the first 100 patients; choose to narrow")
+    patients = set(chosen) or {r["patient_id"] for r in answer["per_patient"][:100]}
+    episodes = pd.DataFrame([e for e in answer["episodes"] if e["patient_id"] in patients])
+    for column in ("serious", "moderate_severe", "treatments"):
+        episodes[column] = episodes[column].map(lambda items: "; ".join(items) or "–")
+    st.dataframe(episodes.drop(columns=["source"]), hide_index=True)
+    if incomplete:
+        st.caption("Downloads are withheld while a read model this answer needs has stopped: a DSMB file "
+                   "must not miss events silently.")
+        return
+    user: User = st.session_state["user"]
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", incidence_csv(answer), f"incidence-{answer['fingerprint']}.csv",
+                       "text/csv", on_click=record_download, args=(user, f"incidence CSV {answer['fingerprint']}"))
+    ae = cached_ae_table(data.store.url, TableSettings(data_cut=cut_at), as_of, data.exposure_position())
+    d2.download_button("Download DSMB report (HTML)", dsmb_html(answer, data.efficacy(anchor), ae=ae),
+                       f"dsmb-{answer['fingerprint']}.html",
+                       "text/html", on_click=record_download, args=(user, f"DSMB report {answer['fingerprint']}"))

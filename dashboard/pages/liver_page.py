@@ -1,0 +1,69 @@
+"""Liver (eDISH): peak transaminases against peak bilirubin, Hy's law, CTCAE shifts."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.widgets import (
+    stopped_banner,
+)
+from projections.board import BoardData
+
+
+def liver_page(data: BoardData) -> None:
+    st.title("Liver safety (eDISH)")
+    stopped_banner(data, "signals")
+    c1, c2 = st.columns(2)
+    by = c1.radio("Group by", ("arm", "drug"), horizontal=True, key="edish_by")
+    after = c2.checkbox("After the first exposure only", key="edish_after")
+    answer = data.edish(by, after)
+    t = answer["thresholds"]
+    st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
+               f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
+               f"{answer['rules_version']}). Potential Hy's law also needs the bilirubin within "
+               f"{t['window_days']} days of the transaminase rise and ALP below {t['cholestatic_alp_xuln']:g}×ULN. "
+               "Click a patient to open them.")
+    frame = pd.DataFrame(answer["patients"])
+    if frame.empty:
+        st.info("No patient has a liver test with a reference range.")
+        return
+    frame["peak_transaminase_xuln"] = frame[["peak_alt_xuln", "peak_ast_xuln"]].max(axis=1)
+    frame = frame.dropna(subset=["peak_transaminase_xuln", "peak_bili_xuln"])
+    pick = alt.selection_point(fields=["source", "patient_id"], name="patient")
+    scale = alt.Scale(type="log")
+    points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
+        x=alt.X("peak_transaminase_xuln:Q", scale=scale, title="peak ALT or AST (×ULN)"),
+        y=alt.Y("peak_bili_xuln:Q", scale=scale, title="peak total bilirubin (×ULN)"),
+        color=alt.Color("group:N", title=by), shape=alt.Shape("potential_hys_law:N", title="potential Hy's law"),
+        tooltip=["patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln",
+                 "quadrant", "reason"]).add_params(pick)
+    lines = [alt.Chart(pd.DataFrame({"x": [t["transaminase_xuln"]]})).mark_rule(strokeDash=[4, 4], color="red")
+             .encode(x="x:Q"),
+             alt.Chart(pd.DataFrame({"y": [t["bilirubin_xuln"]]})).mark_rule(strokeDash=[4, 4], color="red")
+             .encode(y="y:Q")]
+    event = st.altair_chart(alt.layer(points, *lines).properties(height=420), use_container_width=True,
+                            on_select="rerun", key="edish_chart")
+    chosen = (event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})) or {}
+    picked = chosen.get("patient") or []
+    if picked:
+        st.session_state["patient"] = (picked[0]["source"], picked[0]["patient_id"])
+        st.switch_page(st.session_state["pages"]["patient"])
+    counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
+    st.subheader("Patients by quadrant")
+    st.dataframe(counts)
+    shifts = data.lab_shifts(by)
+    if shifts["rows"]:
+        st.subheader(f"Laboratory shifts ({shifts['version']})")
+        st.caption(f"Patients by baseline grade and worst post-baseline grade; baseline: {shifts['baseline']}.")
+        table = pd.DataFrame(shifts["rows"])
+        test = st.selectbox("Test", list(dict.fromkeys(table["term"])), key="shift_test")
+        chosen = table[table["term"] == test]
+        st.dataframe(chosen.pivot_table(index=["group", "baseline_grade"], columns="worst_grade", values="patients",
+                                        aggfunc="sum", fill_value=0), use_container_width=True)
+    flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
+    if not flagged.empty:
+        st.subheader("In the Hy's law range")
+        st.dataframe(flagged[["patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
+                              "peak_alp_xuln", "potential_hys_law", "reason"]], hide_index=True)

@@ -1,0 +1,51 @@
+"""Signals: the live list of safety signals, each with its evidence and the workflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import streamlit as st
+
+from dashboard.auth import User
+from dashboard.widgets import (
+    KINDS,
+    LEVEL_COLOUR,
+    refresh_seconds,
+    render_signal,
+    stopped_banner,
+)
+from events.domain import SIGNAL_STATUSES
+from projections.board import BoardData
+
+
+def signals_page(data: BoardData, user: User) -> None:
+    st.title("Signals")
+    stopped_banner(data, "signals")
+    st.caption("Open signals first, by level and time. Trend thresholds are expert heuristics "
+               "(no validated cut-offs exist); the 2016 criteria and scores are as published.")
+    c1, c2, c3, c4 = st.columns(4)
+    kinds = c1.multiselect("Kind", KINDS, key="filter_kind")
+    levels = c2.multiselect("Level", list(LEVEL_COLOUR), key="filter_level")
+    statuses = c3.multiselect("Status", SIGNAL_STATUSES, default=["open", "acknowledged", "under_review"],
+                              key="filter_status")
+    sources = c4.multiselect("Source", data.sources(), key="filter_source")
+    shown = st.session_state.setdefault("signals_shown", 50)
+
+    @st.fragment(run_every=refresh_seconds())
+    def live() -> None:
+        rows = [s for s in data.signals()
+                if (not kinds or s["kind"] in kinds) and (not levels or s["level"] in levels)
+                and (not statuses or s["status"] in statuses) and (not sources or s["source"] in sources)]
+        st.caption(f"{len(rows)} signals (showing the first {min(shown, len(rows))}) · updated "
+                   f"{datetime.now(UTC).strftime('%H:%M:%S')} UTC")
+        notified: dict[str, list[dict[str, Any]]] = {}
+        for d in data.deliveries():
+            notified.setdefault(d["signal_id"], []).append(d)
+        for s in rows[:shown]:
+            render_signal(s, user, notified.get(s["id"]))
+        if len(rows) > shown and st.button("Show 50 more", key="more_signals"):
+            st.session_state["signals_shown"] = shown + 50
+            st.rerun()
+
+    live()
