@@ -47,9 +47,11 @@ def user_store() -> UserStore:
     return UserStore(users_path(store()))
 
 
-def act(signal_id: str, action: str, user: User, note: str, reason: str | None = None) -> str:
-    """A signal workflow command, attributed to the signed-in user (raises ValueError if refused)."""
-    return act_on_signal(ledger(), signal_id, action, user.name, note, reason)
+def act(signal_id: str, action: str, user: User, note: str, reason: str | None = None,
+        kind: str | None = None) -> str:
+    """A signal workflow command, attributed to the signed-in user (raises ValueError if refused: a
+    close needs a reason fitting the signal's ``kind`` and a note)."""
+    return act_on_signal(ledger(), signal_id, action, user.name, note, reason, kind=kind)
 
 
 def record_sign_in(user: User) -> None:

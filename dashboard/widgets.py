@@ -4,7 +4,7 @@ inputs and formats, and the cached adverse-event tables."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import streamlit as st
@@ -73,18 +73,43 @@ def delivery_sentence(rows: list[dict[str, Any]]) -> str:
     return " · ".join(parts)
 
 
-def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]] | None = None) -> None:
-    with st.container(border=True):
+#: the workflow's actions as the board names them: (button, what is done, the status it leads to)
+ACTIONS = {"ack": ("Acknowledge", "acknowledged", "acknowledged"),
+           "review": ("Start review", "review started", "under review"),
+           "close": ("Close", "closed", "closed")}
+
+
+def action_sentence(a: dict[str, Any]) -> str:
+    """``closed by physician on 06 Dec 2026 02:31 (confirmed MAS): "treated with anakinra"``."""
+    done = ACTIONS.get(a["action"], (a["action"], a["action"], a["status"]))[1]
+    text = f"{done.capitalize()} by {a['by_user']} on {when(a['at'])}"
+    if a.get("reason"):
+        text += f" ({a['reason']})"
+    return text + (f': "{a["note"]}"' if a.get("note") else "")
+
+
+def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]] | None = None,
+                  position: int | None = None) -> None:
+    """One signal's card. Its action buttons only open a confirmation naming this signal (``confirm``),
+    so no click can act on another signal that moved under the pointer (issue 24); a card acted on
+    keeps its ``position`` in the list for the session (``pinned``), so the cards below do not move up."""
+    fresh = _fresh_action(s)  # this session's action, not yet in the read model
+    status = (fresh["status"] + " (recorded; the list catches up in a moment)" if fresh
+              else s["status"].replace("_", " "))
+    with st.container(border=True, key=f"signal-{s['id']}"):
         colour = LEVEL_COLOUR.get(s["level"], "gray")
         head = (f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · "
-                f"**{s['patient_id']}** ({s['source']}) · {s['status'].replace('_', ' ')}")
+                f"**{s['patient_id']}** ({s['source']}) · {status}")
+        reasons = (s.get("details") or {}).get("priority_reasons") or []
         if s["priority"] == "high":
             head += " · :red[high priority]"
         st.markdown(head)
+        if reasons:
+            st.caption("High priority: " + "; ".join(reasons))
         st.caption(f"occurred {when(s['occurred_at'])} · first raised {when(s['raised_at'])} · id {s['id']}")
         for e in s["evidence"]:
             st.markdown(f"- {evidence_sentence(e)}")
-        if s["kind"] != "serious_adverse_event" and s.get("criteria_2016"):
+        if s.get("criteria_2016") and s["kind"] not in ("serious_adverse_event", "death", "data_query"):
             st.markdown(criteria_sentence(s["criteria_2016"]))
             if s["criteria_2016"].get("note"):
                 st.caption("Note: " + s["criteria_2016"]["note"])
@@ -94,25 +119,78 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
             st.caption("Context: " + "; ".join(s["context"]))
         if deliveries:
             st.caption("Notified: " + delivery_sentence(deliveries))
-        cols = st.columns([1, 3])
+        last = fresh or s["last_action"]
+        if last:
+            st.caption("Last action: " + action_sentence(last))
+        cols = st.columns(4)
         if cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
             st.session_state["patient"] = (s["source"], s["patient_id"])
             st.switch_page(st.session_state["pages"]["patient"])
-        if user.role == "safety_physician" and s["status"] != "closed":
-            with cols[1].expander("Act on this signal"):
-                note = st.text_input("Note", key=f"note-{s['id']}")
-                reason = st.selectbox("Reason (to close)", ("confirmed MAS", "not MAS", "duplicate", "other"),
-                                      key=f"reason-{s['id']}")
-                b1, b2, b3 = st.columns(3)
-                for column, action, label in ((b1, "ack", "Acknowledge"), (b2, "review", "Start review"),
-                                              (b3, "close", "Close")):
-                    if column.button(label, key=f"{action}-{s['id']}"):
-                        try:
-                            status = act(s["id"], action, user, note, reason if action == "close" else None)
-                        except ValueError as exc:
-                            st.error(str(exc))
-                        else:
-                            st.success(f"{label}d by {user.name}: now {status.replace('_', ' ')}")
+        current = fresh["status_code"] if fresh else s["status"]
+        if user.role == "safety_physician" and current != "closed":
+            allowed = {"ack": ("open",), "review": ("open", "acknowledged"),
+                       "close": ("open", "acknowledged", "under_review")}
+            for column, action in zip(cols[1:], ("ack", "review", "close"), strict=True):
+                if current in allowed[action] and column.button(f"{ACTIONS[action][0]}…", key=f"{action}-{s['id']}"):
+                    st.session_state["confirm"] = {"signal": s, "action": action}
+                    if position is not None:
+                        st.session_state.setdefault("pinned", {})[s["id"]] = position
+                    st.rerun()
+
+
+def _fresh_action(s: dict[str, Any]) -> dict[str, Any] | None:
+    """The action this session took on the signal, while the read model does not hold it yet."""
+    acted = st.session_state.get("acted", {}).get(s["id"])
+    recorded = s.get("last_action")
+    if acted is None or (recorded and datetime.fromisoformat(recorded["at"]) >= datetime.fromisoformat(acted["at"])):
+        return None
+    return acted
+
+
+def confirm_pending(user: User) -> None:
+    """Open the confirmation of the action a card asked for, if any (called by the page, outside any
+    fragment, so the dialog is not redrawn by the live refresh)."""
+    pending = st.session_state.get("confirm")
+    if pending:
+        _confirm(pending["signal"], pending["action"], user)
+
+
+def _forget_pending() -> None:
+    st.session_state.pop("confirm", None)
+
+
+@st.dialog("Confirm the action", width="large", on_dismiss=_forget_pending)
+def _confirm(s: dict[str, Any], action: str, user: User) -> None:
+    """The action, bound to this signal's id: it names the patient, kind and signal, asks for a reason
+    that fits the kind (none preselected) and a note when closing, and acts only on its own button."""
+    from safety.signal_reasons import close_reasons
+
+    label = ACTIONS[action][0]
+    st.markdown(f"**{label}** signal `{s['id']}`: {s['kind']} ({s['level']}) for patient **{s['patient_id']}** "
+                f"({s['source']}), occurred {when(s['occurred_at'])}.")
+    for e in s["evidence"][:3]:
+        st.caption(evidence_sentence(e))
+    reason = None
+    if action == "close":
+        reason = st.selectbox("Reason for closing", close_reasons(s["kind"]), index=None,
+                              placeholder="choose the reason", key=f"confirm-reason-{s['id']}")
+    note = st.text_area("Note" + (" (needed to close)" if action == "close" else ""),
+                        key=f"confirm-note-{s['id']}")
+    c1, c2 = st.columns(2)
+    if c1.button(f"{label} this signal", type="primary", key=f"confirm-{action}-{s['id']}"):
+        try:
+            status = act(s["id"], action, user, note, reason, kind=s["kind"])
+        except ValueError as exc:
+            st.error(str(exc))
+            return
+        st.session_state.setdefault("acted", {})[s["id"]] = {
+            "action": action, "status": status.replace("_", " "), "status_code": status, "by_user": user.name,
+            "at": datetime.now(UTC).isoformat(), "note": note, "reason": reason}
+        _forget_pending()
+        st.rerun()
+    if c2.button("Cancel", key=f"confirm-cancel-{s['id']}"):
+        _forget_pending()
+        st.rerun()
 
 
 def as_of_input(label: str, key: str) -> datetime | None:
@@ -133,3 +211,52 @@ def cached_ae_table(url: str, settings: TableSettings, as_of: datetime | None, p
     from dashboard.state import board_data
 
     return board_data().ae_table(settings, as_of)
+
+
+def data_cut_input(data: BoardData, page: str) -> date | None:
+    """The clinical data cut, chosen among the store's clinical dates and kept across pages (a widget's
+    own state ends with its page)."""
+    span = data.clinical_range()
+    chosen: date | None = st.session_state.get("chosen_data_cut")
+    if span is None:
+        return None
+    if chosen is not None and not span[0] <= chosen <= span[1]:
+        chosen = None
+    picked = st.date_input("Clinical data cut", value=chosen, min_value=span[0], max_value=span[1],
+                           key=f"data-cut-{page}", format="YYYY-MM-DD",
+                           help=f"events that occurred on or before this day; the store's clinical dates run "
+                                f"from {span[0].isoformat()} to {span[1].isoformat()}")
+    picked = picked if isinstance(picked, date) else None
+    st.session_state["chosen_data_cut"] = picked
+    return picked
+
+
+def cut_time(cut: date | None) -> datetime | None:
+    """The end of the data cut's day (everything that occurred by then)."""
+    return None if cut is None else datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC)
+
+
+def data_context(data: BoardData, cut: date | None = None, as_of: datetime | None = None,
+                 takes_cut: bool = True) -> None:
+    """What every page's answer stands on: the data cut, the knowledge time and the rules in force."""
+    knowledge = as_of or datetime.now(UTC)
+    parts = [f"Data cut: {cut.isoformat() if cut else 'none (every clinical date)'}" if takes_cut
+             else "Data cut: not applied on this page",
+             f"knowledge time: {knowledge.astimezone(UTC).strftime('%d %b %Y %H:%M')} UTC"
+             + (" (as of)" if as_of else " (now)"),
+             "rules: " + ", ".join(data.rules_versions())]
+    st.caption(" · ".join(parts))
+
+
+def anchor_input(data: BoardData, where: Any, page: str) -> str | None:
+    """The anchor intervention, chosen among the interventions the store holds (None when it has none);
+    the choice is kept across pages."""
+    names = data.interventions()
+    if not names:
+        return None
+    chosen = st.session_state.get("chosen_anchor")
+    index = names.index(chosen) if chosen in names else 0
+    picked = where.selectbox("Anchor intervention", names, index=index, key=f"anchor-{page}",
+                             help="windows are anchored at each patient's first intervention of this name")
+    st.session_state["chosen_anchor"] = picked
+    return str(picked)

@@ -13,6 +13,8 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from safety.signal_reasons import ALL_CLOSE_REASONS
+
 # A fixed namespace makes patient ids deterministic (the same patient from any process or replay).
 PATIENT_NAMESPACE = UUID("6b3f6f0e-0d7e-4c55-9a8e-4f1d2c0b9a11")
 
@@ -125,7 +127,7 @@ MESSAGE_TYPE_OF: dict[type, str] = {cls: name for name, cls in EVENT_CLASS.items
 
 SIGNAL_NAMESPACE = UUID("0d7c1e52-3b8a-4f0e-9d51-2a6c8f4b7e30")
 SIGNAL_STATUSES = ("open", "acknowledged", "under_review", "closed")
-CLOSE_REASONS = ("confirmed MAS", "not MAS", "duplicate", "other")
+CLOSE_REASONS = ALL_CLOSE_REASONS
 
 
 class SignalReview(Aggregate):
@@ -168,13 +170,15 @@ class SignalReview(Aggregate):
         """Record an action if the signal's status allows it (raises ValueError if not)."""
         event_class = ACTIONS.get(action)
         if event_class is None:
-            raise ValueError(f"unknown action {action!r}: use ack, review or close")
+            raise ValueError(f"Unknown action {action!r}: use ack, review or close.")
         allowed = ALLOWED_FROM[event_class]
         if self.status not in allowed:
-            raise ValueError(f"signal {self.signal_id} is {self.status}; {action} needs {' or '.join(allowed)}")
+            done = STATUS_AFTER[event_class].replace("_", " ")
+            raise ValueError(f"This signal is {self.status.replace('_', ' ')} already, so it cannot be {done} now "
+                             f"(only a signal that is {' or '.join(s.replace('_', ' ') for s in allowed)} can).")
         if event_class is SignalReview.Closed:
             if reason not in CLOSE_REASONS:
-                raise ValueError(f"--reason: closing needs one of {', '.join(CLOSE_REASONS)}")
+                raise ValueError(f"Closing needs a reason, one of: {'; '.join(CLOSE_REASONS)}.")
             self.trigger_event(event_class, signal_id=self.signal_id, by=by, note=note, reason=reason)
         else:
             self.trigger_event(event_class, signal_id=self.signal_id, by=by, note=note)

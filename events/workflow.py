@@ -9,14 +9,19 @@ from eventsourcing.application import AggregateNotFoundError
 from events.domain import AuditEntry, ExpeditedSubmission, SignalReview
 from events.ledger import Ledger
 from safety.expedited import check_submission
+from safety.signal_reasons import check_close
 
 
 def act_on_signal(
-    ledger: Ledger, signal_id: str, action: str, by: str, note: str = "", reason: str | None = None
+    ledger: Ledger, signal_id: str, action: str, by: str, note: str = "", reason: str | None = None,
+    kind: str | None = None,
 ) -> str:
-    """Record the action in the ledger; returns the signal's new status. ValueError if not allowed."""
+    """Record the action in the ledger; returns the signal's new status. ValueError, in plain words, if
+    not allowed: closing needs a reason that fits the signal's ``kind`` and a note."""
     if not by.strip():
-        raise ValueError("--by: name the person who acts")
+        raise ValueError("Name the person who acts (--by).")
+    if action == "close" and kind is not None:
+        check_close(kind, reason, note)
     try:
         review: SignalReview = ledger.repository.get(SignalReview.create_id(signal_id))
     except AggregateNotFoundError:

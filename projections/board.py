@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -34,6 +34,10 @@ def lab_result_text(d: dict[str, Any]) -> str:
     return f"{shown} {d.get('unit', '')}".strip()
 
 
+#: the source of the demo study's messages (scripts/build_seed_study.py): its visits are reconstructed
+DEMO_SOURCE = "umcu-msc-jia"
+
+
 class BoardData:
     def __init__(self, store: Store):
         self.store = store
@@ -48,6 +52,30 @@ class BoardData:
         self.efficacy_db = self.dbs["efficacy"]
         self.liver = load_liver_config()
         self.delivery = Deliveries(store)  # its table made once, not on every live refresh
+
+    def clinical_range(self) -> tuple[date, date] | None:
+        """The first and last clinical day of the store's events (a data-cut picker spans them)."""
+        rows = self.signals_db.query("SELECT MIN(occurred_at), MAX(occurred_at) FROM {t}signal_facts")
+        if not rows or rows[0][0] is None:
+            return None
+        return parse_time(str(rows[0][0]).replace("Z", "+00:00")).date(), parse_time(
+            str(rows[0][1]).replace("Z", "+00:00")).date()
+
+    def holds_demo_study(self) -> bool:
+        """Whether the store holds the demo study, whose visit assessments are reconstructed."""
+        return DEMO_SOURCE in self.sources()
+
+    def rules_versions(self) -> list[str]:
+        """The rules in force: MAS trend rules and liver rules (their files' ``version``)."""
+        from projections.signals import load_config
+
+        return [load_config().version, self.liver.version]
+
+    def interventions(self) -> list[str]:
+        """The names of the interventions the store holds (an anchor is chosen among them)."""
+        rows = self.incidence_db.query("SELECT DISTINCT name FROM {t}incidence_facts WHERE type = {p}"
+                                       " AND name IS NOT NULL", ["intervention"])
+        return sorted({str(self.incidence_db.sealer.unseal(r[0])) for r in rows})  # sealed names differ by nonce
 
     def stops(self, *names: str) -> list[Stop]:
         """The read models (of ``names``, or all) that stopped on an event they could not apply."""
@@ -74,10 +102,23 @@ class BoardData:
         return audit_log(self.audit_db, limit)
 
     def signals(self, **filters: Any) -> list[dict[str, Any]]:
-        return query_signals(self.signals_db, **filters)
+        """The signals, each with its last action (who, when, the note and reason) or None."""
+        rows = query_signals(self.signals_db, **filters)
+        last = {a["signal_id"]: a for a in signal_actions(self.signals_db, filters.get("signal_id"))}
+        for r in rows:
+            r["last_action"] = last.get(r["id"])
+        return rows
 
     def actions(self, signal_id: str | None = None) -> list[dict[str, Any]]:
-        return signal_actions(self.signals_db, signal_id)
+        """The workflow's audit trail, each action naming its signal's patient and kind."""
+        named = {s["id"]: s for s in query_signals(self.signals_db, signal_id=signal_id)}
+        out = []
+        for a in signal_actions(self.signals_db, signal_id):
+            s = named.get(a["signal_id"], {})
+            out.append({"at": a["at"], "by_user": a["by_user"], "action": a["action"], "status": a["status"],
+                        "patient": f"{s.get('patient_id', '?')} ({s.get('source', '?')})", "kind": s.get("kind"),
+                        "signal_id": a["signal_id"], "reason": a["reason"], "note": a["note"]})
+        return out
 
     def incidence(self, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
         return incidence(self.incidence_db, settings, as_of)
@@ -225,6 +266,47 @@ class BoardData:
         frame["retracted"] = frame["message_id"].isin(retracted)
         frame["corrected"] = frame["message_id"].isin(corrected)
         return frame.sort_values(["occurred_at", "notification_id"]).reset_index(drop=True)
+
+    def patient_summary(self, source: str, patient_id: str) -> dict[str, Any]:
+        """Who the patient is, for the page's header: sex, age (at enrolment, and now from the birth date),
+        diagnosis, planned and actual arm, and the drugs started and not stopped (amendments applied)."""
+        from safety.amendments import Amendments
+
+        sl = self.signals_db.sealer
+        sql = ("SELECT message_id, type, occurred_at, data FROM {t}signal_facts WHERE source = {p}"
+               " AND patient_id = {p} ORDER BY notification_id")
+        rows = [(sl.untoken(m), t, parse_time(str(at).replace("Z", "+00:00")), json.loads(sl.unseal(d) or "{}"))
+                for m, t, at, d in self.signals_db.query(sql, [source, sl.token(patient_id)])]
+        amended: Amendments[str] = Amendments()
+        for _m, t, _at, d in rows:
+            if amended.is_amendment(t):
+                amended.note(t, d["target_message_id"], d.get("data"))
+        enrolment: dict[str, Any] = {}
+        drugs: dict[str, tuple[str, datetime]] = {}
+        for m, t, at, d in sorted(rows, key=lambda r: r[2]):
+            if not amended.counts(t, m):
+                continue
+            d = amended.data(m, d)
+            if t == "enrolment":
+                enrolment = {**d, "enrolled_on": at.date().isoformat()}
+            elif t == "treatment" and d.get("action") in ("start", "change"):
+                drugs[d["drug"]] = (str(d.get("dose") or ""), at)
+            elif t == "treatment" and d.get("action") == "stop":
+                drugs.pop(d["drug"], None)
+        birth = enrolment.get("birth_date")
+        age_now = None
+        if birth:
+            born = datetime.fromisoformat(str(birth).replace("Z", "+00:00")).date()
+            today = date.today()
+            age_now = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        return {
+            "sex": enrolment.get("sex"), "age_at_enrolment": enrolment.get("age_years"), "age_now": age_now,
+            "diagnosis": enrolment.get("diagnosis") or enrolment.get("condition"),
+            "arm": enrolment.get("arm"), "actual_arm": enrolment.get("actual_arm"),
+            "study": enrolment.get("study"), "enrolled_on": enrolment.get("enrolled_on"),
+            "current_drugs": [{"drug": k, "dose": v[0], "since": v[1].date().isoformat()} for k, v in
+                              sorted(drugs.items(), key=lambda kv: kv[1][1])],
+        }
 
     def patient_labs(self, source: str, patient_id: str) -> pd.DataFrame:
         sql = ("SELECT message_id, occurred_at, data FROM {t}signal_facts WHERE source = {p}"

@@ -88,7 +88,8 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
              "due_at": c.due_at.isoformat(), "clock_days": c.clock_days, "status": c.status,
              "days_left": (c.due_at - clock).total_seconds() / 86400, "closed_reason": c.closed_reason,
              "submitted": _submitted_text(c.submissions), "submissions": [s.as_dict() for s in c.submissions],
-             "days_late": c.days_late}
+             "days_late": c.days_late, "onset": c.onset.isoformat() if c.onset else None,
+             "relatedness": c.relatedness, "clock_reason": c.clock_reason}
             for c in with_clock(cases, clock)]
 
 

@@ -81,6 +81,13 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
     return h
 
 
+def with_priority(s: Any) -> dict[str, Any] | None:
+    """A signal's details, with what makes it high priority (``priority_reasons``) when anything does."""
+    if not s.priority_reasons:
+        return s.details
+    return {**(s.details or {}), "priority_reasons": list(s.priority_reasons)}
+
+
 class SignalsModel:
     name = "signals"
     tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises")
@@ -183,7 +190,7 @@ class SignalsModel:
                     s.id, s.source, key[1], s.kind, s.level, s.priority, status,
                     utc_text(s.occurred_at), raised_at, recorded_at, sl.seal(json.dumps(s.evidence)),
                     sl.seal(json.dumps(s.context)), sl.seal(json.dumps(s.criteria_2016)),
-                    sl.seal(json.dumps(s.details, default=str)), self.config.version,
+                    sl.seal(json.dumps(with_priority(s), default=str)), self.config.version,
                 ))
         keep = {row[0] for row in produced}
         gone = [sid for sid, (status, _) in existing.items() if sid not in keep and status == "open"]

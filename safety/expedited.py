@@ -117,6 +117,15 @@ class Case:
     products: list[str] = field(default_factory=list)
     #: every report of the case, in the order recorded (several authorities each get one)
     submissions: list[Submission] = field(default_factory=list)
+    onset: datetime | None = None
+    relatedness: str | None = None
+
+    @property
+    def clock_reason(self) -> str:
+        """Why the clock runs 7 or 15 calendar days (ICH E2A; EU 536/2014 art. 42; 21 CFR 312.32)."""
+        if self.fatal_or_life_threatening:
+            return "7 days: fatal or life-threatening"
+        return "15 days: serious, neither fatal nor life-threatening"
 
     @property
     def days_late(self) -> int | None:
@@ -194,10 +203,12 @@ def patient_cases(source: str, patient_id: str, history: list[Message], rsi: dic
             aware = m.reported_at or m.recorded_at
             serious_kind = fatal_or_life_threatening(data)
             cases[target] = Case(case_id, source, patient_id, _term(data), serious_kind, aware,
-                                 aware + timedelta(days=DAYS_FATAL if serious_kind else DAYS_OTHER), products=products)
+                                 aware + timedelta(days=DAYS_FATAL if serious_kind else DAYS_OTHER), products=products,
+                                 onset=onset[target], relatedness=data.get("relatedness"))
         elif reason is None:
             case = cases[target]
             case.term, case.status, case.closed_reason = _term(data), "open", None
+            case.relatedness = data.get("relatedness")
             if fatal_or_life_threatening(data) and not case.fatal_or_life_threatening:  # the clock shortens
                 case.fatal_or_life_threatening = True
                 case.due_at = min(case.due_at, (m.reported_at or m.recorded_at) + timedelta(days=DAYS_FATAL))

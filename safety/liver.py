@@ -156,7 +156,8 @@ def evaluate_liver(h: History, config: LiverConfig) -> list[Signal]:
                               h.source, h.patient_id, "transaminase_elevation", level, peak.lab.at, evidence,
                               [f"on {', '.join(drugs)}"] if drugs else [],
                               details={"rules_version": config.version, "peak_xuln": round(peak.xuln, 2),
-                                       "drugs": drugs}))
+                                       "drugs": drugs},
+                              priority_reasons=_bilirubin_priority(ms, group, config)))
     verdicts = [v for v in hys_law(ms, config) if v.met]
     for group in _episodes(verdicts, lambda v: v.transaminase.lab.at, config.episode):
         first = group[0]
@@ -168,8 +169,24 @@ def evaluate_liver(h: History, config: LiverConfig) -> list[Signal]:
         signals.append(Signal(signal_id(h.source, h.patient_id, "hys_law", first.transaminase.lab.at.isoformat()),
                               h.source, h.patient_id, "hys_law", "alert", first.bilirubin.lab.at, evidence,
                               [f"on {', '.join(drugs)}"] if drugs else [],
-                              details={"rules_version": config.version, "reason": first.reason, "drugs": drugs}))
+                              details={"rules_version": config.version, "reason": first.reason, "drugs": drugs},
+                              priority_reasons=(f"bilirubin {first.bilirubin.xuln:.1f}×ULN (above 2×ULN)",)))
     return signals
+
+
+#: a bilirubin above this multiple of its ULN makes a liver signal urgent (FDA 2009 DILI guidance)
+BILIRUBIN_PRIORITY_XULN = 2.0
+
+
+def _bilirubin_priority(ms: list[Multiple], group: list[Multiple], config: LiverConfig) -> tuple[str, ...]:
+    """A bilirubin above 2×ULN within the Hy's law window of the episode's results: the liver injury
+    affects function, whatever the ALP says."""
+    start, end = group[0].lab.at - config.hy_window, group[-1].lab.at + config.hy_window
+    bilirubin = [m for m in ms if m.lab.analyte == "BILI" and start <= m.lab.at <= end]
+    peak = max(bilirubin, key=lambda m: m.xuln, default=None)
+    if peak is None or peak.xuln <= BILIRUBIN_PRIORITY_XULN:
+        return ()
+    return (f"bilirubin {peak.xuln:.1f}×ULN (above 2×ULN) on {peak.lab.at.date().isoformat()}",)
 
 
 QUADRANTS = ("normal", "temple_corollary", "hyperbilirubinaemia", "hys_law_range")

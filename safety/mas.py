@@ -171,11 +171,15 @@ class Signal:
     context: list[str]
     criteria_2016: dict[str, Any] | None = None
     details: dict[str, Any] | None = None
+    #: what makes the signal urgent, clinically (issue 24): for MAS signals systemic JIA, a history of MAS,
+    #: a biologic recently stopped or tocilizumab masking the picture; for events a fatal or
+    #: life-threatening outcome; for liver signals a bilirubin above 2×ULN. Other context ("on PLACEBO")
+    #: is shown but never raises priority.
+    priority_reasons: tuple[str, ...] = ()
 
     @property
     def priority(self) -> str:
-        """High when any context factor holds (systemic JIA, MAS history, a biologic recently stopped)."""
-        return "high" if self.context else "normal"
+        return "high" if self.priority_reasons else "normal"
 
 
 def signal_id(source: str, patient_id: str, kind: str, key: str) -> str:
@@ -295,8 +299,17 @@ def _on_tocilizumab(h: History, at: datetime, config: Config) -> bool:
     return last.action in ("start", "change") or at - last.at <= config.tocilizumab_blunting
 
 
+def mas_priority(h: History, at: datetime, config: Config) -> tuple[str, ...]:
+    """What makes a MAS signal urgent: the context factors, and tocilizumab, which masks fever, CRP and
+    ferritin (so a MAS on it shows less than it is)."""
+    reasons = context_of(h, at, config)
+    if _on_tocilizumab(h, at, config):
+        reasons.append("on tocilizumab, which masks fever, CRP and ferritin")
+    return tuple(reasons)
+
+
 def context_of(h: History, at: datetime, config: Config) -> list[str]:
-    """Why this patient's signals deserve priority (the issue's three context factors)."""
+    """The patient's MAS context factors (systemic JIA, MAS history, a biologic recently stopped)."""
     reasons = []
     if h.diagnosis == "systemic":
         reasons.append("systemic JIA")
@@ -467,6 +480,7 @@ def evaluate(h: History, config: Config) -> list[Signal]:
             details={"core_rules": core, "rules_version": config.version,
                      "ms_score": ms_score(h, at, config, labs),
                      "ferritin_esr": ferritin_esr_ratio(h, at, config, labs)},
+            priority_reasons=mas_priority(h, at, config),
         ))
     for kind, level, found in (("mas_criteria_2016", "alert", criteria), ("ms_score", "warning", ms),
                                ("ferritin_esr_ratio", "watch", ratio)):
@@ -476,6 +490,7 @@ def evaluate(h: History, config: Config) -> list[Signal]:
                 signal_id(h.source, h.patient_id, kind, group[0][0].isoformat()), h.source, h.patient_id,
                 kind, level, at, [], context_of(h, at, config),
                 criteria_2016=criteria_2016(h, at, config, labs), details=payload,
+                priority_reasons=mas_priority(h, at, config),
             ))
     for e in h.serious_events:
         kind = "death" if e.fatal else "serious_adverse_event"
@@ -485,6 +500,7 @@ def evaluate(h: History, config: Config) -> list[Signal]:
             [{"rule": "death" if e.fatal else "serious adverse event", "term": e.term, "message_id": e.message_id,
               "seriousness": list(e.seriousness), "current_at": e.at.isoformat()}],
             context_of(h, e.at, config),
+            priority_reasons=tuple(c for c in ("death", "life-threatening") if c in e.seriousness),
         ))
         if e.query:
             signals.append(Signal(

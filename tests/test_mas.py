@@ -206,10 +206,10 @@ def test_acknowledge_review_and_close_are_recorded_with_the_user(demo):
     [s] = signals_of(demo, kind="mas_trend")
     assert act_on_signal(demo, s["id"], "ack", "dr.jones", "seen, calling the ward") == "acknowledged"
     assert act_on_signal(demo, s["id"], "review", "dr.jones", "bloods repeated") == "under_review"
-    with pytest.raises(ValueError, match="closing needs one of"):
+    with pytest.raises(ValueError, match="Closing needs a reason"):
         act_on_signal(demo, s["id"], "close", "dr.jones", "")
     assert act_on_signal(demo, s["id"], "close", "dr.smith", "treated", "confirmed MAS") == "closed"
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(ValueError, match="is closed already"):
         act_on_signal(demo, s["id"], "ack", "dr.jones", "")
     [after] = signals_of(demo, kind="mas_trend")
     assert after["status"] == "closed"

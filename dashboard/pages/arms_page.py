@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import altair as alt
@@ -15,6 +14,9 @@ from dashboard.state import record_download
 from dashboard.widgets import (
     as_of_input,
     cached_ae_table,
+    cut_time,
+    data_context,
+    data_cut_input,
     stopped_banner,
 )
 from projections.board import BoardData
@@ -56,11 +58,12 @@ def arms_page(data: BoardData) -> None:
     min_percent = c3.number_input("Minimum % in a group", 0.0, 100.0, 0.0, step=1.0, key="arms_min")
     with c4:
         as_of = as_of_input("As of (knowledge time)", "arms_as_of")
-    cut: date | None = st.date_input("Clinical data cut", value=None, key="arms_cut")
+    cut = data_cut_input(data, "arms")
     lag = int(lag_text) if lag_text.strip().isdigit() else None
     if lag_text.strip() and lag is None:
         st.error("Lag: a whole number of days")
-    cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
+    cut_at = cut_time(cut)
+    data_context(data, cut, as_of)
     settings = TableSettings(by, None, lag, float(min_percent), cut_at)
     answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
     groups = [g["name"] for g in answer["groups"]]
@@ -84,7 +87,7 @@ def arms_page(data: BoardData) -> None:
     st.caption(" · ".join(o["meaning"] for o in answer["overview"]))
     st.subheader("By system organ class and preferred term")
     table = pd.DataFrame(ae_rows(answer))
-    st.dataframe(table[table.index >= len(answer["overview"])], hide_index=True, use_container_width=True)
+    st.dataframe(table[table.index >= len(answer["overview"])], hide_index=True, width="stretch")
     if answer["comparisons"]:
         st.subheader(f"Against {answer['control']}")
         levels = ("overview", "soc") if st.checkbox("Each system organ class too", key="arms_forest_socs") \
@@ -92,9 +95,9 @@ def arms_page(data: BoardData) -> None:
         overview = [c for c in answer["comparisons"] if c["level"] in levels]
         f1, f2 = st.columns(2)
         f1.altair_chart(forest_plot(overview, "risk_difference", "risk difference (MN 95% CI)", log=False),
-                        use_container_width=True)
+                        width="stretch")
         f2.altair_chart(forest_plot(overview, "eair_ratio", "EAIR ratio (exact 95% CI, log scale)", log=True),
-                        use_container_width=True)
+                        width="stretch")
         st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))
     st.subheader("Patients and events")
     d1, d2, d3 = st.columns(3)

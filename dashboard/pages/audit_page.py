@@ -7,12 +7,14 @@ import streamlit as st
 
 from dashboard.widgets import (
     as_of_input,
+    data_context,
 )
 from projections.board import BoardData
 
 
 def audit_page(data: BoardData) -> None:
     st.title("Audit")
+    data_context(data, takes_cut=False)
     st.subheader("Signal workflow: who did what")
     st.dataframe(pd.DataFrame(data.actions()), hide_index=True)
     st.subheader("Sign-ins, downloads and user changes")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard.auth import User
 from dashboard.widgets import (
+    data_context,
     stopped_banner,
     when,
 )
@@ -16,6 +17,7 @@ def expedited_page(data: BoardData, user: User) -> None:
     from dashboard.state import reference_safety_information, submit
 
     st.title("Expedited reports")
+    data_context(data, takes_cut=False)
     stopped_banner(data, "expedited")
     rsi, given = reference_safety_information()
     st.caption("SUSARs (serious, related, unexpected): report within 7 calendar days of first knowledge when "
@@ -37,9 +39,13 @@ def expedited_page(data: BoardData, user: User) -> None:
                      c["status"])
             st.markdown(f"**{c['term']}** · {c['patient_id']} ({c['source']}) · {c['clock_days']}-day clock · "
                         f"due {when(c['due_at'])} · {clock}")
-            st.caption(f"case {c['case']} · aware {when(c['aware_at'])}"
+            st.caption(f"onset {when(c['onset'])} · causality: {c['relatedness'] or 'not assessed'} · "
+                       f"{c['clock_reason']} · aware {when(c['aware_at'])} · case {c['case']}"
                        + (f" · submitted {c['submitted']}" if c["submitted"] else "")
                        + (f" · closed: {c['closed_reason']}" if c["closed_reason"] else ""))
+            if st.button("Open patient", key=f"patient-{c['case']}"):
+                st.session_state["patient"] = (c["source"], c["patient_id"])
+                st.switch_page(st.session_state["pages"]["patient"])
             if user.role == "safety_physician" and c["status"] != "closed":
                 with st.expander("Record the submission"):
                     on = st.date_input("Submitted on", key=f"on-{c['case']}")

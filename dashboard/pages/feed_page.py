@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.widgets import (
+    data_context,
     when,
 )
 from projections.board import BoardData
@@ -14,6 +15,7 @@ from projections.board import BoardData
 
 def feed_page(data: BoardData) -> None:
     st.title("Feed health")
+    data_context(data, takes_cut=False)
     counts = data.feed_counts()
     st.subheader("Messages per source")
     st.dataframe(counts, hide_index=True)
@@ -21,12 +23,12 @@ def feed_page(data: BoardData) -> None:
         long = counts.melt(id_vars=["source"], value_vars=["accepted", "duplicates", "quarantined"],
                            var_name="outcome", value_name="messages")
         st.altair_chart(alt.Chart(long).mark_bar().encode(x="messages:Q", y="source:N", color="outcome:N"),
-                        use_container_width=True)
+                        width="stretch")
     volume = data.volume()
     if not volume.empty:
         st.subheader("Volume per source over time")
         st.altair_chart(alt.Chart(volume).mark_bar().encode(x="day:T", y="messages:Q", color="source:N"),
-                        use_container_width=True)
+                        width="stretch")
     transfers = data.transfers()
     if not transfers.empty:
         st.subheader("SDTM transfers")

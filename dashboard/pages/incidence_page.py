@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 import altair as alt
@@ -12,8 +12,12 @@ import streamlit as st
 from dashboard.auth import User
 from dashboard.state import record_download
 from dashboard.widgets import (
+    anchor_input,
     as_of_input,
     cached_ae_table,
+    cut_time,
+    data_context,
+    data_cut_input,
     stopped_banner,
 )
 from projections.board import BoardData
@@ -35,13 +39,18 @@ def incidence_page(data: BoardData) -> None:
     st.title("Incidence before and after the intervention")
     incomplete = stopped_banner(data, "incidence", "efficacy")
     c1, c2, c3, c4, c5 = st.columns(5)
-    anchor = c1.text_input("Anchor intervention", "MSC infusion")
+    anchor = anchor_input(data, c1, "incidence")
     pre = c2.number_input("Months before", 1, 120, 3)
     post = c3.number_input("Months from", 1, 120, 12)
     with c4:
         as_of = as_of_input("As of (knowledge time)", "as_of")
-    cut: date | None = c5.date_input("Clinical data cut", value=None)
-    cut_at = datetime.combine(cut + timedelta(days=1), time(), tzinfo=UTC) if cut else None
+    with c5:
+        cut = data_cut_input(data, "incidence")
+    cut_at = cut_time(cut)
+    data_context(data, cut, as_of)
+    if anchor is None:
+        st.info("No intervention is recorded in this store: incidence before and after needs one (an anchor).")
+        return
     answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.position())
     st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
                f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")

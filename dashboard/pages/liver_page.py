@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.widgets import (
+    data_context,
     stopped_banner,
 )
 from projections.board import BoardData
@@ -14,6 +15,7 @@ from projections.board import BoardData
 
 def liver_page(data: BoardData) -> None:
     st.title("Liver safety (eDISH)")
+    data_context(data, takes_cut=False)
     stopped_banner(data, "signals")
     c1, c2 = st.columns(2)
     by = c1.radio("Group by", ("arm", "drug"), horizontal=True, key="edish_by")
@@ -43,7 +45,7 @@ def liver_page(data: BoardData) -> None:
              .encode(x="x:Q"),
              alt.Chart(pd.DataFrame({"y": [t["bilirubin_xuln"]]})).mark_rule(strokeDash=[4, 4], color="red")
              .encode(y="y:Q")]
-    event = st.altair_chart(alt.layer(points, *lines).properties(height=420), use_container_width=True,
+    event = st.altair_chart(alt.layer(points, *lines).properties(height=420), width="stretch",
                             on_select="rerun", key="edish_chart")
     chosen = (event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})) or {}
     picked = chosen.get("patient") or []
@@ -61,7 +63,7 @@ def liver_page(data: BoardData) -> None:
         test = st.selectbox("Test", list(dict.fromkeys(table["term"])), key="shift_test")
         chosen = table[table["term"] == test]
         st.dataframe(chosen.pivot_table(index=["group", "baseline_grade"], columns="worst_grade", values="patients",
-                                        aggfunc="sum", fill_value=0), use_container_width=True)
+                                        aggfunc="sum", fill_value=0), width="stretch")
     flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
     if not flagged.empty:
         st.subheader("In the Hy's law range")

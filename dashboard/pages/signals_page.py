@@ -11,6 +11,8 @@ from dashboard.auth import User
 from dashboard.widgets import (
     KINDS,
     LEVEL_COLOUR,
+    confirm_pending,
+    data_context,
     refresh_seconds,
     render_signal,
     stopped_banner,
@@ -21,6 +23,7 @@ from projections.board import BoardData
 
 def signals_page(data: BoardData, user: User) -> None:
     st.title("Signals")
+    data_context(data, takes_cut=False)
     stopped_banner(data, "signals")
     st.caption("Open signals first, by level and time. Trend thresholds are expert heuristics "
                "(no validated cut-offs exist); the 2016 criteria and scores are as published.")
@@ -32,18 +35,25 @@ def signals_page(data: BoardData, user: User) -> None:
     sources = c4.multiselect("Source", data.sources(), key="filter_source")
     shown = st.session_state.setdefault("signals_shown", 50)
 
+    confirm_pending(user)
+
     @st.fragment(run_every=refresh_seconds())
     def live() -> None:
-        rows = [s for s in data.signals()
-                if (not kinds or s["kind"] in kinds) and (not levels or s["level"] in levels)
+        pinned: dict[str, int] = st.session_state.get("pinned", {})
+        every = data.signals()
+        rows = [s for s in every if s["id"] not in pinned
+                and (not kinds or s["kind"] in kinds) and (not levels or s["level"] in levels)
                 and (not statuses or s["status"] in statuses) and (not sources or s["source"] in sources)]
-        st.caption(f"{len(rows)} signals (showing the first {min(shown, len(rows))}) · updated "
-                   f"{datetime.now(UTC).strftime('%H:%M:%S')} UTC")
+        # a card acted on this session stays where it was, so the next one never moves under the pointer
+        for s in sorted((s for s in every if s["id"] in pinned), key=lambda s: pinned[s["id"]]):
+            rows.insert(min(pinned[s["id"]], len(rows)), s)
+        counted = f"{len(rows)} signals" + (f" (showing the first {shown})" if len(rows) > shown else "")
+        st.caption(f"{counted} · updated {datetime.now(UTC).strftime('%H:%M:%S')} UTC")
         notified: dict[str, list[dict[str, Any]]] = {}
         for d in data.deliveries():
             notified.setdefault(d["signal_id"], []).append(d)
-        for s in rows[:shown]:
-            render_signal(s, user, notified.get(s["id"]))
+        for i, s in enumerate(rows[:shown]):
+            render_signal(s, user, notified.get(s["id"]), position=i)
         if len(rows) > shown and st.button("Show 50 more", key="more_signals"):
             st.session_state["signals_shown"] = shown + 50
             st.rerun()

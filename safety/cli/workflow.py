@@ -34,22 +34,22 @@ def signal(
     action: Annotated[SignalAction, typer.Argument(help="ack, review or close")],
     signal_id: Annotated[str, typer.Argument(metavar="ID", help="the signal's id")],
     by: Annotated[str, typer.Option("--by", help="who acts (recorded in the audit trail)")],
-    note: Annotated[str, typer.Option(help="what was seen or decided")] = "",
-    reason: Annotated[str | None, typer.Option(help="for close: confirmed MAS, not MAS, duplicate, other")] = None,
+    note: Annotated[str, typer.Option(help="what was seen or decided (needed to close)")] = "",
+    reason: Annotated[str | None, typer.Option(help="for close: a reason that fits the signal's kind, e.g. "
+                                                    "'confirmed MAS' (docs/board.md lists them)")] = None,
     store: StoreOption = None,
 ) -> None:
     """Acknowledge, review or close a signal; recorded as an event with the user and the note."""
     from events.workflow import act_on_signal
-    from projections.runner import View
     from projections.signals import SignalsModel, query_signals
 
     ledger = open_ledger(store)
     model = SignalsModel()
-    catch_up(ledger, model)
-    if not query_signals(View(ledger.store, model).db, signal_id=signal_id):
+    found = query_signals(view_db(ledger, model), signal_id=signal_id)
+    if not found:
         raise fail(f"no signal with id {signal_id}: list them with safety-monitor signals")
     try:
-        status = act_on_signal(ledger, signal_id, action.value, by, note, reason)
+        status = act_on_signal(ledger, signal_id, action.value, by, note, reason, kind=found[0]["kind"])
     except ValueError as exc:
         raise fail(str(exc)) from None
     catch_up(ledger, model)
