@@ -260,3 +260,17 @@ def anchor_input(data: BoardData, where: Any, page: str) -> str | None:
                              help="windows are anchored at each patient's first intervention of this name")
     st.session_state["chosen_anchor"] = picked
     return str(picked)
+
+
+def restore(*keys: str) -> None:
+    """Give a page's widgets back the values they had when the user left the page (Streamlit drops a
+    widget's state once a run does not draw it); ``keep`` saved them."""
+    for key in keys:
+        if key not in st.session_state and f"kept:{key}" in st.session_state:
+            st.session_state[key] = st.session_state[f"kept:{key}"]
+
+
+def keep(*keys: str) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"kept:{key}"] = st.session_state[key]

@@ -36,7 +36,7 @@ from safety.ae_tables import (
     unlinked_hospitalisation,
     withdrawal_event,
 )
-from safety.exposure import DEFAULT_DRUG_LAG_DAYS, Membership, Subject, TreatmentChange, memberships
+from safety.exposure import DEFAULT_DRUG_LAG_DAYS, Membership, Subject, TreatmentChange, left_out, memberships
 
 #: Bump when the rows this model writes change meaning: a rebuild is then required.
 VERSION = "exposure-1"
@@ -225,6 +225,9 @@ def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> 
     with no_cycle_collection():
         loaded = load_subjects(db, as_of, settings.data_cut)
         members = _members(loaded, settings)
+        taking_part = {(m.subject.source, m.subject.patient_id) for m in members}
+        outside = [{"source": s.source, "patient_id": s.patient_id, "reason": left_out(s, settings.by, loaded.horizon)}
+                   for s in loaded.subjects if (s.source, s.patient_id) not in taking_part]
         control = choose_control(sorted({m.group for m in members}), settings.control)
         answer = ae_table(members, by=settings.by, control=control, min_percent=settings.min_percent)
     inputs = {"model": VERSION, "ledger_position": loaded.position, "by": settings.by, "control": control,
@@ -241,6 +244,8 @@ def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> 
         "observation_end": loaded.horizon.isoformat() if loaded.subjects else None,
         "lag_days": settings.lag,
         "min_percent": settings.min_percent,
+        #: the subjects of the store that take no part, each with the reason
+        "left_out": outside,
         "treatment_emergent": (
             "onset on or after the first exposure" + (f", and no later than {settings.lag} days after the last"
                                                       if settings.lag is not None else " (no upper bound)")

@@ -186,7 +186,7 @@ def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None) 
     else:
         groups = {}
         for p in periods(subject.treatments):
-            key = p.drug if by == "drug" else (p.drug_class or "(no class)")
+            key = p.drug if by == "drug" else drug_class(p)
             groups.setdefault(key, []).append(p)
     out = []
     for name, ps in sorted(groups.items()):
@@ -196,6 +196,25 @@ def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None) 
         events = tuple(e for e in subject.events if e.onset <= horizon and emergent(e.onset, ps, lag_days))
         out.append(Membership(name, subject, tuple(spans), events))
     return out
+
+
+def drug_class(p: Period) -> str:
+    """A period's drug class: the one the source sent; placebo is a class of its own; a drug sent without
+    one is its own class, named so (an SDTM EX has no class), never one shared "(no class)" group."""
+    if p.drug_class:
+        return p.drug_class
+    if "placebo" in p.drug.lower():
+        return "placebo"
+    return f"{p.drug} (no class sent)"
+
+
+def left_out(subject: Subject, by: str, horizon: date) -> str:
+    """Why a subject takes no part in the tables (``memberships`` gave none)."""
+    if by == "arm" and arm_exposure(subject) is None:
+        return "never exposed: no first exposure and no treatment start"
+    if by != "arm" and not periods(subject.treatments):
+        return "no treatment start recorded"
+    return f"exposure starts after the end of observation ({observation_end(subject, horizon).isoformat()})"
 
 
 def patient_years(days: float) -> float:

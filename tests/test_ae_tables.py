@@ -390,8 +390,9 @@ def test_the_arms_page_shows_the_pilot_tables_comparisons_and_drill_down(sqlite_
     overview = next(d.value for d in at.dataframe if list(d.value.columns[:1]) == ["row"]
                     and "any" in set(d.value["row"]))
     placebo = answer["overview"][0]["by_group"]["Placebo"]
-    assert overview.set_index("row").loc["any", "Placebo"] == (
-        f"{placebo['subjects']} ({placebo['percent']:.1f}%) [{placebo['events']}]")
+    n = next(g["subjects"] for g in answer["groups"] if g["name"] == "Placebo")
+    assert overview.set_index("row").loc["any", "Placebo"] == (  # n/N as the header says (issue 24)
+        f"{placebo['subjects']}/{n} ({placebo['percent']:.1f}%) [{placebo['events']}]")
     assert at.selectbox(key="arms_control").value == "Placebo"
     assert any("Against Placebo" in h.value for h in at.subheader)
     # drill down to one term of one arm: its subjects and events, as the table counts them

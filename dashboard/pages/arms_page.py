@@ -17,6 +17,8 @@ from dashboard.widgets import (
     cut_time,
     data_context,
     data_cut_input,
+    keep,
+    restore,
     stopped_banner,
 )
 from projections.board import BoardData
@@ -24,32 +26,45 @@ from projections.exposure import Settings as TableSettings
 from projections.report import ae_rows
 
 
-def _cell_text(c: dict[str, Any]) -> str:
-    return f"{c['subjects']} ({c['percent']:.1f}%) [{c['events']}]" if c["percent"] is not None else "–"
+def _cell_text(c: dict[str, Any], n: int) -> str:
+    """``12/86 (14.0%) [15]``: subjects with the event of the group's N, their share, and the events."""
+    return f"{c['subjects']}/{n} ({c['percent']:.1f}%) [{c['events']}]" if c["percent"] is not None else "–"
 
 
 def forest_plot(comparisons: list[dict[str, Any]], measure: str, title: str,
                 log: bool) -> alt.LayerChart | alt.FacetChart:
-    """Each group against the control on each row: the estimate and its 95% interval."""
+    """Each group against the control on each row: the estimate and its 95% interval. Every row keeps its
+    line; one that cannot be estimated (no event in either group) says so instead of vanishing."""
     frame = pd.DataFrame([{"row": c["row"], "group": c["group"], "estimate": c[measure],
                            "low": c[f"{measure}_ci95"][0], "high": c[f"{measure}_ci95"][1]} for c in comparisons])
-    frame = frame.dropna(subset=["estimate", "low", "high"])
+    usable = frame.dropna(subset=["estimate", "low", "high"])
     if log:
-        frame = frame[(frame["estimate"] > 0) & (frame["low"] > 0)]
+        usable = usable[(usable["estimate"] > 0) & (usable["low"] > 0)]
+    missing = frame[~frame.index.isin(usable.index)].assign(note="not estimable")
+    rows = list(dict.fromkeys(frame["row"]))
     scale = alt.Scale(type="log") if log else alt.Scale()
-    base = alt.Chart(frame).encode(y=alt.Y("row:N", sort=None, title=None), yOffset="group:N",
-                                   color=alt.Color("group:N", title="against the control"))
-    rules = base.mark_rule().encode(x=alt.X("low:Q", scale=scale, title=title), x2="high:Q")
-    points = base.mark_point(filled=True, size=60).encode(x="estimate:Q",
+    y = alt.Y("row:N", sort=rows, title=None, scale=alt.Scale(domain=rows), axis=alt.Axis(labelLimit=320))
+    base = alt.Chart(usable).encode(y=y, yOffset="group:N", color=alt.Color("group:N", title="group against the "
+                                                                                   "control"))
+    rules = base.mark_rule(strokeWidth=2).encode(x=alt.X("low:Q", scale=scale, title=title), x2="high:Q")
+    points = base.mark_point(filled=True, size=90).encode(x="estimate:Q",
                                                           tooltip=["row", "group", "estimate", "low", "high"])
     null = alt.Chart(pd.DataFrame({"x": [1.0 if log else 0.0]})).mark_rule(strokeDash=[4, 4], color="grey").encode(
         x="x:Q")
-    return alt.layer(rules, points, null).properties(height=max(160, 26 * frame["row"].nunique()))
+    notes = alt.Chart(missing).mark_text(align="left", dx=4, color="grey").encode(
+        y=y, yOffset="group:N", x=alt.value(4), text="note:N")
+    return alt.layer(rules, points, null, notes).properties(height=max(220, 44 * len(rows)))
+
+
+#: the page's settings, kept when the user opens a patient and comes back
+SETTINGS = ("arms_by", "arms_lag", "arms_min", "arms_as_of", "arms_control", "arms_forest_socs", "arms_drill_group",
+            "arms_drill_soc", "arms_drill_row", "arms_drill_term")
 
 
 def arms_page(data: BoardData) -> None:
     st.title("Arms and drugs: treatment-emergent adverse events")
     incomplete = stopped_banner(data, "exposure")
+    restore(*SETTINGS)
     c1, c2, c3, c4 = st.columns(4)
     by = c1.radio("Group by", ("arm", "drug", "drug_class"), horizontal=True, key="arms_by",
                   format_func=lambda b: b.replace("_", " "))
@@ -76,14 +91,21 @@ def arms_page(data: BoardData) -> None:
     if (None if control == "(none)" else control) != answer["control"]:
         settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at)
         answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
-    st.caption(f"Fingerprint **{answer['fingerprint']}** · treatment-emergent: {answer['treatment_emergent']} · "
-               f"observation ends {answer['observation_end']} · as of {answer['as_of'] or 'latest'} · "
-               "each cell: subjects n (%) [events]")
+    basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)",
+             "drug": "each drug a subject started", "drug_class": "each drug class a subject started (placebo "
+             "its own class; a drug sent without a class is its own)"}[by]
+    st.caption(f"Fingerprint **{answer['fingerprint']}** · groups: {basis} · N: subjects exposed in the group · "
+               f"treatment-emergent: {answer['treatment_emergent']} · observation ends {answer['observation_end']}"
+               " · each cell: n/N (%) [events]")
     st.dataframe(pd.DataFrame(answer["groups"]).rename(columns={"name": by.replace("_", " "), "subjects": "N"}),
                  hide_index=True)
+    if answer["left_out"]:
+        with st.expander(f"{len(answer['left_out'])} subjects of the store take no part, with the reason"):
+            st.dataframe(pd.DataFrame(answer["left_out"]), hide_index=True)
+    sizes = {g["name"]: g["subjects"] for g in answer["groups"]}
     st.subheader("Overview")
-    st.dataframe(pd.DataFrame([{"row": o["row"], **{g: _cell_text(o["by_group"][g]) for g in groups}}
-                               for o in answer["overview"]]), hide_index=True)
+    st.dataframe(pd.DataFrame([{"row": o["row"], **{g: _cell_text(o["by_group"][g], sizes[g]) for g in groups}}
+                               for o in answer["overview"]]), hide_index=True, width="stretch")
     st.caption(" · ".join(o["meaning"] for o in answer["overview"]))
     st.subheader("By system organ class and preferred term")
     table = pd.DataFrame(ae_rows(answer))
@@ -93,11 +115,10 @@ def arms_page(data: BoardData) -> None:
         levels = ("overview", "soc") if st.checkbox("Each system organ class too", key="arms_forest_socs") \
             else ("overview",)
         overview = [c for c in answer["comparisons"] if c["level"] in levels]
-        f1, f2 = st.columns(2)
-        f1.altair_chart(forest_plot(overview, "risk_difference", "risk difference (MN 95% CI)", log=False),
-                        width="stretch")
-        f2.altair_chart(forest_plot(overview, "eair_ratio", "EAIR ratio (exact 95% CI, log scale)", log=True),
-                        width="stretch")
+        st.altair_chart(forest_plot(overview, "risk_difference", "risk difference (Miettinen-Nurminen 95% CI)",
+                                    log=False), width="stretch")
+        st.altair_chart(forest_plot(overview, "eair_ratio", "EAIR ratio (exact conditional 95% CI, log scale)",
+                                    log=True), width="stretch")
         st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))
     st.subheader("Patients and events")
     d1, d2, d3 = st.columns(3)
@@ -111,6 +132,7 @@ def arms_page(data: BoardData) -> None:
         terms = [t["term"] for s in answer["socs"] if s["soc"] == soc for t in s["terms"]]
         term = d3.selectbox("Term", ["(every term)", *terms], key="arms_drill_term")
         cases = data.ae_cases(settings, group, as_of, soc=soc, term=None if term == "(every term)" else term)
+    keep(*SETTINGS)
     st.caption(f"{cases['patient_id'].nunique()} subjects, {len(cases)} events")
     picked = st.dataframe(cases.drop(columns=["source", "message_id"]), hide_index=True, on_select="rerun",
                           selection_mode="single-row", key="arms_cases")
