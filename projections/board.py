@@ -301,7 +301,7 @@ class BoardData:
             age_now = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
         return {
             "sex": enrolment.get("sex"), "age_at_enrolment": enrolment.get("age_years"), "age_now": age_now,
-            "diagnosis": enrolment.get("diagnosis") or enrolment.get("condition"),
+            "diagnosis": ", ".join(str(enrolment[k]) for k in ("condition", "diagnosis") if enrolment.get(k)) or None,
             "arm": enrolment.get("arm"), "actual_arm": enrolment.get("actual_arm"),
             "study": enrolment.get("study"), "enrolled_on": enrolment.get("enrolled_on"),
             "current_drugs": [{"drug": k, "dose": v[0], "since": v[1].date().isoformat()} for k, v in

@@ -304,7 +304,9 @@ def mas_priority(h: History, at: datetime, config: Config) -> tuple[str, ...]:
     ferritin (so a MAS on it shows less than it is)."""
     reasons = context_of(h, at, config)
     if _on_tocilizumab(h, at, config):
-        reasons.append("on tocilizumab, which masks fever, CRP and ferritin")
+        stopped = any(r.startswith("biologic tocilizumab stopped") for r in reasons)
+        reasons.append("tocilizumab may still mask fever, CRP and ferritin" if stopped
+                       else "on tocilizumab, which masks fever, CRP and ferritin")
     return tuple(reasons)
 
 

@@ -7,37 +7,22 @@ patient, and saves a screenshot of each page under test-results/screenshots/.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "test-results" / "screenshots"
+from tests.e2e import CHROMIUM, SHOTS, chromium_args, free_port, needs_chromium
 
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail("CI=true but Chromium is missing: scripts/test installs Debian's chromium")
-        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
+    needs_chromium()
     tmp = tmp_path_factory.mktemp("board")
     port = free_port()
     env = {**os.environ, "SAFETY_MONITOR_USERS": str(tmp / "users.json"),
@@ -72,9 +57,7 @@ def test_a_safety_physician_sees_patient_6s_warning_and_opens_the_patient(board:
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args())
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(board)
@@ -93,7 +76,7 @@ def test_a_safety_physician_sees_patient_6s_warning_and_opens_the_patient(board:
         page.screenshot(path=str(SHOTS / "1-signals.png"), full_page=True)
 
         page.locator("[class*='st-key-open-mas_trend-MSC-06'] button").click()
-        expect(page.get_by_text("Lab trajectories")).to_be_visible()
+        expect(page.get_by_text("MAS panel")).to_be_visible()
         expect(page.get_by_text("MSC-06").first).to_be_visible()
         page.wait_for_timeout(1500)  # let the charts draw
         page.screenshot(path=str(SHOTS / "2-patient.png"), full_page=True)

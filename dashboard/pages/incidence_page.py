@@ -72,8 +72,11 @@ def incidence_page(data: BoardData) -> None:
                          "p Fisher (person-months)": b["p_fisher_person_months"] if side == "pre" else None})
     cohort = pd.DataFrame(rows)
     st.subheader("Cohort comparison")
-    st.dataframe(cohort, hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in
+    # the comparison (ratio, p-values) first after the counts, so no column is off-screen on a laptop
+    order = ["category", "window", "events", "person-months", "monthly incidence", "rate ratio (post/pre)",
+             "p exact conditional", "p Fisher (person-months)", "per person-month", "95% CI low", "95% CI high"]
+    st.dataframe(cohort, hide_index=True, width="stretch", column_order=order, column_config={
+        c: st.column_config.NumberColumn(format="%.3f", width="small") for c in
         ("monthly incidence", "per person-month", "95% CI low", "95% CI high", "rate ratio (post/pre)",
          "p exact conditional", "p Fisher (person-months)")})
     st.caption(" · ".join(f"{k}: {v}" for k, v in answer["methods"].items()))

@@ -27,8 +27,8 @@ def signals_page(data: BoardData, user: User) -> None:
     stopped_banner(data, "signals")
     st.caption("Open signals first, by level and time. Trend thresholds are expert heuristics "
                "(no validated cut-offs exist); the 2016 criteria and scores are as published.")
-    c1, c2, c3, c4 = st.columns(4)
-    kinds = c1.multiselect("Kind", KINDS, key="filter_kind")
+    kinds = st.multiselect("Kind", KINDS, key="filter_kind")  # a row of its own: its chips are long
+    c2, c3, c4 = st.columns(3)
     levels = c2.multiselect("Level", list(LEVEL_COLOUR), key="filter_level")
     statuses = c3.multiselect("Status", SIGNAL_STATUSES, default=["open", "acknowledged", "under_review"],
                               key="filter_status")

@@ -227,7 +227,7 @@ def demo(
                                       lambda: transfer_state(ledger, "cdiscpilot01"), progress=steps, by="demo")
         catch_up(ledger, *read_models(), required=False)
         err.print(f"CDISC pilot study imported into {ledger.store.display()}: "
-                  f"{json.dumps({k: v for k, v in summary.items() if k != 'domains'})}")
+                  f"{json.dumps({k: v for k, v in summary.items() if k not in ('domains', 'unmapped')})}")
         if not no_board:
             err.print("demo sign-in: physician / demo-physician (also dsmb / demo-dsmb, admin / demo-admin)")
             _run_board(ledger.store.url, port)
