@@ -157,6 +157,7 @@ def test_closing_asks_a_fitting_reason_and_a_note_and_a_second_click_cannot_clos
     expect(page.get_by_role("dialog").get_by_text(second_id)).to_be_visible()
     assert status_of(url, second_id) == "open"
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("dialog")).to_be_hidden()
     page.screenshot(path=str(SHOTS / "signoff-2-after.png"), full_page=True)
     assert status_of(url, second_id) == "open"
     page.close()
