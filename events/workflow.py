@@ -41,9 +41,9 @@ def submit_expedited(ledger: Ledger, case: str, by: str, submitted_on: str, auth
     """Record that a case was reported to an authority (ValueError naming the field if not usable: a
     date in the future, or before ``aware_at``, when the case became known)."""
     if not by.strip():
-        raise ValueError("--by: name the person who submitted the report")
+        raise ValueError("Name the person who submitted the report (--by).")
     if not authority.strip():
-        raise ValueError("--authority: name the authority it went to (for example EMA, MHRA, FDA)")
+        raise ValueError("Name the authority the report went to, for example EMA, MHRA or FDA (--authority).")
     try:
         on = date.fromisoformat(submitted_on)
     except ValueError:

@@ -48,7 +48,8 @@ def stop_board(proc: subprocess.Popen[bytes], log: Path) -> None:
     os.killpg(proc.pid, signals.SIGTERM)
     proc.wait(timeout=30)
     text = log.read_text(errors="replace")
-    assert "deprecat" not in text.lower(), text[-3000:]  # no deprecated Streamlit argument on any page visited
+    # no deprecated Streamlit argument on any page visited (Streamlit says "deprecated", or "will be removed")
+    assert not any(w in text.lower() for w in ("deprecat", "will be removed", "use_container_width")), text[-3000:]
 
 
 @pytest.fixture(scope="module")
