@@ -2,6 +2,7 @@
 
 - ``feed``: ingest, import-sdtm, consume, publish, quarantine, status, generate, history;
 - ``questions``: incidence, report, ae-table, edish, lab-shifts, efficacy, signals, expedited;
+- ``detection``: disproportionality, surveillance;
 - ``workflow``: signal, expedited submit, users;
 - ``operations``: project, rebuild, rekey, notify, demo, dashboard, schema.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import typer
 
 from events.replay import in_clinical_order, replay_messages
-from safety.cli import feed, operations, questions, workflow
+from safety.cli import detection, feed, operations, questions, workflow
 from safety.cli.wiring import demo_feed_path, pilot_path, read_models
 
 app = typer.Typer(
@@ -48,6 +49,8 @@ app.command(name="signals")(questions.signals_command)
 app.command(name="edish")(questions.edish_command)
 app.command(name="lab-shifts")(questions.lab_shifts_command)
 app.command(name="ae-table")(questions.ae_table_command)
+app.command(name="disproportionality")(detection.disproportionality_command)
+app.command(name="surveillance")(detection.surveillance_command)
 app.command()(workflow.signal)
 app.command()(operations.project)
 app.command()(feed.generate)

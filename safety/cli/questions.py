@@ -231,10 +231,10 @@ def edish_command(
                         after_first_exposure=after_first_exposure)
     columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
                "peak_alp_xuln", "quadrant", "potential_hys_law", "reason"]
-    _rows_out(answer, answer["patients"], columns, format, f"eDISH by {by.value} ({answer['rules_version']})")
+    rows_out(answer, answer["patients"], columns, format, f"eDISH by {by.value} ({answer['rules_version']})")
 
 
-def _rows_out(answer: dict[str, Any], rows: list[dict[str, Any]], columns: list[str], format: ReportFormat,
+def rows_out(answer: dict[str, Any], rows: list[dict[str, Any]], columns: list[str], format: ReportFormat,
               title: str) -> None:
     """An answer as JSON (whole), CSV (its rows) or a table (its rows)."""
     if format is ReportFormat.json:
@@ -268,7 +268,7 @@ def lab_shifts_command(
 
     answer = lab_shifts(view_db(open_ledger(store), SignalsModel()), by=by.value, as_of=as_of_time(as_of))
     columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
-    _rows_out(answer, answer["rows"], columns, format,
+    rows_out(answer, answer["rows"], columns, format,
               f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
 
 
@@ -314,7 +314,7 @@ def ae_table_command(
         return
     rows = ae_rows(answer, compact=format is ReportFormat.table)
     columns = list(rows[0]) if rows else ["level", "soc", "row"]
-    _rows_out(answer, rows, columns, format,
+    rows_out(answer, rows, columns, format,
               f"Treatment-emergent adverse events by {by.value} (fingerprint {answer['fingerprint']}; "
               f"control {answer['control'] or 'none'})")
 

@@ -1,0 +1,74 @@
+"""Signal detection over the exposure read model: disproportionality of every drug-event pair, and the
+sequential surveillance of a plan's pairs, each as known at a knowledge time and a clinical data cut,
+with a fingerprint of everything the answer depends on (as the adverse-event tables have)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from projections.db import ReadDB
+from projections.exposure import VERSION, load_subjects, no_cycle_collection
+from projections.incidence import utc_text
+from safety.screening import DetectionRules, drug_event_pairs, screen
+from safety.surveillance import load_plan, surveil
+
+UNIT = ("drug-event pairs: each adverse event counts once for each drug whose risk window (each course from "
+        "its start through its stop plus the lag, clipped at the end of observation) holds its onset")
+
+
+def detection_rules(text: str | None = None) -> DetectionRules:
+    """The screening rules: the packaged ``detection_rules.toml`` unless given."""
+    return DetectionRules.from_text(text if text is not None else
+                                    (resources.files("safety") / "detection_rules.toml").read_text())
+
+
+def _fingerprint(position: int, inputs: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps({"model": VERSION, **inputs}, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{position}-{digest}"
+
+
+def _cut(data_cut: datetime | None) -> str | None:
+    return (data_cut - timedelta(microseconds=1)).date().isoformat() if data_cut else None
+
+
+def disproportionality(db: ReadDB, *, level: str = "pt", lag_days: int = 30, min_count: int = 1,
+                       as_of: datetime | None = None, data_cut: datetime | None = None,
+                       rules: DetectionRules | None = None) -> dict[str, Any]:
+    """Every drug-event pair's table and measures (``safety.screening``)."""
+    rules = rules or detection_rules()
+    with no_cycle_collection():
+        loaded = load_subjects(db, as_of, data_cut)
+        answer = screen(drug_event_pairs(loaded.subjects, loaded.horizon, lag_days, level), rules, min_count)
+    inputs = {"level": level, "lag_days": lag_days, "min_count": min_count, "rules": rules.version,
+              "as_of": utc_text(as_of) if as_of else None, "data_cut": _cut(data_cut)}
+    return {"unit": UNIT, "level": level, "lag_days": lag_days, "N": answer["N"],
+            "fingerprint": _fingerprint(loaded.position, inputs), "as_of": as_of.isoformat() if as_of else None,
+            "data_cut": _cut(data_cut), "rules": answer["rules"], "prior": answer["prior"], "pairs": answer["pairs"]}
+
+
+def surveillance(db: ReadDB, plan_text: str, *, as_of: datetime | None = None,
+                 data_cut: datetime | None = None) -> dict[str, Any]:
+    """Each planned pair's MaxSPRT through the end of observation (``safety.surveillance``)."""
+    digest, pairs = load_plan(plan_text)
+    with no_cycle_collection():
+        loaded = load_subjects(db, as_of, data_cut)
+        drugs = {p.drug.casefold() for s in loaded.subjects for p in _courses(s)}
+        unknown = [p for p in pairs if p.drug.casefold() not in drugs]
+        if loaded.subjects and unknown:
+            raise ValueError(f"pair {unknown[0].name}: no patient of the store started drug {unknown[0].drug!r}; "
+                             "check its spelling against `safety-monitor ae-table --by drug`")
+        results = [surveil(loaded.subjects, loaded.horizon, p) for p in pairs]
+    inputs = {"plan": digest, "as_of": utc_text(as_of) if as_of else None, "data_cut": _cut(data_cut)}
+    return {"plan": digest, "fingerprint": _fingerprint(loaded.position, inputs),
+            "observation_end": loaded.horizon.isoformat() if loaded.subjects else None,
+            "as_of": as_of.isoformat() if as_of else None, "data_cut": _cut(data_cut), "pairs": results}
+
+
+def _courses(subject: Any) -> list[Any]:
+    from safety.exposure import periods
+
+    return periods(subject.treatments)
