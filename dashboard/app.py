@@ -80,6 +80,8 @@ available = {
                      url_path="liver"),
     "arms": st.Page(lambda: pages.arms_page(data), title="Arms and drugs", icon=":material/groups:",
                     url_path="arms"),
+    "detection": st.Page(lambda: pages.detection_page(data), title="Signal detection", icon=":material/radar:",
+                         url_path="detection"),
     "incidence": st.Page(lambda: pages.incidence_page(data), title="Incidence", icon=":material/bar_chart:",
                          url_path="incidence"),
     "efficacy": st.Page(lambda: pages.efficacy_page(data), title="Efficacy", icon=":material/monitoring:",

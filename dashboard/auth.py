@@ -22,7 +22,8 @@ from events.store import Store
 ROLES = ("safety_physician", "dsmb", "admin")
 USERS_ENV = "SAFETY_MONITOR_USERS"
 PAGES_BY_ROLE = {
-    "safety_physician": ("signals", "expedited", "liver", "arms", "incidence", "efficacy", "patient", "feed", "audit"),
+    "safety_physician": ("signals", "expedited", "detection", "liver", "arms", "incidence", "efficacy", "patient",
+                         "feed", "audit"),
     "dsmb": ("signals", "expedited", "liver", "arms", "incidence", "efficacy", "patient"),
     "admin": ("feed", "audit", "users"),
 }

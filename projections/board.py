@@ -135,6 +135,25 @@ class BoardData:
                                            "verbatim_term", "serious", "severe", "related",
                                            "leading_to_discontinuation", "fatal", "days_on_exposure"])
 
+    def disproportionality(self, level: str = "pt", lag_days: int = 30, min_count: int = 1,
+                           data_cut: datetime | None = None) -> dict[str, Any]:
+        from projections.detection import disproportionality
+
+        return disproportionality(self.dbs["exposure"], level=level, lag_days=lag_days, min_count=min_count,
+                                  data_cut=data_cut)
+
+    def pair_cases(self, drug: str, term: str, level: str = "pt", lag_days: int = 30,
+                   data_cut: datetime | None = None) -> pd.DataFrame:
+        from projections.detection import pair_cases
+
+        return pd.DataFrame(pair_cases(self.dbs["exposure"], drug, term, level=level, lag_days=lag_days,
+                                       data_cut=data_cut))
+
+    def surveillance(self, plan_text: str, data_cut: datetime | None = None) -> dict[str, Any]:
+        from projections.detection import surveillance
+
+        return surveillance(self.dbs["exposure"], plan_text, data_cut=data_cut)
+
     def exposure_position(self) -> int:
         """The last ledger notification the exposure read model holds (changes when data arrives)."""
         rows = self.dbs["exposure"].query("SELECT MAX(notification_id) FROM {t}exposure_facts")

@@ -72,3 +72,12 @@ def _courses(subject: Any) -> list[Any]:
     from safety.exposure import periods
 
     return periods(subject.treatments)
+
+
+def pair_cases(db: ReadDB, drug: str, term: str, *, level: str = "pt", lag_days: int = 30,
+               as_of: datetime | None = None, data_cut: datetime | None = None) -> list[dict[str, Any]]:
+    """The patients and events one pair counts (the board's drill-down)."""
+    from safety.screening import pair_events
+
+    loaded = load_subjects(db, as_of, data_cut)
+    return pair_events(loaded.subjects, loaded.horizon, drug, term, lag_days, level)

@@ -109,3 +109,20 @@ def screen(counts: Counter[tuple[str, str]], rules: DetectionRules, min_count: i
                     "signal": signal, **({"undefined": reasons} if reasons else {})})
     return {"N": n, "prior": prior.as_dict() if prior else None, "pairs": out,
             "rules": {"version": rules.version, "method": rules.method}}
+
+
+def pair_events(subjects: Iterable[Subject], horizon: date, drug: str, term: str,
+                lag_days: int = DEFAULT_DRUG_LAG_DAYS, level: str = "pt") -> list[dict[str, Any]]:
+    """The events a pair counts: each adverse event of the term in a risk window of the drug."""
+    out = []
+    for subject in subjects:
+        courses = [p for p in periods(subject.treatments) if p.drug == drug]
+        if not courses:
+            continue
+        spans = risk_spans(courses, lag_days, observation_end(subject, horizon))
+        for e in subject.events:
+            name = e.term if level == "pt" else e.soc
+            if e.coded and name.casefold() == term and any(s.first <= e.onset <= s.last for s in spans):
+                out.append({"source": subject.source, "patient_id": subject.patient_id, "onset": e.onset.isoformat(),
+                            "term": e.term, "soc": e.soc, "serious": e.serious, "message_id": e.message_id})
+    return out

@@ -91,6 +91,7 @@ CALLS = {
     "feed": "pages.feed_page(data)",
     "audit": "pages.audit_page(data)",
     "users": "pages.users_page()",
+    "detection": "pages.detection_page(data)",
 }
 
 
@@ -119,7 +120,8 @@ def test_the_incidence_page_shows_table_2(demo_store):
     assert any("Fingerprint" in c.value for c in at.caption)
 
 
-@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy", "expedited", "liver", "arms"])
+@pytest.mark.parametrize("name", ["patient", "feed", "audit", "users", "efficacy", "expedited", "liver", "arms",
+                                  "detection"])
 def test_every_other_page_renders(demo_store, name):
     page(name, "admin" if name == "users" else "physician", "admin" if name == "users" else "safety_physician")
 
@@ -217,3 +219,19 @@ def test_feed_health_shows_dead_letters_waiting_per_topic(demo_store):
     at = page("feed")
     [partitions] = [d.value for d in at.dataframe if "dead letters waiting (topic)" in d.value.columns]
     assert partitions["dead letters waiting (topic)"].tolist() == [1]
+
+
+def test_the_signal_detection_page_shows_pairs_and_the_surveillance_path(demo_store, tmp_path, monkeypatch):
+    """Issue 26's page: the disproportionality table and plot, and each planned pair's LLR against its CV."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[pair]]\nname = "toci-mas"\ndrug = "tocilizumab"\nterms = ["Macrophage activation syndrome '
+                    '(evolving)"]\nbackground_per_100py = 5.0\nstart = "2013-01-01"\nupper_limit = 5\nmin_events = 1\n'
+                    'alpha = 0.05\n')
+    monkeypatch.setenv("SAFETY_MONITOR_SURVEILLANCE", str(plan))
+    at = page("detection")
+    assert any("Sequential surveillance" in h.value for h in at.subheader)
+    assert any("toci-mas" in m.value and "CV" in m.value for m in at.markdown)
+    at.number_input(key="detect_min").set_value(1).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert {"drug", "term", "a", "ic025", "signal"} <= set(table.columns) and len(table)

@@ -169,7 +169,8 @@ def test_every_page_renders_with_its_data_context(browser: Any, seed_board: tupl
 
     board, _ = seed_board
     page = signed_in(browser, board)
-    for name, marker in (("Expedited reports", "SUSAR"), ("Liver (eDISH)", "Liver safety"),
+    for name, marker in (("Expedited reports", "SUSAR"), ("Signal detection", "Sequential surveillance"),
+                         ("Liver (eDISH)", "Liver safety"),
                          ("Arms and drugs", "By system organ class"), ("Incidence", "Cohort comparison"),
                          ("Efficacy", "Repeat-infusion rule"), ("Patient", "MAS panel"),
                          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"),

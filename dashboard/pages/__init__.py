@@ -2,6 +2,7 @@
 
 from dashboard.pages.arms_page import arms_page
 from dashboard.pages.audit_page import audit_page
+from dashboard.pages.detection_page import detection_page
 from dashboard.pages.efficacy_page import efficacy_page
 from dashboard.pages.expedited_page import expedited_page
 from dashboard.pages.feed_page import feed_page
@@ -11,5 +12,5 @@ from dashboard.pages.patient_page import patient_page
 from dashboard.pages.signals_page import signals_page
 from dashboard.pages.users_page import users_page
 
-__all__ = ["arms_page", "audit_page", "efficacy_page", "expedited_page", "feed_page", "incidence_page", "liver_page",
-           "patient_page", "signals_page", "users_page"]
+__all__ = ["arms_page", "audit_page", "detection_page", "efficacy_page", "expedited_page", "feed_page",
+           "incidence_page", "liver_page", "patient_page", "signals_page", "users_page"]
