@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
@@ -65,8 +66,10 @@ def rejection_probability(cv: float, upper: float, min_events: int = 1, rate_rat
         c += 1
 
 
+@lru_cache(maxsize=256)
 def critical_value(upper: float, min_events: int = 1, alpha: float = 0.05) -> float:
-    """The exact CV of the continuous Poisson MaxSPRT for upper limit T, minimum events M and α."""
+    """The exact CV of the continuous Poisson MaxSPRT for upper limit T, minimum events M and α (computed
+    once per (T, M, α): a plan's pairs mostly share them)."""
     if not 1e-7 < alpha <= 0.5:
         raise ValueError(f"alpha {alpha!r}: use a value in (1e-7, 0.5]")
     if not upper > 0:
