@@ -14,7 +14,7 @@ from projections.db import ReadDB
 from projections.exposure import VERSION, load_subjects, no_cycle_collection
 from projections.incidence import utc_text
 from safety.screening import DetectionRules, drug_event_pairs, screen
-from safety.surveillance import load_plan, surveil
+from safety.surveillance import courses_by_drug, load_plan, surveil
 
 UNIT = ("drug-event pairs: each adverse event counts once for each drug whose risk window (each course from "
         "its start through its stop plus the lag, clipped at the end of observation) holds its onset")
@@ -56,22 +56,16 @@ def surveillance(db: ReadDB, plan_text: str, *, as_of: datetime | None = None,
     digest, pairs = load_plan(plan_text)
     with no_cycle_collection():
         loaded = load_subjects(db, as_of, data_cut)
-        drugs = {p.drug.casefold() for s in loaded.subjects for p in _courses(s)}
-        unknown = [p for p in pairs if p.drug.casefold() not in drugs]
+        courses = courses_by_drug(loaded.subjects)
+        unknown = [p for p in pairs if p.drug.casefold() not in courses]
         if loaded.subjects and unknown:
             raise ValueError(f"pair {unknown[0].name}: no patient of the store started drug {unknown[0].drug!r}; "
                              "check its spelling against `safety-monitor ae-table --by drug`")
-        results = [surveil(loaded.subjects, loaded.horizon, p) for p in pairs]
+        results = [surveil(courses, loaded.horizon, p) for p in pairs]
     inputs = {"plan": digest, "as_of": utc_text(as_of) if as_of else None, "data_cut": _cut(data_cut)}
     return {"plan": digest, "fingerprint": _fingerprint(loaded.position, inputs),
             "observation_end": loaded.horizon.isoformat() if loaded.subjects else None,
             "as_of": as_of.isoformat() if as_of else None, "data_cut": _cut(data_cut), "pairs": results}
-
-
-def _courses(subject: Any) -> list[Any]:
-    from safety.exposure import periods
-
-    return periods(subject.treatments)
 
 
 def pair_cases(db: ReadDB, drug: str, term: str, *, level: str = "pt", lag_days: int = 30,

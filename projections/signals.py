@@ -66,6 +66,7 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
             h.findings.append(Finding(at, data))
         elif typ == "enrolment":
             h.diagnosis, h.mas_history = data.get("diagnosis"), data.get("mas_history")
+            h.condition = data.get("condition")
         elif typ == "treatment":
             h.treatments.append(Treatment(data["drug"], data["action"], data.get("drug_class"), at))
         elif typ == "adverse_event" and serious(data):

@@ -9,6 +9,7 @@ the trend thresholds are expert heuristics (``mas_rules.toml``).
 from __future__ import annotations
 
 import hashlib
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Config:
     criteria_window: timedelta = timedelta(hours=72)
     ms_score_cutoff: float = -2.1
     ferritin_esr_cutoff: float = 21.5
+    #: conditions (regular expressions, case-insensitive) and sources the MAS rules are for, beside JIA
+    population_conditions: tuple[str, ...] = ("juvenile idiopathic arthritis", r"\bjia\b", "still'?s disease")
+    population_sources: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
@@ -104,7 +108,30 @@ class Config:
             criteria_window=window(d, "criteria_2016.window_hours", "hours"),
             ms_score_cutoff=number(d, "scores.ms_score_cutoff", low=None),
             ferritin_esr_cutoff=number(d, "scores.ferritin_esr_cutoff"),
+            **_population(d),
         )
+
+
+def _population(d: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The ``[population]`` table (optional: a rules file without one takes the defaults)."""
+    table = d.get("population")
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise RulesError("population: must be a table with conditions and sources")
+    out = {}
+    for key in ("conditions", "sources"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RulesError(f"population.{key}: a list of texts")
+        if key == "conditions":
+            for v in value:
+                try:
+                    re.compile(v)
+                except re.error as exc:
+                    raise RulesError(f"population.conditions: {v!r} is not a regular expression ({exc})") from None
+        out[f"population_{key}"] = tuple(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,7 @@ class History:
     source: str
     patient_id: str
     diagnosis: str | None = None
+    condition: str | None = None
     mas_history: bool | None = None
     labs: list[Lab] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -451,10 +479,22 @@ def _episodes(times: list[tuple[datetime, Any]], gap: timedelta) -> list[list[tu
     return groups
 
 
+def mas_applies(h: History, config: Config) -> bool:
+    """Whether the MAS rules are for this patient: enrolled with a JIA category, a condition naming JIA or
+    Still's disease, or from a source the rules name (the rules were made for paediatric rheumatology)."""
+    if h.diagnosis or h.source in config.population_sources:
+        return True
+    if h.condition is None:
+        return True  # no enrolment yet: nothing says the patient is outside the population
+    condition = str(h.condition or "")
+    return any(re.search(p, condition, re.IGNORECASE) for p in config.population_conditions) if condition else False
+
+
 def evaluate(h: History, config: Config) -> list[Signal]:
-    """Every signal the patient's history raises, in clinical order."""
+    """Every signal the patient's history raises, in clinical order (MAS signals only where the MAS rules
+    apply: ``mas_applies``)."""
     labs = LabIndex(h.labs)
-    moments = sorted({lab.at for lab in h.labs} | {f.at for f in h.findings})
+    moments = sorted({lab.at for lab in h.labs} | {f.at for f in h.findings}) if mas_applies(h, config) else []
     trend, criteria, ms, ratio = [], [], [], []
     for at in moments:
         evidence = fired_at(labs, at, config)

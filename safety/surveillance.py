@@ -127,16 +127,29 @@ def _day(p: dict[str, Any], where: str) -> date:
         raise RulesError(f"{where}.start: {v!r} must be a clinical day, YYYY-MM-DD") from None
 
 
-def surveil(subjects: Iterable[Subject], horizon: date, pair: PlannedPair) -> dict[str, Any]:
+Courses = dict[str, list[tuple[Subject, list[Any]]]]
+
+
+def courses_by_drug(subjects: Iterable[Subject]) -> Courses:
+    """Each drug's subjects with their courses of it (computed once for every pair of a plan)."""
+    out: Courses = {}
+    for s in subjects:
+        mine: dict[str, list[Any]] = {}
+        for p in periods(s.treatments):
+            mine.setdefault(p.drug.casefold(), []).append(p)
+        for drug, ps in mine.items():
+            out.setdefault(drug, []).append((s, ps))
+    return out
+
+
+def surveil(subjects: Iterable[Subject] | Courses, horizon: date, pair: PlannedPair) -> dict[str, Any]:
     """The pair's surveillance through ``horizon``: status, critical value, observed, expected and LLR at
     the end of observation, the signal's day and values, the day it ended, and the LLR path."""
     cv = critical_value(pair.upper_limit, pair.min_events, pair.alpha)
+    by_drug = subjects if isinstance(subjects, dict) else courses_by_drug(subjects)
     change: dict[date, int] = {}
     onsets: list[date] = []
-    for s in subjects:
-        courses = [p for p in periods(s.treatments) if p.drug.casefold() == pair.drug.casefold()]
-        if not courses:
-            continue
+    for s, courses in by_drug.get(pair.drug.casefold(), []):
         spans = risk_spans(courses, pair.lag_days, observation_end(s, horizon))
         for span in spans:
             begin, stop = max(span.first, pair.start), span.last + timedelta(days=1)

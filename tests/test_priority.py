@@ -46,3 +46,25 @@ def test_a_fatal_or_life_threatening_event_is_high_priority_and_another_serious_
     assert by_term["Sepsis"].kind == "death" and by_term["Sepsis"].priority == "high"
     assert by_term["Pneumonia"].priority == "normal"
     assert by_term["Anaphylaxis"].priority_reasons == ("life-threatening",)
+
+
+def test_mas_rules_apply_to_the_population_they_were_made_for():
+    """Issue 27: an adult trial raises no MAS signal (the pilot: WBC 9.86 -> 6.68, PLT 309 -> 205); a JIA
+    patient, one whose condition names JIA or Still's disease, and one not enrolled yet do."""
+    from safety.mas import mas_applies
+
+    config = load_config()
+
+    def falling(h: History) -> History:
+        for day, wbc, plt in ((0, 9.86, 309), (10, 6.68, 205)):
+            h.labs += [Lab(f"w{day}", "WBC", wbc, "10^9/L", T0 + timedelta(days=day)),
+                       Lab(f"p{day}", "PLT", plt, "10^9/L", T0 + timedelta(days=day))]
+        return h
+
+    adult = falling(History("cdiscpilot01", "01-701-1015", condition="Mild to Moderate Alzheimer's Disease"))
+    assert not mas_applies(adult, config) and not evaluate(adult, config)
+    for h in (History("s", "J", diagnosis="polyarticular RF-"), History("s", "K", condition="Juvenile Idiopathic "
+                                                                                          "Arthritis"),
+              History("s", "S", condition="adult-onset Still's disease"), History("s", "N")):
+        assert mas_applies(falling(h), config), h
+        assert [s.kind for s in evaluate(h, config)] == ["mas_trend"]
