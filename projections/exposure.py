@@ -57,7 +57,8 @@ def columns_of(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
     """(arm, first_exposure_on, last_exposure_on, drug, drug_class, action, term, soc, verbatim_term, flags,
     linked, corrected) of one fact: what the tables read, adverse events already classified."""
     if type_ == "enrolment":
-        return (data.get("actual_arm") or data.get("arm"), _day(data.get("first_exposure_on")),
+        arms = {"planned": data.get("arm"), "actual": data.get("actual_arm") or data.get("arm")}
+        return (json.dumps(arms) if arms["planned"] or arms["actual"] else None, _day(data.get("first_exposure_on")),
                 _day(data.get("last_exposure_on")), None, None, None, None, None, None, 0, None, None)
     if type_ == "treatment":
         return None, None, None, data["drug"], data.get("drug_class"), data["action"], None, None, None, 0, None, None
@@ -109,10 +110,13 @@ class Settings:
 
     by: str = "arm"  # arm, drug, drug_class
     control: str | None = None
+    #: by arm: "actual" (the arm of the treatment started; SDTM ACTARM, the safety convention) or "planned"
+    #: (the randomised arm; SDTM ARM) - only the group names differ, never who is exposed or when
     #: None: by arm no upper bound; by drug or class the default lag
     lag_days: int | None = None
     min_percent: float = 0.0
     data_cut: datetime | None = None  # exclusive: facts at or after it are not yet known clinically
+    arm_basis: str = "actual"
 
     @property
     def lag(self) -> int | None:
@@ -124,6 +128,15 @@ class Loaded:
     subjects: list[Subject]
     horizon: date
     position: int
+
+
+def arms_of(stored: str) -> tuple[str | None, str | None]:
+    """(actual, planned) arm of an enrolment row: JSON since the arm basis was added (issue 27); a row
+    written before holds the actual arm (or the planned one when none was sent) as text."""
+    if stored.startswith("{"):
+        arms = json.loads(stored)
+        return arms.get("actual") or arms.get("planned"), arms.get("planned") or arms.get("actual")
+    return stored, stored
 
 
 def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
@@ -177,7 +190,8 @@ def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None)
         elif typ == "treatment":
             s.treatments.append(TreatmentChange(drug, action, day, drug_class))
         elif typ == "enrolment":
-            s.arm = arm or s.arm
+            if arm:
+                s.arm, s.planned_arm = arms_of(arm)
             s.first_exposure = fromiso(first) if first else s.first_exposure
             s.last_exposure = fromiso(last) if last else s.last_exposure
         elif typ == "hospitalisation":
@@ -216,7 +230,8 @@ def no_cycle_collection() -> Iterator[None]:
 
 
 def _members(loaded: Loaded, settings: Settings) -> list[Membership]:
-    return [m for s in loaded.subjects for m in memberships(s, settings.by, loaded.horizon, settings.lag)]
+    return [m for s in loaded.subjects
+            for m in memberships(s, settings.by, loaded.horizon, settings.lag, settings.arm_basis)]
 
 
 def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
@@ -231,12 +246,14 @@ def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> 
         control = choose_control(sorted({m.group for m in members}), settings.control)
         answer = ae_table(members, by=settings.by, control=control, min_percent=settings.min_percent)
     inputs = {"model": VERSION, "ledger_position": loaded.position, "by": settings.by, "control": control,
+              "arm_basis": settings.arm_basis,
               "lag_days": settings.lag, "min_percent": settings.min_percent,
               "as_of": utc_text(as_of) if as_of else None,
               "data_cut": utc_text(settings.data_cut) if settings.data_cut else None}
     fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return {
         "by": answer.pop("by"),
+        "arm_basis": settings.arm_basis if settings.by == "arm" else None,
         "fingerprint": f"{loaded.position}-{fingerprint}",
         "ledger_position": loaded.position,
         "as_of": as_of.isoformat() if as_of else None,

@@ -82,7 +82,8 @@ class Subject:
 
     source: str
     patient_id: str
-    arm: str | None = None
+    arm: str | None = None  #: the actual arm (the arm of the treatment started)
+    planned_arm: str | None = None  #: the randomised arm
     first_exposure: date | None = None
     last_exposure: date | None = None
     withdrawn_on: date | None = None
@@ -106,8 +107,9 @@ def periods(treatments: Iterable[TreatmentChange]) -> list[Period]:
     return sorted(out, key=lambda p: (p.drug, p.first))
 
 
-def arm_exposure(subject: Subject) -> Period | None:
-    """The subject's exposure to the study treatment of the arm, or None if never exposed."""
+def arm_exposure(subject: Subject, basis: str = "actual") -> Period | None:
+    """The subject's exposure to the study treatment of the arm (named by the ``basis``: actual or
+    planned), or None if never exposed."""
     ps = periods(subject.treatments)
     first = subject.first_exposure or min((p.first for p in ps), default=None)
     if first is None:
@@ -115,7 +117,8 @@ def arm_exposure(subject: Subject) -> Period | None:
     last = subject.last_exposure
     if last is None and ps and all(p.last is not None for p in ps):
         last = max(p.last for p in ps if p.last is not None)
-    return Period(subject.arm or "(no arm)", first, last)
+    arm = subject.planned_arm if basis == "planned" else subject.arm
+    return Period(arm or subject.arm or "(no arm)", first, last)
 
 
 def observation_end(subject: Subject, horizon: date) -> date:
@@ -176,12 +179,13 @@ class Membership(NamedTuple):
         return sum(s.days for s in self.spans)
 
 
-def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None) -> list[Membership]:
+def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None,
+                arm_basis: str = "actual") -> list[Membership]:
     """The subject's groups (the arm; each drug; each drug class) with days at risk and emergent events.
     A subject never exposed, or whose exposure starts after observation ends, takes no part."""
     end = observation_end(subject, horizon)
     if by == "arm":
-        exposure = arm_exposure(subject)
+        exposure = arm_exposure(subject, arm_basis)
         groups = {exposure.drug: [exposure]} if exposure else {}
     else:
         groups = {}

@@ -103,7 +103,7 @@ def independent_teae() -> pd.DataFrame:
     """Each AE record of a treated subject with its arm (ACTARM) and treatment-emergent flag."""
     dm, ae = sas(PILOT / "dm.xpt.gz"), sas(PILOT / "ae.xpt.gz")
     treated = dm[dm.RFXSTDTC.fillna("") != ""]
-    ae = ae.merge(treated[["USUBJID", "ACTARM", "RFXSTDTC"]], on="USUBJID")
+    ae = ae.merge(treated[["USUBJID", "ACTARM", "ARM", "RFXSTDTC"]], on="USUBJID")
     first = ae.RFXSTDTC.map(lambda t: date.fromisoformat(t[:10]))
     ae["onset"] = [impute_onset(t, f) for t, f in zip(ae.AESTDTC, first, strict=True)]
     ae["TE"] = ae.onset >= first
@@ -124,10 +124,14 @@ def test_the_independent_flag_equals_the_adam_trtemfl_record_for_record():
     assert len(partial) == 26 and partial.TE.any() and not partial.TE.all()
 
 
-def expected_tables() -> dict[str, Any]:
-    """The overview and SOC/PT counts by arm, derived from the SDTM files with pandas."""
-    ae = independent_teae()
+def expected_tables(arm: str = "ACTARM") -> dict[str, Any]:
+    """The overview and SOC/PT counts by arm (DM's ACTARM, or ARM for the planned arm), derived from the
+    SDTM files with pandas."""
+    ae = independent_teae().drop(columns=["ACTARM"]).rename(columns={arm: "ACTARM"}) if arm != "ACTARM" \
+        else independent_teae()
     dm, ds = sas(PILOT / "dm.xpt.gz"), sas(PILOT / "ds.xpt.gz")
+    if arm != "ACTARM":
+        dm = dm.drop(columns=["ACTARM"]).rename(columns={arm: "ACTARM"})
     treated = dm[dm.RFXSTDTC.fillna("") != ""]
     te = ae[ae.TE]
     ds = ds.merge(treated[["USUBJID", "ACTARM", "RFXSTDTC"]], on="USUBJID")
@@ -170,9 +174,43 @@ def ae_table_json(url: str, *args: str) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def cells_of(answer: dict[str, Any]) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
+    overview = {o["row"]: {arm: (c["subjects"], c["events"]) for arm, c in o["by_group"].items()}
+                for o in answer["overview"]}
+    got_soc, got_term = {}, {}
+    for soc in answer["socs"]:
+        for arm, c in soc["by_group"].items():
+            if c["subjects"]:
+                got_soc[(soc["soc"], arm)] = (c["subjects"], c["events"])
+        for t in soc["terms"]:
+            for arm, c in t["by_group"].items():
+                if c["subjects"]:
+                    got_term[(soc["soc"], t["term"], arm)] = (c["subjects"], c["events"])
+    return overview, got_soc, got_term
+
+
+def test_the_pilot_by_planned_arm_is_the_study_reports_86_84_84(store_url: str, tmp_path: Path):
+    """Issue 27: twelve planned high-dose subjects stopped during titration and carry the low-dose ACTARM;
+    by planned arm (DM.ARM, ADaM TRT01P) the groups are 86 / 84 / 84, as the study report's Table 14-5.01."""
+    import_pilot(store_url, tmp_path)
+    planned = ae_table_json(store_url, "--by", "arm", "--arm", "planned")
+    assert planned["arm_basis"] == "planned"
+    assert {g["name"]: g["subjects"] for g in planned["groups"]} == {
+        "Placebo": 86, "Xanomeline High Dose": 84, "Xanomeline Low Dose": 84}
+    expected = expected_tables("ARM")
+    assert {g["name"]: g["subjects"] for g in planned["groups"]} == expected["N"]
+    assert cells_of(planned) == (expected["overview"], expected["soc"], expected["term"])
+    actual = ae_table_json(store_url, "--by", "arm", "--arm", "actual")
+    assert actual["arm_basis"] == "actual" and actual["fingerprint"] != planned["fingerprint"]
+    assert {g["name"]: g["subjects"] for g in actual["groups"]} == expected_tables()["N"]
+    refused = CliRunner().invoke(app, ["ae-table", "--by", "drug", "--arm", "planned", "--store", store_url])
+    assert refused.exit_code == 1 and "--arm" in refused.output
+
+
 def test_the_pilot_by_arm_equals_the_independent_derivation(store_url: str, tmp_path: Path):
     import_pilot(store_url, tmp_path)
     answer = ae_table_json(store_url, "--by", "arm")
+    assert answer["arm_basis"] == "actual"
     expected = expected_tables()
     assert {g["name"]: g["subjects"] for g in answer["groups"]} == expected["N"]
     assert answer["control"] == "Placebo"

@@ -57,7 +57,7 @@ def forest_plot(comparisons: list[dict[str, Any]], measure: str, title: str,
 
 
 #: the page's settings, kept when the user opens a patient and comes back
-SETTINGS = ("arms_by", "arms_lag", "arms_min", "arms_as_of", "arms_control", "arms_forest_socs", "arms_drill_group",
+SETTINGS = ("arms_by", "arms_basis", "arms_lag", "arms_min", "arms_as_of", "arms_control", "arms_forest_socs", "arms_drill_group",
             "arms_drill_soc", "arms_drill_row", "arms_drill_term")
 
 
@@ -79,7 +79,10 @@ def arms_page(data: BoardData) -> None:
         st.error("Lag: a whole number of days")
     cut_at = cut_time(cut)
     data_context(data, cut, as_of)
-    settings = TableSettings(by, None, lag, float(min_percent), cut_at)
+    arm_basis = st.radio("Arm", ("actual", "planned"), horizontal=True, key="arms_basis",
+                         help="actual: the arm of the treatment started (SDTM ACTARM, the safety convention); "
+                              "planned: the randomised arm (SDTM ARM)") if by == "arm" else "actual"
+    settings = TableSettings(by, None, lag, float(min_percent), cut_at, arm_basis)
     answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
     groups = [g["name"] for g in answer["groups"]]
     if not groups:
@@ -89,9 +92,11 @@ def arms_page(data: BoardData) -> None:
                            index=1 + groups.index(answer["control"]) if answer["control"] in groups else 0,
                            key="arms_control")
     if (None if control == "(none)" else control) != answer["control"]:
-        settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at)
+        settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at,
+                                 arm_basis)
         answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
-    basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)",
+    basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)"
+             if arm_basis == "actual" else "each subject's planned arm (the randomised arm; SDTM ARM)",
              "drug": "each drug a subject started", "drug_class": "each drug class a subject started (placebo "
              "its own class; a drug sent without a class is its own)"}[by]
     st.caption(f"Fingerprint **{answer['fingerprint']}** · groups: {basis} · N: subjects exposed in the group · "

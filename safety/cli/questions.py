@@ -272,6 +272,11 @@ def lab_shifts_command(
               f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
 
 
+class ArmBasis(StrEnum):
+    actual = "actual"
+    planned = "planned"
+
+
 class TableBy(StrEnum):
     arm = "arm"
     drug = "drug"
@@ -279,11 +284,11 @@ class TableBy(StrEnum):
 
 
 def ae_table_answer(ledger: Any, by: str, control: str | None, lag_days: int | None, min_percent: float,
-                    as_of: str | None, data_cut: str | None) -> dict[str, Any]:
+                    as_of: str | None, data_cut: str | None, arm_basis: str = "actual") -> dict[str, Any]:
     """The treatment-emergent adverse-event tables, with the read model brought up to date first."""
     from projections.exposure import ExposureModel, Settings, ae_tables
 
-    settings = Settings(by, control, lag_days, min_percent, data_cut_time(data_cut))
+    settings = Settings(by, control, lag_days, min_percent, data_cut_time(data_cut), arm_basis)
     try:
         return ae_tables(view_db(ledger, ExposureModel()), settings, as_of_time(as_of))
     except ValueError as exc:
@@ -301,6 +306,8 @@ def ae_table_command(
                                                                    "subjects in at least one group")] = 0.0,
     as_of: AsOfOption = None,
     data_cut: DataCutOption = None,
+    arm: Annotated[ArmBasis | None, typer.Option("--arm", help="with --by arm: the actual arm (the treatment started; "
+                                                        "SDTM ACTARM) or the planned one (SDTM ARM)")] = None,
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     store: StoreOption = None,
 ) -> None:
@@ -308,15 +315,18 @@ def ae_table_command(
     (Garwood intervals) and comparisons with the control (Miettinen-Nurminen, exact conditional)."""
     from projections.report import ae_rows
 
-    answer = ae_table_answer(open_ledger(store), by.value, control, lag_days, min_percent, as_of, data_cut)
+    if arm is not None and by is not TableBy.arm:
+        raise fail("--arm: the arm basis is for --by arm")
+    basis = (arm or ArmBasis.actual).value
+    answer = ae_table_answer(open_ledger(store), by.value, control, lag_days, min_percent, as_of, data_cut, basis)
     if format is ReportFormat.json:
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
         return
     rows = ae_rows(answer, compact=format is ReportFormat.table)
     columns = list(rows[0]) if rows else ["level", "soc", "row"]
     rows_out(answer, rows, columns, format,
-              f"Treatment-emergent adverse events by {by.value} (fingerprint {answer['fingerprint']}; "
-              f"control {answer['control'] or 'none'})")
+             f"Treatment-emergent adverse events by {basis + ' ' if by is TableBy.arm else ''}{by.value} "
+             f"(fingerprint {answer['fingerprint']}; control {answer['control'] or 'none'}; cells n (%) [events])")
 
 
 def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
