@@ -57,8 +57,8 @@ def forest_plot(comparisons: list[dict[str, Any]], measure: str, title: str,
 
 
 #: the page's settings, kept when the user opens a patient and comes back
-SETTINGS = ("arms_by", "arms_basis", "arms_lag", "arms_min", "arms_as_of", "arms_control", "arms_forest_socs", "arms_drill_group",
-            "arms_drill_soc", "arms_drill_row", "arms_drill_term")
+SETTINGS = ("arms_by", "arms_basis", "arms_lag", "arms_min", "arms_as_of", "arms_control", "arms_forest_socs",
+            "arms_drill_group", "arms_drill_soc", "arms_drill_row", "arms_drill_term")
 
 
 def arms_page(data: BoardData) -> None:
