@@ -214,18 +214,8 @@ def test_the_pilot_by_arm_equals_the_independent_derivation(store_url: str, tmp_
     expected = expected_tables()
     assert {g["name"]: g["subjects"] for g in answer["groups"]} == expected["N"]
     assert answer["control"] == "Placebo"
-    for o in answer["overview"]:
-        got = {arm: (c["subjects"], c["events"]) for arm, c in o["by_group"].items()}
-        assert got == expected["overview"][o["row"]], o["row"]
-    got_soc, got_term = {}, {}
-    for soc in answer["socs"]:
-        for arm, c in soc["by_group"].items():
-            if c["subjects"]:
-                got_soc[(soc["soc"], arm)] = (c["subjects"], c["events"])
-        for t in soc["terms"]:
-            for arm, c in t["by_group"].items():
-                if c["subjects"]:
-                    got_term[(soc["soc"], t["term"], arm)] = (c["subjects"], c["events"])
+    overview, got_soc, got_term = cells_of(answer)
+    assert overview == expected["overview"]
     assert got_soc == expected["soc"]
     assert got_term == expected["term"]
     # sorted by frequency: the first SOC has the most subjects in all arms together

@@ -6,16 +6,11 @@ patient, and saves a screenshot of each page under test-results/screenshots/.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e import CHROMIUM, SHOTS, chromium_args, free_port, needs_chromium
+from tests.e2e import CHROMIUM, SHOTS, chromium_args, needs_chromium, start_board, stop_board
 
 pytestmark = pytest.mark.e2e
 
@@ -23,29 +18,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     needs_chromium()
-    tmp = tmp_path_factory.mktemp("board")
-    port = free_port()
-    env = {**os.environ, "SAFETY_MONITOR_USERS": str(tmp / "users.json"),
-           "SAFETY_MONITOR_BOARD_REFRESH": "5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "safety.cli", "demo", "--port", str(port), "--store", f"sqlite:///{tmp}/ledger.db"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the board did not start: " + (proc.stdout.read().decode() if proc.stdout else ""))
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
+    proc, board_url, _, log = start_board(tmp_path_factory.mktemp("board"))
+    yield board_url
+    stop_board(proc, log)
 
 
 def test_a_safety_physician_sees_patient_6s_warning_and_opens_the_patient(board: str):

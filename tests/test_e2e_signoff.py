@@ -5,51 +5,17 @@ their log checked for deprecation warnings."""
 
 from __future__ import annotations
 
-import os
-import signal as signals
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events.store import Store
 from projections.board import BoardData
-from tests.e2e import CHROMIUM, SHOTS, chromium_args, free_port, needs_chromium
+from tests.e2e import CHROMIUM, SHOTS, chromium_args, needs_chromium, start_board, stop_board
 
 pytestmark = pytest.mark.e2e
-
-
-def start_board(tmp: Path, *study: str) -> tuple[subprocess.Popen[bytes], str, str, Path]:
-    port, url = free_port(), f"sqlite:///{tmp}/ledger.db"
-    log = tmp / "board.log"
-    env = {**os.environ, "SAFETY_MONITOR_USERS": str(tmp / "users.json"), "SAFETY_MONITOR_BOARD_REFRESH": "3"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "safety.cli", "demo", "--port", str(port), "--store", url,
-                                 *study], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    board = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{board}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, board, url, log
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("the board did not start: " + log.read_text(errors="replace")[-3000:])
-
-
-def stop_board(proc: subprocess.Popen[bytes], log: Path) -> None:
-    os.killpg(proc.pid, signals.SIGTERM)
-    proc.wait(timeout=30)
-    text = log.read_text(errors="replace")
-    # no deprecated Streamlit argument on any page visited (Streamlit says "deprecated", or "will be removed")
-    assert not any(w in text.lower() for w in ("deprecat", "will be removed", "use_container_width")), text[-3000:]
 
 
 @pytest.fixture(scope="module")
