@@ -96,9 +96,14 @@ def _log_nb(a: np.ndarray, e: np.ndarray, alpha: float, beta: float) -> np.ndarr
 def truncated_loglik(theta: Sequence[float], a: np.ndarray, e: np.ndarray) -> float:
     """The mixture's log-likelihood of the counts, each term conditioned on a >= 1."""
     alpha1, beta1, alpha2, beta2, p = theta
-    f1 = _log_nb(a, e, alpha1, beta1) - np.log1p(-np.power(beta1 / (beta1 + e), alpha1))
-    f2 = _log_nb(a, e, alpha2, beta2) - np.log1p(-np.power(beta2 / (beta2 + e), alpha2))
+    f1 = _log_nb(a, e, alpha1, beta1) - _log_not_zero(e, alpha1, beta1)
+    f2 = _log_nb(a, e, alpha2, beta2) - _log_not_zero(e, alpha2, beta2)
     return float(np.sum(np.logaddexp(np.log(p) + f1, np.log1p(-p) + f2)))
+
+
+def _log_not_zero(e: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """log(1 - P(a = 0)) = log(1 - (β/(β+E))^α), accurate when P(a = 0) is close to 1 (expm1)."""
+    return np.log(-np.expm1(alpha * np.log(beta / (beta + e))))
 
 
 #: starting points: DuMouchel's, vigipy's, and spread ones (the surface is flat, with poor local optima)
