@@ -17,8 +17,8 @@ from pathlib import Path
 from dashboard.auth import UserStore
 
 # page -> a text that appears only once the page's data is rendered
-PAGES = (("Signals", "(showing the first"), ("Incidence", "Cohort comparison"),
-         ("Efficacy", "patients with visit assessments and"), ("Patient", "Lab trajectories"),
+PAGES = (("Signals", " signals · updated"), ("Incidence", "Cohort comparison"),
+         ("Efficacy", "patients with visit assessments and"), ("Patient", "History"),
          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
 
