@@ -17,7 +17,7 @@ from pathlib import Path
 from dashboard.auth import UserStore
 
 # page -> a text that appears only once the page's data is rendered
-PAGES = (("Signals", " signals · updated"), ("Incidence", "Cohort comparison"),
+PAGES = (("Signals", "· updated"), ("Incidence", "Cohort comparison"),
          ("Efficacy", "patients with visit assessments and"), ("Patient", "History"),
          ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
