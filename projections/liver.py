@@ -15,14 +15,18 @@ from safety.liver import LiverConfig, edish, multiples
 from safety.mas import History
 
 
-def groups_of(history: History, enrolment: dict[str, Any], by: str) -> list[str]:
-    """A patient's groups: the actual (else planned) arm, or each drug started."""
+def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: str = "actual") -> list[str]:
+    """A patient's groups: the actual (else planned) arm, the planned arm with ``arm_basis`` planned, or
+    each drug started."""
     if by == "drug":
         return sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
+    if arm_basis == "planned":
+        return [enrolment.get("arm") or enrolment.get("actual_arm") or "(no arm)"]
     return [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
 
 
-def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None) -> dict[str, Any]:
+def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
+               arm_basis: str = "actual") -> dict[str, Any]:
     """CTCAE v5.0 shift tables: per test and group, patients by baseline grade and worst post-baseline
     grade (``safety.ctcae``)."""
     patients: list[tuple[str, dict[str, tuple[int, int]]]] = []
@@ -39,14 +43,14 @@ def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None) ->
             (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
         shifts = shift(results, datetime.fromisoformat(start) if start else None)
         if shifts:
-            patients += [(g, shifts) for g in groups_of(history, enrolment, by)]
-    return {"by": by, "version": CTCAE_VERSION,
+            patients += [(g, shifts) for g in groups_of(history, enrolment, by, arm_basis)]
+    return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
             "baseline": "the last result on or before the first exposure (the first result without one)",
             "rows": shift_rows(patients)}
 
 
 def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
-               after_first_exposure: bool = False) -> dict[str, Any]:
+               after_first_exposure: bool = False, arm_basis: str = "actual") -> dict[str, Any]:
     """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
     patients = []
     for (source, pid), facts in sorted(patient_facts(db, as_of).items()):
@@ -57,8 +61,9 @@ def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datet
         if all(view[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
             continue
         patients += [{"source": source, "patient_id": pid, "group": g, **view}
-                     for g in groups_of(history, enrolment, by)]
-    return {"by": by, "rules_version": config.version, "after_first_exposure": after_first_exposure,
+                     for g in groups_of(history, enrolment, by, arm_basis)]
+    return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "rules_version": config.version,
+            "after_first_exposure": after_first_exposure,
             "thresholds": {"transaminase_xuln": config.hy_transaminase_xuln,
                            "bilirubin_xuln": config.hy_bilirubin_xuln, "window_days": config.hy_window.days,
                            "cholestatic_alp_xuln": config.cholestatic_alp_xuln},

@@ -120,6 +120,26 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     assert cholestatic["quadrant"] == "hys_law_range" and not cholestatic["potential_hys_law"]
     assert cholestatic["peak_alp_xuln"] > 5 and "cholestatic pattern" in cholestatic["reason"]
     assert {p["group"] for p in answer["patients"]} == {"Placebo", "Xanomeline Low Dose", "Xanomeline High Dose"}
+    # by arm basis (issue 27): the groups are DM's ACTARM by default, its ARM with --arm planned
+    arms = {r["USUBJID"]: (r["ACTARM"], r["ARM"]) for r in dm}
+    assert answer["arm_basis"] == "actual" and all(p["group"] == arms[p["patient_id"]][0] for p in answer["patients"])
+    planned = json.loads(runner.invoke(app, ["edish", "--arm", "planned", "--format", "json",
+                                             "--store", sqlite_url]).stdout)
+    assert planned["arm_basis"] == "planned"
+    assert all(p["group"] == arms[p["patient_id"]][1] for p in planned["patients"])
+    moved = [p for p in planned["patients"] if arms[p["patient_id"]][0] != arms[p["patient_id"]][1]]
+    assert moved  # the planned high-dose subjects titrated down to the low dose are grouped as planned
+    shifts = json.loads(runner.invoke(app, ["lab-shifts", "--arm", "planned", "--format", "json",
+                                            "--store", sqlite_url]).stdout)
+    by_group: dict[str, int] = {}
+    for r in shifts["rows"]:
+        if r["test"] == "ALT":
+            by_group[r["group"]] = by_group.get(r["group"], 0) + r["patients"]
+    planned_alt = {}
+    for p in planned["patients"]:
+        if p["peak_alt_xuln"] is not None:
+            planned_alt[p["group"]] = planned_alt.get(p["group"], 0) + 1
+    assert shifts["arm_basis"] == "planned" and set(by_group) == set(planned_alt)
     # the board's page draws them and lists the patient in the Hy's law range with the reason
     from streamlit.testing.v1 import AppTest
 

@@ -34,6 +34,15 @@ from safety.cli.wiring import (
 )
 
 
+class ArmBasis(StrEnum):
+    actual = "actual"
+    planned = "planned"
+
+
+ARM_HELP = ("with --by arm: the actual arm (the treatment started; SDTM ACTARM, the safety convention) or the "
+            "planned one (the randomised arm; SDTM ARM)")
+
+
 def _incidence_answer(
     ledger: Any, anchor: str, pre_months: int, post_months: int, as_of: str | None, data_cut: str | None
 ) -> dict[str, Any]:
@@ -218,6 +227,7 @@ def edish_command(
     after_first_exposure: Annotated[
         bool, typer.Option("--after-first-exposure", help="peaks after each patient's first exposure only")
     ] = False,
+    arm: Annotated[ArmBasis, typer.Option("--arm", help=ARM_HELP)] = ArmBasis.actual,
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     store: StoreOption = None,
 ) -> None:
@@ -228,7 +238,7 @@ def edish_command(
 
     model = SignalsModel()
     answer = edish_view(view_db(open_ledger(store), model), model.liver, by=by.value, as_of=as_of_time(as_of),
-                        after_first_exposure=after_first_exposure)
+                        after_first_exposure=after_first_exposure, arm_basis=arm.value)
     columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
                "peak_alp_xuln", "quadrant", "potential_hys_law", "reason"]
     rows_out(answer, answer["patients"], columns, format, f"eDISH by {by.value} ({answer['rules_version']})")
@@ -259,6 +269,7 @@ def rows_out(answer: dict[str, Any], rows: list[dict[str, Any]], columns: list[s
 def lab_shifts_command(
     by: Annotated[GroupBy, typer.Option("--by", help="group patients by arm or by each drug started")] = GroupBy.arm,
     as_of: AsOfOption = None,
+    arm: Annotated[ArmBasis, typer.Option("--arm", help=ARM_HELP)] = ArmBasis.actual,
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     store: StoreOption = None,
 ) -> None:
@@ -266,15 +277,11 @@ def lab_shifts_command(
     from projections.liver import lab_shifts
     from projections.signals import SignalsModel
 
-    answer = lab_shifts(view_db(open_ledger(store), SignalsModel()), by=by.value, as_of=as_of_time(as_of))
+    answer = lab_shifts(view_db(open_ledger(store), SignalsModel()), by=by.value, as_of=as_of_time(as_of),
+                        arm_basis=arm.value)
     columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
     rows_out(answer, answer["rows"], columns, format,
               f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
-
-
-class ArmBasis(StrEnum):
-    actual = "actual"
-    planned = "planned"
 
 
 class TableBy(StrEnum):
@@ -306,8 +313,7 @@ def ae_table_command(
                                                                    "subjects in at least one group")] = 0.0,
     as_of: AsOfOption = None,
     data_cut: DataCutOption = None,
-    arm: Annotated[ArmBasis | None, typer.Option("--arm", help="with --by arm: the actual arm (the treatment started; "
-                                                        "SDTM ACTARM) or the planned one (SDTM ARM)")] = None,
+    arm: Annotated[ArmBasis | None, typer.Option("--arm", help=ARM_HELP)] = None,
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     store: StoreOption = None,
 ) -> None:
