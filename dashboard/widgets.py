@@ -11,6 +11,8 @@ import streamlit as st
 
 from dashboard.auth import User
 from dashboard.state import act
+from events.domain import ACTIONS as WORKFLOW
+from events.domain import ALLOWED_FROM
 from projections.board import BoardData
 from projections.exposure import Settings as TableSettings
 
@@ -128,10 +130,9 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
             st.switch_page(st.session_state["pages"]["patient"])
         current = fresh["status_code"] if fresh else s["status"]
         if user.role == "safety_physician" and current != "closed":
-            allowed = {"ack": ("open",), "review": ("open", "acknowledged"),
-                       "close": ("open", "acknowledged", "under_review")}
             for column, action in zip(cols[1:], ("ack", "review", "close"), strict=True):
-                if current in allowed[action] and column.button(f"{ACTIONS[action][0]}…", key=f"{action}-{s['id']}"):
+                allowed = current in ALLOWED_FROM[WORKFLOW[action]]  # the workflow's own transitions
+                if allowed and column.button(f"{ACTIONS[action][0]}…", key=f"{action}-{s['id']}"):
                     st.session_state["confirm"] = {"signal": s, "action": action}
                     if position is not None:
                         st.session_state.setdefault("pinned", {})[s["id"]] = position

@@ -22,7 +22,7 @@ from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.liver import edish_view, lab_shifts, liver_panel
 from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
-from projections.signals import SignalsModel, parse_time, query_signals, signal_actions
+from projections.signals import SignalsModel, load_config, parse_time, query_signals, signal_actions
 from projections.transfers import TransfersModel, transfer_changes
 from safety.incidence import Settings
 from safety.liver import load_liver_config
@@ -51,6 +51,7 @@ class BoardData:
         self.audit_db = self.dbs["audit"]
         self.efficacy_db = self.dbs["efficacy"]
         self.liver = load_liver_config()
+        self.mas_version = load_config().version  # read once: every page states it
         self.delivery = Deliveries(store)  # its table made once, not on every live refresh
 
     def clinical_range(self) -> tuple[date, date] | None:
@@ -67,9 +68,7 @@ class BoardData:
 
     def rules_versions(self) -> list[str]:
         """The rules in force: MAS trend rules and liver rules (their files' ``version``)."""
-        from projections.signals import load_config
-
-        return [load_config().version, self.liver.version]
+        return [self.mas_version, self.liver.version]
 
     def interventions(self) -> list[str]:
         """The names of the interventions the store holds (an anchor is chosen among them)."""
