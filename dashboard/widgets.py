@@ -20,7 +20,7 @@ LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
 
 
 KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "death", "serious_adverse_event",
-         "data_query", "transaminase_elevation", "hys_law")
+         "data_query", "transaminase_elevation", "hys_law", "disproportionality", "sequential")
 
 
 def refresh_seconds() -> float | None:
@@ -100,8 +100,8 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
               else s["status"].replace("_", " "))
     with st.container(border=True, key=f"signal-{s['id']}"):
         colour = LEVEL_COLOUR.get(s["level"], "gray")
-        head = (f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · "
-                f"**{s['patient_id']}** ({s['source']}) · {status}")
+        whom = f"**{s['patient_id']}** ({s['source']})" if s["patient_id"] else "**registry-wide**"
+        head = f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · {whom} · {status}"
         reasons = (s.get("details") or {}).get("priority_reasons") or []
         if s["priority"] == "high":
             head += " · :red[high priority]"
@@ -125,7 +125,10 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
         if last:
             st.caption("Last action: " + action_sentence(last))
         cols = st.columns(4)
-        if cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
+        if not s["patient_id"]:  # a registry-wide signal: its pair is on the Signal detection page
+            if cols[0].button("Open signal detection", key=f"open-{s['id']}"):
+                st.switch_page(st.session_state["pages"]["detection"])
+        elif cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
             st.session_state["patient"] = (s["source"], s["patient_id"])
             st.switch_page(st.session_state["pages"]["patient"])
         current = fresh["status_code"] if fresh else s["status"]
@@ -167,8 +170,9 @@ def _confirm(s: dict[str, Any], action: str, user: User) -> None:
     from safety.signal_reasons import close_reasons
 
     label = ACTIONS[action][0]
-    st.markdown(f"**{label}** signal `{s['id']}`: {s['kind']} ({s['level']}) for patient **{s['patient_id']}** "
-                f"({s['source']}), occurred {when(s['occurred_at'])}.")
+    whom = f"patient **{s['patient_id']}** ({s['source']})" if s["patient_id"] else "the **registry** (no one patient)"
+    st.markdown(f"**{label}** signal `{s['id']}`: {s['kind']} ({s['level']}) for {whom}, "
+                f"occurred {when(s['occurred_at'])}.")
     for e in s["evidence"][:3]:
         st.caption(evidence_sentence(e))
     reason = None

@@ -45,6 +45,9 @@ COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occ
            "verbatim_term", "flags", "linked", "corrected")
 TOKENS = frozenset({"patient_id", "message_id", "linked"})
 SEALED = frozenset({"arm", "drug", "drug_class", "term", "soc", "verbatim_term", "corrected"})
+#: the message types this model keeps
+EXPOSURE_TYPES = frozenset({"enrolment", "treatment", "adverse_event", "hospitalisation", "withdrawal", "retraction",
+                            "correction"})
 _SOURCE, _PATIENT, _TYPE, _LINKED, _CORRECTED = map(COLUMNS.index, ("source", "patient_id", "type", "linked",
                                                                    "corrected"))
 
@@ -140,10 +143,7 @@ def arms_of(stored: str) -> tuple[str | None, str | None]:
 
 
 def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
-    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only.
-
-    One pass over the rows in ledger order, the hot path of every table: amendments first (they are few),
-    then each fact straight into its subject."""
+    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only."""
     sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}exposure_facts"
     params: list[Any] = []
     if as_of is not None:
@@ -152,7 +152,16 @@ def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None)
     rows = db.query(sql + " ORDER BY notification_id", params)
     if db.sealer.enabled:
         rows = [open_columns(db, COLUMNS, r, TOKENS, SEALED) for r in rows]
-    position = rows[-1][0] if rows else 0
+    subjects, horizon = build_subjects(rows, data_cut)
+    return Loaded(subjects, horizon, rows[-1][0] if rows else 0)
+
+
+def build_subjects(rows: Sequence[tuple[Any, ...]], data_cut: datetime | None) -> tuple[list[Subject], date]:
+    """The subjects of rows in this model's shape (``COLUMNS``, ledger order), amendments applied, facts
+    before ``data_cut`` only; and the horizon: the day before the cut, else the last clinical day.
+
+    One pass over the rows, the hot path of every table: amendments first (they are few), then each fact
+    straight into its subject."""
     retracted: set[tuple[str, str, str]] = set()
     corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
@@ -203,7 +212,7 @@ def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None)
     for key, hospitalisations in links.items():
         _hospitalise(subjects[key], hospitalisations, dropped[key])
     horizon = (data_cut - timedelta(microseconds=1)).date() if data_cut else fromiso(last_day[:10] or "0001-01-01")
-    return Loaded([subjects[k] for k in sorted(subjects)], horizon, position)
+    return [subjects[k] for k in sorted(subjects)], horizon
 
 
 def _hospitalise(s: Subject, hospitalisations: list[tuple[str, date, str, str]], retracted: set[str]) -> None:

@@ -13,7 +13,7 @@ import json
 import tomllib
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 
@@ -21,11 +21,18 @@ from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview
 from projections.db import ReadDB
+from projections.detection import detection_rules
+from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
 from projections.incidence import utc_text
+from projections.live_detection import TABLES as DETECTION_TABLES
+from projections.live_detection import LiveDetection, covers
 from safety.amendments import Amendments
+from safety.detection_signals import REGISTRY
+from safety.exposure import Subject
 from safety.liver import LiverConfig, evaluate_liver, load_liver_config
-from safety.mas import Config, Finding, History, Lab, SeriousEvent, Treatment, evaluate
+from safety.mas import Config, Finding, History, Lab, SeriousEvent, Signal, Treatment, evaluate
 from safety.notifications import rises
+from safety.screening import DetectionRules
 from safety.seriousness import contradiction, criteria, fatal, serious
 
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
@@ -91,7 +98,8 @@ def with_priority(s: Any) -> dict[str, Any] | None:
 
 class SignalsModel:
     name = "signals"
-    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises")
+    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
+                               *DETECTION_TABLES)
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -100,15 +108,18 @@ class SignalsModel:
         )
     )
 
-    def __init__(self, config: Config | None = None, liver: LiverConfig | None = None):
+    def __init__(self, config: Config | None = None, liver: LiverConfig | None = None,
+                 detection: DetectionRules | None = None, surveillance_plan: str | None = None):
         self.config = config or load_config()
         self.liver = liver or load_liver_config()
+        #: registry-wide signals: disproportionality screening and the plan's sequential surveillance
+        self.live = LiveDetection(detection or detection_rules(), surveillance_plan)
         #: during a rebuild, patients are evaluated once at the end instead of after every page
         self.defer = False
 
     def create_statements(self, db: ReadDB) -> list[str]:
         serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
-        return [db.sql(s) for s in (
+        return self.live.create_statements(db) + [db.sql(s) for s in (
             # Each new signal at warning or alert, and each rise of one to such a level, once: the outbox
             # that notifications follow (committed with the signals it notes).
             f"CREATE TABLE IF NOT EXISTS {{t}}signal_raises (seq {serial} PRIMARY KEY, signal_id TEXT NOT NULL,"
@@ -157,15 +168,28 @@ class SignalsModel:
             self.finish(cursor, db)
 
     def finish(self, cursor: Any, db: ReadDB) -> None:
-        """Evaluate every touched patient again and write their signals."""
+        """Evaluate every touched patient again and write their signals, then the registry-wide ones."""
+        if self.live.stale(cursor, db):  # every patient's detection share is derived again
+            cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+            cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
+                                  " FROM {t}signal_facts GROUP BY source, patient_id"))
         cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
         dirty = db.fetch(cursor)
         for start in range(0, len(dirty), 500):
             self._evaluate_patients(cursor, db, dirty[start:start + 500])
         cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+        registry = self.live.signals(cursor, db)
+        if registry is not None:
+            raised, covered = registry
+            cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals"
+                                  " WHERE source = {p}"), (REGISTRY,))
+            found = [r for r in db.fetch(cursor)
+                     if covers(covered, r[4], json.loads(db.sealer.unseal(r[5]) or "null"))]
+            at = max((row[2] for row in dirty), default=None) or utc_text(datetime.now(UTC))
+            version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
+            self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
 
     def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]) -> None:
-        p = db.placeholder
         keys = {(s, pid): at for s, pid, at in patients}
         where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(keys))
         params = [v for key in keys for v in key]
@@ -175,44 +199,72 @@ class SignalsModel:
         sl = db.sealer
         for source, pid, mid, typ, at, data in db.fetch(cursor):
             rows[(source, pid)].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
-        cursor.execute(db.sql("SELECT id, status, raised_at, level FROM {t}signals WHERE " + where), params)
+        cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE " + where),
+                       params)
         found = db.fetch(cursor)
+        produced: list[tuple[Signal, str, str, str]] = []
+        shares = {}
+        for key, recorded_at in keys.items():
+            facts = rows.get(key, [])
+            history = history_from(key[0], sl.untoken(key[1]), facts)
+            produced += [(sig, key[1], recorded_at, self.config.version)
+                         for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
+            shares[key] = exposure_share(key, facts)
+        self.live.update(cursor, db, shares)
+        self._store(cursor, db, produced, found)
+
+    def _store(self, cursor: Any, db: ReadDB, produced: Sequence[tuple[Signal, str, str, str]],
+               found: Sequence[tuple[Any, ...]]) -> None:
+        """Write signals (each with its patient token, the time its evidence was recorded and the rules'
+        version) over those ``found`` stored before: an open one not raised again goes, a status people
+        gave is kept, and each new signal or rise to warning or alert is noted for notifications."""
+        p, sl = db.placeholder, db.sealer
         existing = {r[0]: (r[1], r[2]) for r in found}
         levels = {r[0]: r[3] for r in found}
-        produced: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         raised: list[tuple[str, str, str]] = []
-        for key, recorded_at in keys.items():
-            history = history_from(key[0], sl.untoken(key[1]), rows.get(key, []))
-            for s in evaluate(history, self.config) + evaluate_liver(history, self.liver):
-                status, raised_at = existing.get(s.id, ("open", recorded_at))
-                if rises(levels.get(s.id), s.level):
-                    raised.append((s.id, s.level, recorded_at))
-                produced.append((
-                    s.id, s.source, key[1], s.kind, s.level, s.priority, status,
-                    utc_text(s.occurred_at), raised_at, recorded_at, sl.seal(json.dumps(s.evidence)),
-                    sl.seal(json.dumps(s.context)), sl.seal(json.dumps(s.criteria_2016)),
-                    sl.seal(json.dumps(with_priority(s), default=str)), self.config.version,
-                ))
-        keep = {row[0] for row in produced}
+        for sig, patient_token, recorded_at, version in produced:
+            status, raised_at = existing.get(sig.id, ("open", recorded_at))
+            if rises(levels.get(sig.id), sig.level):
+                raised.append((sig.id, sig.level, recorded_at))
+            rows.append((
+                sig.id, sig.source, patient_token, sig.kind, sig.level, sig.priority, status,
+                utc_text(sig.occurred_at), raised_at, recorded_at, sl.seal(json.dumps(sig.evidence)),
+                sl.seal(json.dumps(sig.context)), sl.seal(json.dumps(sig.criteria_2016)),
+                sl.seal(json.dumps(with_priority(sig), default=str)), version,
+            ))
+        keep = {row[0] for row in rows}
         gone = [sid for sid, (status, _) in existing.items() if sid not in keep and status == "open"]
         for sid in gone:  # no longer supported by the data and nobody acted on it
             cursor.execute(db.sql("DELETE FROM {t}signals WHERE id = {p}"), (sid,))
-        if produced:
-            ids = [row[0] for row in produced]
+        if rows:
+            ids = [row[0] for row in rows]
             cursor.execute(db.sql("SELECT signal_id, status FROM {t}signal_actions WHERE signal_id IN ("
                                   + ",".join([p] * len(ids)) + ") ORDER BY notification_id"), ids)
             acted = {sid: status for sid, status in db.fetch(cursor)}
-            produced = [(*row[:6], acted.get(row[0], row[6]), *row[7:]) for row in produced]
+            rows = [(*row[:6], acted.get(row[0], row[6]), *row[7:]) for row in rows]
             cols = ", ".join(SIGNAL_COLUMNS)
             updates = ", ".join(f"{c} = excluded.{c}" for c in SIGNAL_COLUMNS[1:] if c != "raised_at")
             cursor.executemany(
                 db.sql(f"INSERT INTO {{t}}signals ({cols}) VALUES ({','.join([p] * len(SIGNAL_COLUMNS))})"
                        f" ON CONFLICT (id) DO UPDATE SET {updates}"),
-                produced,
+                rows,
             )
         if raised:
             cursor.executemany(db.sql("INSERT INTO {t}signal_raises (signal_id, level, raised_at) VALUES ({p},{p},{p})"
                                       " ON CONFLICT (signal_id, level) DO NOTHING"), raised)
+
+
+def exposure_share(key: tuple[str, str],
+                   facts: Sequence[tuple[str, str, str, str]]) -> tuple[Subject | None, date | None]:
+    """A patient's subject as the exposure read model builds it (``projections.exposure.build_subjects``)
+    from the signals model's facts, and its last clinical day: what its detection share is derived from."""
+    rows = [(0, key[0], key[1], mid, typ, at, "", *columns_of(typ, json.loads(data)))
+            for mid, typ, at, data in facts if typ in EXPOSURE_TYPES]
+    if not rows:
+        return None, None
+    subjects, last_day = build_subjects(rows, None)
+    return (subjects[0], last_day) if subjects else (None, None)
 
 
 LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}
@@ -326,7 +378,7 @@ def rules_from_text(text: str, live: SignalsModel) -> tuple[Config, LiverConfig]
 def diff_rules(db: ReadDB, config: Config, liver: LiverConfig) -> dict[str, Any]:
     """What other rules would do to the live signals: the signals they add, remove, or raise at another
     level or time, by signal id (patient, kind and episode start), without touching the read model."""
-    live = {s["id"]: s for s in query_signals(db)}
+    live = {s["id"]: s for s in query_signals(db) if s["source"] != REGISTRY}  # patients' signals only
     other = {s.id: s for s in evaluate_all(db, config, liver)}
 
     def row(sid: str) -> dict[str, Any]:

@@ -55,11 +55,13 @@ class Notification:
 
     @property
     def subject(self) -> str:
-        return f"[safety monitor] {self.level.upper()}: {self.kind} for patient {self.patient_id} ({self.source})"
+        whom = f"patient {self.patient_id} ({self.source})" if self.patient_id else "the registry (no one patient)"
+        return f"[safety monitor] {self.level.upper()}: {self.kind} for {whom}"
 
     def text(self) -> str:
+        whom = f"Patient (pseudonymous): {self.patient_id}" if self.patient_id else "Registry-wide: no one patient"
         return (f"{self.summary}\n\nSignal {self.signal_id}\nKind: {self.kind}\nLevel: {self.level}\n"
-                f"Source: {self.source}\nPatient (pseudonymous): {self.patient_id}\nOccurred: {self.occurred_at}\n"
+                f"Source: {self.source}\n{whom}\nOccurred: {self.occurred_at}\n"
                 f"Board: {self.link}\n\nNotification {self.id}. This message carries no other personal data.\n")
 
     def body(self) -> bytes:

@@ -28,6 +28,9 @@ class DetectionRules:
     version: str
     method: str
     thresholds: dict[str, dict[str, float]]
+    #: the screen that raises live signals: its level (pt or soc) and risk-window lag
+    level: str = "pt"
+    lag_days: int = DEFAULT_DRUG_LAG_DAYS
 
     @classmethod
     def from_text(cls, raw: str) -> DetectionRules:
@@ -48,7 +51,11 @@ class DetectionRules:
             "ebgm": {"min_count": number(d, "ebgm.min_count", low=1, low_inclusive=True),
                      "eb05": number(d, "ebgm.eb05")},
         }
-        return cls(text(d, "version"), method, thresholds)
+        level = text(d, "live.level")
+        if level not in ("pt", "soc"):
+            raise RulesError(f"live.level: {level!r} must be pt or soc")
+        lag = number(d, "live.lag_days", low=0, low_inclusive=True, high=3660, integer=True)
+        return cls(text(d, "version"), method, thresholds, level, int(lag))
 
 
 def drug_event_pairs(subjects: Iterable[Subject], horizon: date, lag_days: int = DEFAULT_DRUG_LAG_DAYS,
@@ -56,25 +63,40 @@ def drug_event_pairs(subjects: Iterable[Subject], horizon: date, lag_days: int =
     """(drug, term) -> how many adverse events of the term fell in a risk window of the drug."""
     counts: Counter[tuple[str, str]] = Counter()
     for subject in subjects:
-        end = observation_end(subject, horizon)
-        by_drug: dict[str, list[Any]] = {}
-        for p in periods(subject.treatments):
-            by_drug.setdefault(p.drug, []).append(p)
-        windows = {drug: risk_spans(ps, lag_days, end) for drug, ps in by_drug.items()}
-        for e in subject.events:
-            if not e.coded or e.onset > end:
-                continue
-            term = e.term if level == "pt" else e.soc
-            if level == "soc" and term == UNCODED_SOC:
-                continue
-            for drug, spans in windows.items():
-                if any(s.first <= e.onset <= s.last for s in spans):
-                    counts[(drug, term.casefold())] += 1
+        for pair, (n, _last) in subject_pairs(subject, horizon, lag_days, level).items():
+            counts[pair] += n
     return counts
 
 
-def screen(counts: Counter[tuple[str, str]], rules: DetectionRules, min_count: int = 1) -> dict[str, Any]:
-    """Every pair's table and measures, the fitted prior, and which measures signal."""
+def subject_pairs(subject: Subject, horizon: date, lag_days: int = DEFAULT_DRUG_LAG_DAYS,
+                  level: str = "pt") -> dict[tuple[str, str], tuple[int, date]]:
+    """One subject's share of the pairs: (drug, term) -> (events, the latest onset). The horizon only
+    clips windows after the subject's last event, so any horizon from that event on gives the same
+    share: the live read model keeps each patient's share and adds them up."""
+    out: dict[tuple[str, str], tuple[int, date]] = {}
+    end = observation_end(subject, horizon)
+    by_drug: dict[str, list[Any]] = {}
+    for p in periods(subject.treatments):
+        by_drug.setdefault(p.drug, []).append(p)
+    windows = {drug: risk_spans(ps, lag_days, end) for drug, ps in by_drug.items()}
+    for e in subject.events:
+        if not e.coded or e.onset > end:
+            continue
+        term = e.term if level == "pt" else e.soc
+        if level == "soc" and term == UNCODED_SOC:
+            continue
+        for drug, spans in windows.items():
+            if any(s.first <= e.onset <= s.last for s in spans):
+                key = (drug, term.casefold())
+                n, last = out.get(key, (0, e.onset))
+                out[key] = (n + 1, max(last, e.onset))
+    return out
+
+
+def screen(counts: Counter[tuple[str, str]], rules: DetectionRules, min_count: int = 1,
+           fit: bool = True) -> dict[str, Any]:
+    """Every pair's table and measures, the fitted prior, and which measures signal. Without ``fit``
+    (the live screen when its method is not EBGM) no prior is fitted and EBGM is left out."""
     n = sum(counts.values())
     by_drug: Counter[str] = Counter()
     by_term: Counter[str] = Counter()
@@ -84,7 +106,8 @@ def screen(counts: Counter[tuple[str, str]], rules: DetectionRules, min_count: i
     tables = {pair: Table(a, by_drug[pair[0]] - a, by_term[pair[1]] - a, n - by_drug[pair[0]] - by_term[pair[1]] + a)
               for pair, a in counts.items()}
     ordered = sorted(tables)
-    prior = fit_prior([tables[p].a for p in ordered], [tables[p].expected for p in ordered]) if ordered else None
+    prior = (fit_prior([tables[p].a for p in ordered], [tables[p].expected for p in ordered])
+             if ordered and fit else None)
     t = rules.thresholds
     out = []
     for pair in ordered:

@@ -142,38 +142,64 @@ def courses_by_drug(subjects: Iterable[Subject]) -> Courses:
     return out
 
 
+@dataclass(frozen=True)
+class PairExposure:
+    """One subject's share of a planned pair: its days at risk from the pair's start (first, last; last
+    None while the course is ongoing, i.e. through the end of observation) and the onsets it counts.
+    Independent of the horizon, so the live read model keeps each patient's share and adds them up."""
+
+    spans: list[tuple[date, date | None]]
+    onsets: list[date]
+
+
+def pair_exposure(subject: Subject, courses: list[Any], pair: PlannedPair) -> PairExposure:
+    """The subject's days at risk on the pair's drug and its events of the pair's terms in them."""
+    spans = risk_spans(courses, pair.lag_days, observation_end(subject, date.max))
+    out: list[tuple[date, date | None]] = []
+    for span in spans:
+        begin = max(span.first, pair.start)
+        if begin <= span.last:
+            out.append((begin, None if span.last == date.max else span.last))
+    onsets = [e.onset for e in subject.events
+              if e.coded and e.onset >= pair.start and e.term.casefold() in pair.terms
+              and any(sp.first <= e.onset <= sp.last for sp in spans)]
+    return PairExposure(out, onsets)
+
+
 def surveil(subjects: Iterable[Subject] | Courses, horizon: date, pair: PlannedPair) -> dict[str, Any]:
+    """The pair's surveillance through ``horizon`` (``surveil_exposure`` of every subject's share)."""
+    by_drug = subjects if isinstance(subjects, dict) else courses_by_drug(subjects)
+    return surveil_exposure([pair_exposure(s, courses, pair) for s, courses in by_drug.get(pair.drug.casefold(), [])],
+                            horizon, pair)
+
+
+def surveil_exposure(shares: Iterable[PairExposure], horizon: date, pair: PlannedPair) -> dict[str, Any]:
     """The pair's surveillance through ``horizon``: status, critical value, observed, expected and LLR at
     the end of observation, the signal's day and values, the day it ended, and the LLR path."""
     cv = critical_value(pair.upper_limit, pair.min_events, pair.alpha)
-    by_drug = subjects if isinstance(subjects, dict) else courses_by_drug(subjects)
     change: dict[date, int] = {}
     onsets: list[date] = []
-    for s, courses in by_drug.get(pair.drug.casefold(), []):
-        spans = risk_spans(courses, pair.lag_days, observation_end(s, horizon))
-        for span in spans:
-            begin, stop = max(span.first, pair.start), span.last + timedelta(days=1)
-            if begin >= stop:
+    for share in shares:
+        for begin, last in share.spans:
+            if begin > horizon:
                 continue
+            stop = (horizon if last is None or last > horizon else last) + timedelta(days=1)
             change[begin] = change.get(begin, 0) + 1
             change[stop] = change.get(stop, 0) - 1
-        for e in s.events:
-            if (e.coded and e.onset >= pair.start and e.term.casefold() in pair.terms
-                    and any(sp.first <= e.onset <= sp.last for sp in spans)):
-                onsets.append(e.onset)
+        onsets += [d for d in share.onsets if d <= horizon]
     per_day = pair.background_per_100py / 100 / DAYS_PER_YEAR
     # person-days through each day on which the number at risk changes, to read μ(t) for any t
     marks: list[date] = []
     totals: list[tuple[int, int]] = []
     at_risk, days = 0, 0
-    last: date | None = None
+    last_mark: date | None = None
     for day in sorted(change):
-        if last is not None:
-            days += at_risk * (day - last).days
+        if last_mark is not None:
+            days += at_risk * (day - last_mark).days
         marks.append(day)
         totals.append((days, at_risk))
         at_risk += change[day]
-        last = day
+        last_mark = day
 
     def expected(t: date) -> float:
         i = bisect_right(marks, t) - 1
@@ -186,7 +212,7 @@ def surveil(subjects: Iterable[Subject] | Courses, horizon: date, pair: PlannedP
     onsets.sort()
     looks = [Look(day.isoformat(), bisect_right(onsets, day), expected(day)) for day in sorted(set(onsets))]
     outcome = monitor(looks, cv, pair.min_events, ended_on.isoformat() if ended_on else None)
-    observed, mu = len([d for d in onsets if d <= horizon]), expected(horizon)
+    observed, mu = len(onsets), expected(horizon)
     hit = outcome.signalled_at
     return {"name": pair.name, "drug": pair.drug, "terms": list(pair.terms), "status": outcome.status,
             "critical_value": cv, "observed": observed, "expected": mu, "llr": llr(observed, mu),

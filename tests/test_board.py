@@ -235,3 +235,23 @@ def test_the_signal_detection_page_shows_pairs_and_the_surveillance_path(demo_st
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert {"drug", "term", "a", "ic025", "signal"} <= set(table.columns) and len(table)
+
+
+def test_a_registry_wide_signal_has_a_card_of_its_own(demo_store, tmp_path, monkeypatch):
+    """A ``sequential`` signal (issue 26) names no patient: its card says registry-wide, carries the
+    MaxSPRT evidence and leads to the Signal detection page instead of a patient."""
+    from events.ingest import Ingestor
+    from tests.messages import raw
+    from tests.test_surveillance import PLAN, registry
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN)
+    monkeypatch.setenv("SAFETY_MONITOR_SURVEILLANCE", str(plan))
+    first, late = registry()
+    Ingestor(Ledger(Store.parse(demo_store))).ingest([raw(m, i) for i, m in enumerate(first + late)])
+    assert CliRunner().invoke(cli, ["project", "--store", demo_store]).exit_code == 0
+    at = page("signals")
+    text = " ".join(m.value for m in at.markdown)
+    assert "**ALERT**] · sequential · **registry-wide**" in text
+    assert "MaxSPRT: LLR" in text and "tocilizumab – neutropenia, neutrophil count decreased" in text
+    assert any(b.label == "Open signal detection" for b in at.button)

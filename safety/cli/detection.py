@@ -13,6 +13,7 @@ import typer
 
 from safety.cli.questions import rows_out
 from safety.cli.wiring import (
+    PLAN_ENV,
     AsOfOption,
     DataCutOption,
     Format,
@@ -23,11 +24,10 @@ from safety.cli.wiring import (
     fail,
     open_ledger,
     out_console,
+    signals_model,
+    surveillance_plan,
     view_db,
 )
-
-#: the surveillance plan the live projection and the command read when --plan is not given
-PLAN_ENV = "SAFETY_MONITOR_SURVEILLANCE"
 
 
 class Level(StrEnum):
@@ -76,9 +76,11 @@ def surveillance_command(
         text = chosen.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"--plan {chosen}: {exc}") from None
-    db = view_db(open_ledger(store), ExposureModel())
+    ledger = open_ledger(store)
+    live = view_db(ledger, signals_model()) if not as_of and not data_cut and text == surveillance_plan() else None
     try:
-        answer = surveillance(db, text, as_of=as_of_time(as_of), data_cut=data_cut_time(data_cut))
+        answer = surveillance(view_db(ledger, ExposureModel()), text, as_of=as_of_time(as_of),
+                              data_cut=data_cut_time(data_cut), live=live)
     except (RulesError, ValueError) as exc:
         err_exit(f"--plan {chosen}: {exc}")
     if format is Format.json:

@@ -29,6 +29,7 @@ from safety.cli.wiring import (
     progress_bar,
     progress_steps,
     read_models,
+    signals_model,
     stop_flag,
     transfer_state,
 )
@@ -156,7 +157,6 @@ def notify(
     when a delivery failed or was left untried in this run (each failure printed on standard error).
     """
     from projections.delivery import RunCounts
-    from projections.signals import SignalsModel
 
     if once == follow:
         raise fail("give --once or --follow")
@@ -165,7 +165,7 @@ def notify(
     stopping = stop_flag()
     total = RunCounts()
     while True:
-        catch_up(ledger, SignalsModel(), required=False)
+        catch_up(ledger, signals_model(), required=False)
         counts = send(time_module.monotonic() + timeout)
         total.add(counts)
         for failure in counts.failures:

@@ -30,6 +30,7 @@ from safety.cli.wiring import (
     open_ledger,
     out_console,
     reference_safety_information,
+    signals_model,
     view_db,
 )
 
@@ -93,14 +94,13 @@ def report(
     from projections.liver import lab_shifts
     from projections.report import dsmb_html
     from projections.runner import View
-    from projections.signals import SignalsModel
     from projections.transfers import TransfersModel, transfer_changes
 
     ledger = open_ledger(store)
     answer = _incidence_answer(ledger, anchor, pre_months, post_months, as_of, data_cut)
-    catch_up(ledger, EfficacyModel(), TransfersModel(), SignalsModel())
+    catch_up(ledger, EfficacyModel(), TransfersModel(), signals_model())
     eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
-    shifts = lab_shifts(View(ledger.store, SignalsModel()).db, as_of=as_of_time(as_of))
+    shifts = lab_shifts(View(ledger.store, signals_model()).db, as_of=as_of_time(as_of))
     ae = ae_table_answer(ledger, "arm", None, None, 0.0, as_of, data_cut)
     since = as_of_time(changes_since)
     changes = transfer_changes(View(ledger.store, TransfersModel()).db, utc_text(since) if since else None)
@@ -190,7 +190,7 @@ def signals_command(
     With --rules FILE --diff: evaluate the whole ledger under another rules file and list the signals it
     would add, remove, or raise at another level or time, without touching the live read models."""
     from events.domain import SIGNAL_STATUSES
-    from projections.signals import SignalsModel, query_signals
+    from projections.signals import query_signals
 
     if diff or rules is not None:
         if not (diff and rules is not None):
@@ -200,7 +200,7 @@ def signals_command(
 
     if status is not None and status not in SIGNAL_STATUSES:
         raise fail(f"--status {status!r}: use {', '.join(SIGNAL_STATUSES)}")
-    rows = query_signals(view_db(open_ledger(store), SignalsModel()), status=status, patient=patient, source=source,
+    rows = query_signals(view_db(open_ledger(store), signals_model()), status=status, patient=patient, source=source,
                          kind=kind, as_of=as_of_time(as_of))
     if format is Format.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -234,9 +234,8 @@ def edish_command(
     """eDISH: each patient's peak ALT, AST, bilirubin and ALP as multiples of the ULN, the quadrant and
     potential Hy's law (FDA 2009 DILI guidance; thresholds in safety/liver_rules.toml)."""
     from projections.liver import edish_view
-    from projections.signals import SignalsModel
 
-    model = SignalsModel()
+    model = signals_model()
     answer = edish_view(view_db(open_ledger(store), model), model.liver, by=by.value, as_of=as_of_time(as_of),
                         after_first_exposure=after_first_exposure, arm_basis=arm.value)
     columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
@@ -275,9 +274,8 @@ def lab_shifts_command(
 ) -> None:
     """CTCAE v5.0 shift tables: patients by baseline grade and worst post-baseline grade, per test and group."""
     from projections.liver import lab_shifts
-    from projections.signals import SignalsModel
 
-    answer = lab_shifts(view_db(open_ledger(store), SignalsModel()), by=by.value, as_of=as_of_time(as_of),
+    answer = lab_shifts(view_db(open_ledger(store), signals_model()), by=by.value, as_of=as_of_time(as_of),
                         arm_basis=arm.value)
     columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
     rows_out(answer, answer["rows"], columns, format,
@@ -336,9 +334,9 @@ def ae_table_command(
 
 
 def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
-    from projections.signals import SignalsModel, diff_rules, rules_from_text
+    from projections.signals import diff_rules, rules_from_text
 
-    model = SignalsModel()
+    model = signals_model()
     try:
         config, liver = rules_from_text(rules.read_text(encoding="utf-8"), model)
     except (OSError, UnicodeDecodeError, ValueError) as exc:

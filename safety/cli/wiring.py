@@ -125,6 +125,36 @@ def open_ledger(store_url: str | None, create: bool = False) -> Any:
         raise fail(f"cannot open the store ({type(exc).__name__}: {exc})") from None
 
 
+#: the surveillance plan the live signals read model and the surveillance command read by default
+PLAN_ENV = "SAFETY_MONITOR_SURVEILLANCE"
+
+
+def surveillance_plan() -> str | None:
+    """The text of the plan named by $SAFETY_MONITOR_SURVEILLANCE (None when unset), checked: a plan that
+    cannot be used stops the command with the field named, before anything is projected."""
+    from safety.rules_file import RulesError
+    from safety.surveillance import load_plan
+
+    name = os.environ.get(PLAN_ENV)
+    if not name:
+        return None
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+        load_plan(text)
+    except (OSError, UnicodeDecodeError, RulesError) as exc:
+        raise fail(f"${PLAN_ENV} ({name}): {exc}; fix the plan or unset {PLAN_ENV} "
+                   "(docs/signal-detection.md)") from None
+    return text
+
+
+def signals_model() -> Any:
+    """The signals read model as it is projected: with the live surveillance plan, so every process that
+    brings it up to date derives the same registry-wide signals."""
+    from projections.signals import SignalsModel
+
+    return SignalsModel(surveillance_plan=surveillance_plan())
+
+
 def read_models() -> list[Any]:
     """Every read model, in the order they are brought up to date and rebuilt."""
     from projections.audit import AuditModel
@@ -132,10 +162,9 @@ def read_models() -> list[Any]:
     from projections.expedited import ExpeditedModel
     from projections.exposure import ExposureModel
     from projections.incidence import IncidenceModel
-    from projections.signals import SignalsModel
     from projections.transfers import TransfersModel
 
-    return [IncidenceModel(), SignalsModel(), AuditModel(), EfficacyModel(), TransfersModel(), ExpeditedModel(),
+    return [IncidenceModel(), signals_model(), AuditModel(), EfficacyModel(), TransfersModel(), ExpeditedModel(),
             ExposureModel()]
 
 
@@ -257,13 +286,12 @@ def notifier(ledger: Any, *, all_pending: bool, delivery_timeout: float = 10.0) 
     (every pending delivery with ``all_pending``, else those past their back-off), until its deadline."""
     from projections.delivery import Deliveries, notify_once
     from projections.runner import View
-    from projections.signals import SignalsModel
 
     channels = transports(delivery_timeout)
     if not channels:
         raise fail("no channel configured: set SAFETY_MONITOR_SMTP_URL (with _NOTIFY_FROM and _NOTIFY_TO) or "
                    "SAFETY_MONITOR_WEBHOOK_URL")
-    deliveries, signals_db = Deliveries(ledger.store), View(ledger.store, SignalsModel()).db
+    deliveries, signals_db = Deliveries(ledger.store), View(ledger.store, signals_model()).db
     board_url = os.environ.get("SAFETY_MONITOR_BOARD_URL")
 
     def send(deadline: float | None = None) -> Any:

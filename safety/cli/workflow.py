@@ -20,6 +20,7 @@ from safety.cli.wiring import (
     fail,
     open_ledger,
     reference_safety_information,
+    signals_model,
     view_db,
 )
 
@@ -41,10 +42,10 @@ def signal(
 ) -> None:
     """Acknowledge, review or close a signal; recorded as an event with the user and the note."""
     from events.workflow import act_on_signal
-    from projections.signals import SignalsModel, query_signals
+    from projections.signals import query_signals
 
     ledger = open_ledger(store)
-    model = SignalsModel()
+    model = signals_model()
     found = query_signals(view_db(ledger, model), signal_id=signal_id)
     if not found:
         raise fail(f"no signal with id {signal_id}: list them with safety-monitor signals")
