@@ -158,12 +158,13 @@ class BoardData:
         rows = self.dbs["exposure"].query("SELECT MAX(notification_id) FROM {t}exposure_facts")
         return int(rows[0][0] or 0)
 
-    def edish(self, by: str = "arm", after_first_exposure: bool = False) -> dict[str, Any]:
+    def edish(self, by: str = "arm", after_first_exposure: bool = True, arm_basis: str = "actual") -> dict[str, Any]:
         """Each patient's liver peaks as ULN multiples, quadrant and potential Hy's law (``projections.liver``)."""
-        return edish_view(self.signals_db, self.liver, by=by, after_first_exposure=after_first_exposure)
+        return edish_view(self.signals_db, self.liver, by=by, after_first_exposure=after_first_exposure,
+                          arm_basis=arm_basis)
 
-    def lab_shifts(self, by: str = "arm") -> dict[str, Any]:
-        return lab_shifts(self.signals_db, by=by)
+    def lab_shifts(self, by: str = "arm", arm_basis: str = "actual") -> dict[str, Any]:
+        return lab_shifts(self.signals_db, by=by, arm_basis=arm_basis)
 
     def liver_panel(self, source: str, patient_id: str) -> pd.DataFrame:
         rows = liver_panel(self.signals_db, self.liver, source, patient_id)

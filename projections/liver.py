@@ -8,16 +8,30 @@ from datetime import datetime
 from typing import Any
 
 from projections.db import ReadDB
+from projections.incidence import utc_text
 from projections.signals import history_from, patient_facts
 from safety.ctcae import GRADED, Result, shift, shift_rows
 from safety.ctcae import VERSION as CTCAE_VERSION
 from safety.liver import LiverConfig, edish, multiples
 from safety.mas import History
 
+POOLED = "All subjects"
+
+
+def _facts(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> dict[tuple[str, str], list[Any]]:
+    """Every patient's facts known at ``as_of`` with clinical time before ``data_cut``."""
+    facts = patient_facts(db, as_of)
+    if data_cut is None:
+        return facts
+    cut = utc_text(data_cut)
+    return {key: kept for key, rows in facts.items() if (kept := [r for r in rows if r[2] < cut])}
+
 
 def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: str = "actual") -> list[str]:
-    """A patient's groups: the actual (else planned) arm, the planned arm with ``arm_basis`` planned, or
-    each drug started."""
+    """A patient's groups: the actual (else planned) arm, the planned arm with ``arm_basis`` planned, each
+    drug started, or one pooled group (``by`` pooled: the open session of a DSMB)."""
+    if by == "pooled":
+        return [POOLED]
     if by == "drug":
         return sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
     if arm_basis == "planned":
@@ -26,11 +40,11 @@ def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: s
 
 
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
-               arm_basis: str = "actual") -> dict[str, Any]:
+               arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
     """CTCAE v5.0 shift tables: per test and group, patients by baseline grade and worst post-baseline
     grade (``safety.ctcae``)."""
     patients: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    for (source, pid), facts in sorted(patient_facts(db, as_of).items()):
+    for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
         results = []
@@ -39,9 +53,7 @@ def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
             if d and d.get("analyte") in GRADED and "value" in d:
                 results.append(Result(d["analyte"], float(d["value"]), d.get("reference_low"), d.get("reference_high"),
                                       datetime.fromisoformat(at)))
-        start = enrolment.get("first_exposure_on") or next(
-            (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
-        shifts = shift(results, datetime.fromisoformat(start) if start else None)
+        shifts = shift(results, _first_exposure(history, enrolment))
         if shifts:
             patients += [(g, shifts) for g in groups_of(history, enrolment, by, arm_basis)]
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
@@ -49,15 +61,27 @@ def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
             "rows": shift_rows(patients)}
 
 
+def _first_exposure(history: History, enrolment: dict[str, Any]) -> datetime | None:
+    """The first exposure: the enrolment's date (SDTM RFXSTDTC), else the first treatment started."""
+    start = enrolment.get("first_exposure_on") or next(
+        (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
+    return datetime.fromisoformat(start) if start else None
+
+
 def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
-               after_first_exposure: bool = False, arm_basis: str = "actual") -> dict[str, Any]:
-    """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law."""
+               after_first_exposure: bool = True, arm_basis: str = "actual",
+               data_cut: datetime | None = None) -> dict[str, Any]:
+    """Every patient with a liver test: group (arm, or each drug started), peaks, quadrant, Hy's law. On
+    treatment by default (results from the first exposure on, what a DSMB reads); ``after_first_exposure``
+    False takes every value, screening included."""
     patients = []
-    for (source, pid), facts in sorted(patient_facts(db, as_of).items()):
+    for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
-        start = enrolment.get("first_exposure_on") if after_first_exposure else None
-        view = edish(history, config, datetime.fromisoformat(start) if start else None)
+        start = _first_exposure(history, enrolment) if after_first_exposure else None
+        if after_first_exposure and start is None:
+            continue  # never exposed: no value on treatment
+        view = edish(history, config, start)
         if all(view[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
             continue
         patients += [{"source": source, "patient_id": pid, "group": g, **view}

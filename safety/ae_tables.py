@@ -50,7 +50,8 @@ OVERVIEW_MEANING = {
     "any": "any treatment-emergent adverse event (unlinked hospitalisations included, as serious events)",
     "serious": "serious (flagged serious, meeting an ICH E2A criterion, or a hospitalisation links to it)",
     "severe": "severe, or CTCAE grade 3 or more",
-    "related": "related: relatedness possible, probable or definite",
+    "related": "related: relatedness possible, probable or definite; an event with no causality given is counted "
+               "as related (the usual convention)",
     "leading_to_discontinuation": "leading to discontinuation: action taken with the study drug 'drug withdrawn' "
                                   "(or 'drug discontinued', 'permanently discontinued'), or a withdrawal from the "
                                   "study whose disposition or reason is 'adverse event'",
@@ -59,16 +60,25 @@ OVERVIEW_MEANING = {
 
 
 # what an adverse event is, as bits: the read side keeps them with the event's row
-SERIOUS, SEVERE, RELATED, DISCONTINUATION, FATAL = 1, 2, 4, 8, 16
+SERIOUS, SEVERE, RELATED, DISCONTINUATION, FATAL, CAUSALITY_MISSING = 1, 2, 4, 8, 16, 32
+#: the by-term breakdown of discontinuations: a withdrawal for an adverse event is put on the subject's last
+#: emergent adverse event with onset on or before it
+DISCONTINUATION_BY_TERM = (
+    "each subject counts under the preferred term of the adverse event recorded as leading to discontinuation "
+    "(action taken 'drug withdrawn'), or, for a withdrawal from the study for an adverse event, under the last "
+    "emergent adverse event with onset on or before the withdrawal")
+NO_EVENT_BEFORE = "(no adverse event recorded before the withdrawal)"
 
 
 def classify(data: dict[str, Any]) -> tuple[str, str, int]:
     """An adverse event's preferred term (the reported term when uncoded), system organ class and flags."""
     term = data.get("meddra_pt") or data.get("term") or "(no term)"
     grade = data.get("ctcae_grade") or 0
+    missing = not str(data.get("relatedness") or "").strip()
     flags = ((SERIOUS if serious(data) else 0)
              | (SEVERE if data.get("severity") == "severe" or grade >= 3 else 0)
-             | (RELATED if data.get("relatedness") in RELATED_VALUES else 0)
+             | (RELATED if missing or data.get("relatedness") in RELATED_VALUES else 0)
+             | (CAUSALITY_MISSING if missing else 0)
              | (DISCONTINUATION if str(data.get("action_taken") or "").strip().lower() in DRUG_STOPPED else 0)
              | (FATAL if fatal(data) else 0))
     return term, data.get("system_organ_class") or UNCODED_SOC, flags
@@ -80,7 +90,7 @@ def event_from(message_id: str, onset: date, term: str, soc: str, flags: int, ve
     return AdverseEvent(message_id, onset, term, soc, serious=bool(flags & SERIOUS) or hospitalised,
                         severe=bool(flags & SEVERE), related=bool(flags & RELATED),
                         leading_to_discontinuation=bool(flags & DISCONTINUATION), fatal=bool(flags & FATAL),
-                        verbatim=verbatim)
+                        verbatim=verbatim, causality_missing=bool(flags & CAUSALITY_MISSING))
 
 
 def adverse_event(message_id: str, onset: date, data: dict[str, Any], hospitalised: bool = False) -> AdverseEvent:
@@ -141,7 +151,17 @@ def _keys(e: AdverseEvent) -> list[Key]:
     keys: list[Key] = [("overview", row) for row, flag in OVERVIEW_FLAGS.items() if flag(e)]
     if e.coded:
         keys += [("soc", e.soc), ("term", e.soc, e.term)]
+        if e.leading_to_discontinuation:
+            keys.append(("discontinuation", e.term))
+        if e.causality_missing:
+            keys.append(("note", "causality_missing"))
     return keys
+
+
+def _withdrawal_keys(m: Membership, e: AdverseEvent) -> list[Key]:
+    """A withdrawal for an adverse event, by term: the subject's last coded emergent event on or before it."""
+    before = [x for x in m.events if x.coded and x.onset <= e.onset]
+    return [("discontinuation", max(before, key=lambda x: x.onset).term if before else NO_EVENT_BEFORE)]
 
 
 @dataclass
@@ -163,7 +183,7 @@ class GroupTally:
         self.days += days
         first: dict[Key, date] = {}
         for e in m.events:
-            for k in keys(e):
+            for k in keys(e) if e.coded or not e.leading_to_discontinuation else keys(e) + _withdrawal_keys(m, e):
                 self.events[k] += 1
                 if k not in first or e.onset < first[k]:
                     first[k] = e.onset
@@ -245,6 +265,8 @@ def ae_table(members: Sequence[Membership], *, by: str, control: str | None = No
                for soc in sorted(term_keys, key=lambda s: (-popularity(("soc", s)), s))]
     socs = [{"soc": soc, "by_group": by_group(("soc", soc)),
              "terms": [{"term": k[2], "by_group": by_group(k)} for k in terms]} for soc, terms in ordered]
+    discontinued = sorted({k for g in groups.values() for k in g.subjects if k[0] == "discontinuation"},
+                          key=lambda k: (-popularity(k), k[1]))
     comparisons = []
     if control is not None:
         rows: list[tuple[str, Key]] = [(r, ("overview", r)) for r in OVERVIEW_ROWS]
@@ -262,6 +284,10 @@ def ae_table(members: Sequence[Membership], *, by: str, control: str | None = No
         "overview": [{"row": r, "meaning": OVERVIEW_MEANING[r], "by_group": by_group(("overview", r))}
                      for r in OVERVIEW_ROWS],
         "socs": socs,
+        #: subjects who discontinued for an adverse event, by the term it is put on (DISCONTINUATION_BY_TERM)
+        "discontinuations": [{"term": k[1], "by_group": by_group(k)} for k in discontinued],
+        #: emergent events with no causality given (counted as related), per group
+        "causality_missing": {n: g.events.get(("note", "causality_missing"), 0) for n, g in groups.items()},
         "comparisons": comparisons,
         "methods": {
             "eair": "subjects with the event per 100 patient-years at risk, time at risk ending at the first event",
@@ -270,5 +296,6 @@ def ae_table(members: Sequence[Membership], *, by: str, control: str | None = No
             "risk_difference": METHOD_RISK_DIFFERENCE,
             "relative_risk": METHOD_RELATIVE_RISK,
             "eair_ratio": METHOD_EAIR_RATIO,
+            "discontinuations_by_term": DISCONTINUATION_BY_TERM,
         },
     }

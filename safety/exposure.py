@@ -74,6 +74,8 @@ class AdverseEvent(NamedTuple):
     #: False for a withdrawal for an adverse event: it counts in the overview, not as a term
     coded: bool = True
     verbatim: str | None = None
+    #: no causality was given: counted as related (the usual convention), and said so in a footnote
+    causality_missing: bool = False
 
 
 @dataclass

@@ -122,14 +122,21 @@ def hys_law(ms: list[Multiple], config: LiverConfig) -> list[HysLaw]:
         alps = [a for a in ms if a.lab.analyte == "ALP" and a.lab.at <= bili.lab.at]
         alp = alps[-1] if alps else None
         if alp is not None and alp.xuln >= config.cholestatic_alp_xuln:
-            out.append(HysLaw(t, bili, alp, False, f"cholestatic pattern: ALP {alp.xuln:.1f}×ULN "
-                                                   f"(≥ {config.cholestatic_alp_xuln:g}×ULN), so not Hy's law"))
+            out.append(HysLaw(t, bili, alp, False, f"cholestatic pattern: ALP {_at(alp)}, the ALP nearest before "
+                                                   f"the bilirubin rise ({_at(bili)}), is ≥ "
+                                                   f"{config.cholestatic_alp_xuln:g}×ULN, so not Hy's law"))
             continue
-        note = "ALP not measured before the bilirubin rise" if alp is None else f"ALP {alp.xuln:.1f}×ULN"
+        note = ("ALP not measured before the bilirubin rise" if alp is None
+                else f"ALP {_at(alp)}, the ALP nearest before the bilirubin rise")
         out.append(HysLaw(t, bili, alp, True, f"ALT or AST ≥ {config.hy_transaminase_xuln:g}×ULN and bilirubin ≥ "
                                                f"{config.hy_bilirubin_xuln:g}×ULN within {config.hy_window.days} "
                                                f"days; {note}"))
     return out
+
+
+def _at(m: Multiple) -> str:
+    """A result as the reasons cite it: ``5.80×ULN on 2013-05-12`` (two decimals, as the peaks beside it)."""
+    return f"{m.xuln:.2f}×ULN on {m.lab.at.date().isoformat()}"
 
 
 def _episodes(items: list[Any], at: Any, gap: timedelta) -> list[list[Any]]:

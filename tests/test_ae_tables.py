@@ -141,7 +141,9 @@ def expected_tables(arm: str = "ACTARM") -> dict[str, Any]:
     flags = {  # serious as ICH E2A defines it: flagged, or meeting any criterion (issue 23)
         "any": te, "serious": te[(te.AESER == "Y") | criterion | (te.AEOUT == "FATAL")],
         "severe": te[te.AESEV == "SEVERE"],
-        "related": te[te.AEREL.isin(["POSSIBLE", "PROBABLE", "DEFINITE", "RELATED", "Y"])],
+        # missing causality counts as related (issue 27: the usual convention, footnoted)
+        "related": te[te.AEREL.isin(["POSSIBLE", "PROBABLE", "DEFINITE", "RELATED", "Y"])
+                      | te.AEREL.fillna("").str.strip().eq("")],
         "fatal": te[(te.AEOUT == "FATAL") | (te.AESDTH == "Y")],
     }
     out: dict[str, Any] = {"N": treated.ACTARM.value_counts().to_dict(), "overview": {}, "soc": {}, "term": {}}

@@ -85,9 +85,13 @@ def test_the_hys_law_signal_names_its_evidence_and_drugs(sqlite_url: str):
     assert hy["evidence"][0]["xuln"] == 3.0
 
 
-def independent_edish(lb: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Peaks and quadrants straight from the LB rows, with pandas (no code of ours)."""
+def independent_edish(lb: list[dict[str, Any]], first_dose: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Peaks and quadrants straight from the LB rows, with pandas (no code of ours); with ``first_dose``
+    (RFXSTDTC by subject) on treatment only: results from the day of the first dose on."""
     frame = pd.DataFrame(lb)
+    if first_dose is not None:
+        start = frame["USUBJID"].map(first_dose).fillna("9999")
+        frame = frame[frame["LBDTC"].astype(str).str[:10] >= start.astype(str).str[:10]]
     frame = frame[frame["LBTESTCD"].isin(["ALT", "AST", "BILI", "ALP"]) & frame["LBSTRESN"].notna()
                   & frame["LBSTNRHI"].notna()]
     frame = frame.assign(xuln=frame["LBSTRESN"].astype(float) / frame["LBSTNRHI"].astype(float))
@@ -108,7 +112,18 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     result = runner.invoke(app, ["import-sdtm", str(write_transfer(tmp_path / "t1", {"DM": dm, "LB": liver})),
                                  "--source", "cdisc-pilot", "--transfer", "T1", "--store", sqlite_url])
     assert result.exit_code == 0, result.output
-    answer = json.loads(runner.invoke(app, ["edish", "--format", "json", "--store", sqlite_url]).stdout)
+    # on treatment by default (issue 27): only results from the day of the first dose
+    on_treatment = json.loads(runner.invoke(app, ["edish", "--format", "json", "--store", sqlite_url]).stdout)
+    first_dose = {r["USUBJID"]: r["RFXSTDTC"] for r in dm if r.get("RFXSTDTC")}
+    want = independent_edish(liver, first_dose)
+    assert on_treatment["after_first_exposure"] is True
+    treated = {p["patient_id"]: p for p in on_treatment["patients"]}
+    assert set(treated) == set(want) and len(want) < len(independent_edish(liver))
+    for subject, e in want.items():
+        assert treated[subject]["quadrant"] == e["quadrant"], subject
+        assert treated[subject]["peak_alt_xuln"] == pytest.approx(e["ALT"], abs=1e-4), subject
+    answer = json.loads(runner.invoke(app, ["edish", "--all-values", "--format", "json",
+                                            "--store", sqlite_url]).stdout)
     got = {p["patient_id"]: p for p in answer["patients"]}
     expected = independent_edish(liver)
     assert set(got) == set(expected)
@@ -119,11 +134,15 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     cholestatic = got["01-705-1186"]
     assert cholestatic["quadrant"] == "hys_law_range" and not cholestatic["potential_hys_law"]
     assert cholestatic["peak_alp_xuln"] > 5 and "cholestatic pattern" in cholestatic["reason"]
+    # the reason names the ALP it judged (the one nearest before the bilirubin rise) with its day, as the peak
+    # column prints it (two decimals), so a reader sees why it may differ from the peak
+    assert "the ALP nearest before the bilirubin rise" in cholestatic["reason"]
+    assert "×ULN on 20" in cholestatic["reason"]
     assert {p["group"] for p in answer["patients"]} == {"Placebo", "Xanomeline Low Dose", "Xanomeline High Dose"}
     # by arm basis (issue 27): the groups are DM's ACTARM by default, its ARM with --arm planned
     arms = {r["USUBJID"]: (r["ACTARM"], r["ARM"]) for r in dm}
     assert answer["arm_basis"] == "actual" and all(p["group"] == arms[p["patient_id"]][0] for p in answer["patients"])
-    planned = json.loads(runner.invoke(app, ["edish", "--arm", "planned", "--format", "json",
+    planned = json.loads(runner.invoke(app, ["edish", "--arm", "planned", "--all-values", "--format", "json",
                                              "--store", sqlite_url]).stdout)
     assert planned["arm_basis"] == "planned"
     assert all(p["group"] == arms[p["patient_id"]][1] for p in planned["patients"])

@@ -17,16 +17,21 @@ def liver_page(data: BoardData) -> None:
     st.title("Liver safety (eDISH)")
     data_context(data, takes_cut=False)
     stopped_banner(data, "signals")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     by = c1.radio("Group by", ("arm", "drug"), horizontal=True, key="edish_by")
-    after = c2.checkbox("After the first exposure only", key="edish_after")
-    answer = data.edish(by, after)
+    basis = c2.radio("Arm", ("actual", "planned"), horizontal=True, key="edish_arm", disabled=by != "arm",
+                     help="actual: the treatment started (SDTM ACTARM, the safety convention); planned: the "
+                          "randomised arm (SDTM ARM)")
+    every = c3.checkbox("Every value, screening included", key="edish_all",
+                        help="by default the peaks are on treatment: from each patient's first exposure")
+    answer = data.edish(by, not every, basis)
     t = answer["thresholds"]
     st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
                f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
                f"{answer['rules_version']}). Potential Hy's law also needs the bilirubin within "
                f"{t['window_days']} days of the transaminase rise and ALP below {t['cholestatic_alp_xuln']:g}×ULN. "
-               "Click a patient to open them.")
+               f"Peaks {'over every value, screening included' if every else 'on treatment'}"
+               f"{f'; by {basis} arm' if by == 'arm' else ''}. Click a patient to open them.")
     frame = pd.DataFrame(answer["patients"])
     if frame.empty:
         st.info("No patient has a liver test with a reference range.")
@@ -55,7 +60,7 @@ def liver_page(data: BoardData) -> None:
     counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
     st.subheader("Patients by quadrant")
     st.dataframe(counts)
-    shifts = data.lab_shifts(by)
+    shifts = data.lab_shifts(by, basis)
     if shifts["rows"]:
         st.subheader(f"Laboratory shifts ({shifts['version']})")
         st.caption(f"Patients by baseline grade and worst post-baseline grade; baseline: {shifts['baseline']}.")

@@ -224,8 +224,9 @@ class GroupBy(StrEnum):
 def edish_command(
     by: Annotated[GroupBy, typer.Option("--by", help="group patients by arm or by each drug started")] = GroupBy.arm,
     as_of: AsOfOption = None,
-    after_first_exposure: Annotated[
-        bool, typer.Option("--after-first-exposure", help="peaks after each patient's first exposure only")
+    all_values: Annotated[
+        bool, typer.Option("--all-values", help="peaks over every value, screening included (default: on "
+                                                "treatment, from each patient's first exposure)")
     ] = False,
     arm: Annotated[ArmBasis, typer.Option("--arm", help=ARM_HELP)] = ArmBasis.actual,
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
@@ -237,10 +238,11 @@ def edish_command(
 
     model = signals_model()
     answer = edish_view(view_db(open_ledger(store), model), model.liver, by=by.value, as_of=as_of_time(as_of),
-                        after_first_exposure=after_first_exposure, arm_basis=arm.value)
+                        after_first_exposure=not all_values, arm_basis=arm.value)
     columns = ["source", "patient_id", "group", "peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln",
                "peak_alp_xuln", "quadrant", "potential_hys_law", "reason"]
-    rows_out(answer, answer["patients"], columns, format, f"eDISH by {by.value} ({answer['rules_version']})")
+    rows_out(answer, answer["patients"], columns, format,
+             f"eDISH by {by.value} ({'every value' if all_values else 'on treatment'}; {answer['rules_version']})")
 
 
 def rows_out(answer: dict[str, Any], rows: list[dict[str, Any]], columns: list[str], format: ReportFormat,
