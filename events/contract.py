@@ -275,6 +275,15 @@ class WithdrawalData(_Data):
     disposition: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
+class ContactData(_Data):
+    """The subject was seen or contacted on this day (contract 1.2): a visit, a call, or a completion of
+    the study. Observation runs at least to the last contact; a subject whose source sends contacts is
+    followed to the last one, not to the data cut."""
+
+    kind: Literal[vocab.CONTACT_KINDS]  # type: ignore[valid-type]
+    label: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
 class RetractionData(_Data):
     target_message_id: Id128
     reason: Annotated[str, Field(min_length=1, max_length=256)]
@@ -297,6 +306,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "clinical_finding": ClinicalFindingData,
     "visit_assessment": VisitAssessmentData,
     "withdrawal": WithdrawalData,
+    "contact": ContactData,
     "retraction": RetractionData,
     "correction": CorrectionData,
 }

@@ -101,6 +101,9 @@ class Patient(Aggregate):
     class Withdrawal(Recorded):
         pass
 
+    class Contact(Recorded):
+        pass
+
     class Retraction(Recorded):
         pass
 
@@ -119,6 +122,7 @@ EVENT_CLASS: dict[str, type[Patient.Recorded]] = {
     "clinical_finding": Patient.ClinicalFinding,
     "visit_assessment": Patient.VisitAssessment,
     "withdrawal": Patient.Withdrawal,
+    "contact": Patient.Contact,
     "retraction": Patient.Retraction,
     "correction": Patient.Correction,
 }

@@ -46,8 +46,8 @@ COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occ
 TOKENS = frozenset({"patient_id", "message_id", "linked"})
 SEALED = frozenset({"arm", "drug", "drug_class", "term", "soc", "verbatim_term", "corrected"})
 #: the message types this model keeps
-EXPOSURE_TYPES = frozenset({"enrolment", "treatment", "adverse_event", "hospitalisation", "withdrawal", "retraction",
-                            "correction"})
+EXPOSURE_TYPES = frozenset({"enrolment", "treatment", "adverse_event", "hospitalisation", "withdrawal", "contact",
+                            "retraction", "correction"})
 _SOURCE, _PATIENT, _TYPE, _LINKED, _CORRECTED = map(COLUMNS.index, ("source", "patient_id", "type", "linked",
                                                                    "corrected"))
 
@@ -74,6 +74,8 @@ def columns_of(type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
     if type_ == "withdrawal":
         flags = DISCONTINUATION if for_adverse_event(data) else 0
         return None, None, None, None, None, None, None, None, None, flags, None, None
+    if type_ == "contact":  # its day is all that counts: observation runs at least to here
+        return None, None, None, None, None, None, None, None, None, 0, None, None
     # retraction, correction: the target, and a correction's full data (rare: classified when read)
     corrected = json.dumps(data["data"], separators=(",", ":")) if type_ == "correction" else None
     return None, None, None, None, None, None, None, None, None, 0, data["target_message_id"], corrected
@@ -85,7 +87,7 @@ class ExposureModel:
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
-            Patient.Withdrawal, Patient.Retraction, Patient.Correction,
+            Patient.Withdrawal, Patient.Contact, Patient.Retraction, Patient.Correction,
         )
     )
 
@@ -174,6 +176,7 @@ def build_subjects(rows: Sequence[tuple[Any, ...]], data_cut: datetime | None) -
     dropped: dict[tuple[str, str], set[str]] = defaultdict(set)  # retracted ids: what links to them goes too
     links: dict[tuple[str, str], list[tuple[str, date, str, str]]] = defaultdict(list)
     last_day = ""
+    seen: dict[tuple[str, str], date] = {}  # each subject's last fact day (its last contact, if it has contacts)
     fromiso = date.fromisoformat
     for (_nid, source, pid, mid, typ, at, _rec, arm, first, last, drug, drug_class, action, term, soc, verbatim,
          flags, linked, _corr) in rows:
@@ -191,6 +194,8 @@ def build_subjects(rows: Sequence[tuple[Any, ...]], data_cut: datetime | None) -
         if at > last_day:
             last_day = at
         day = fromiso(at[:10])
+        if key not in seen or day > seen[key]:
+            seen[key] = day
         if corrected and (source, pid, mid) in corrected:
             data = corrected[(source, pid, mid)]
             arm, first, last, drug, drug_class, action, term, soc, verbatim, flags, linked, _ = columns_of(typ, data)
@@ -205,12 +210,17 @@ def build_subjects(rows: Sequence[tuple[Any, ...]], data_cut: datetime | None) -
             s.last_exposure = fromiso(last) if last else s.last_exposure
         elif typ == "hospitalisation":
             links[key].append((mid, day, term, linked))
+        elif typ == "contact":
+            s.last_contact = max(day, s.last_contact) if s.last_contact else day
         elif typ == "withdrawal":
             s.withdrawn_on = min(day, s.withdrawn_on) if s.withdrawn_on else day
             if flags & DISCONTINUATION:
                 s.events.append(withdrawal_event(mid, day))
     for key, hospitalisations in links.items():
         _hospitalise(subjects[key], hospitalisations, dropped[key])
+    for key, s in subjects.items():
+        if s.last_contact is not None:
+            s.last_contact = max(s.last_contact, seen[key])
     horizon = (data_cut - timedelta(microseconds=1)).date() if data_cut else fromiso(last_day[:10] or "0001-01-01")
     return [subjects[k] for k in sorted(subjects)], horizon
 
@@ -276,6 +286,12 @@ def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> 
             "onset on or after the first exposure" + (f", and no later than {settings.lag} days after the last"
                                                       if settings.lag is not None else " (no upper bound)")
             + ("" if settings.by == "arm" else ", within each exposure period of the group")),
+        #: the same window for the time at risk (issue 27: events and time over one window)
+        "time_at_risk": (
+            "from the first exposure to the end of each subject's observation (withdrawal, else the "
+            "observation end above)" if settings.lag is None and settings.by == "arm" else
+            f"each exposure period from its start through its end plus {settings.lag or 0} days, clipped at the end "
+            "of each subject's observation"),
         **answer,
     }
 

@@ -103,7 +103,8 @@ class SignalsModel:
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
-            Patient.LabResult, Patient.ClinicalFinding, Patient.Withdrawal, Patient.Retraction, Patient.Correction,
+            Patient.LabResult, Patient.ClinicalFinding, Patient.Withdrawal, Patient.Contact, Patient.Retraction,
+            Patient.Correction,
             SignalReview.Acknowledged, SignalReview.ReviewStarted, SignalReview.Closed,
         )
     )

@@ -30,7 +30,7 @@ class TransfersModel:
     tables: tuple[str, ...] = ("sdtm_records", "sdtm_changes", "sdtm_subjects", "sdtm_studies", "sdtm_applied")
     topics = tuple(get_topic(cls) for cls in (
         Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.LabResult, Patient.ClinicalFinding,
-        Patient.Withdrawal, Patient.Retraction, Patient.Correction, AuditEntry.Recorded,
+        Patient.Withdrawal, Patient.Contact, Patient.Retraction, Patient.Correction, AuditEntry.Recorded,
     ))
 
     def create_statements(self, db: ReadDB) -> list[str]:

@@ -89,6 +89,9 @@ class Subject:
     first_exposure: date | None = None
     last_exposure: date | None = None
     withdrawn_on: date | None = None
+    #: the last day the subject was seen, when the source sends contacts (contract 1.2): the latest contact
+    #: or other fact; None: the source sends none, and the subject is followed to the horizon
+    last_contact: date | None = None
     treatments: list[TreatmentChange] = field(default_factory=list)
     events: list[AdverseEvent] = field(default_factory=list)
 
@@ -124,9 +127,12 @@ def arm_exposure(subject: Subject, basis: str = "actual") -> Period | None:
 
 
 def observation_end(subject: Subject, horizon: date) -> date:
-    """The subject's last observed day: withdrawal, else the horizon (the day before the data cut, or
-    the last clinical day known)."""
-    return min(subject.withdrawn_on, horizon) if subject.withdrawn_on else horizon
+    """The subject's last observed day: withdrawal, else the last contact when the source sends contacts
+    (a completion, the last visit), else the horizon (the day before the data cut, or the last clinical
+    day known); never past the horizon."""
+    if subject.withdrawn_on:
+        return min(subject.withdrawn_on, horizon)
+    return min(subject.last_contact, horizon) if subject.last_contact else horizon
 
 
 def risk_spans(ps: Sequence[Period], lag_days: int | None, end: date) -> list[Span]:
@@ -188,6 +194,8 @@ def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None,
     end = observation_end(subject, horizon)
     if by == "arm":
         exposure = arm_exposure(subject, arm_basis)
+        if exposure is not None and lag_days is None:  # one window (issue 27): events without an upper bound,
+            exposure = exposure._replace(last=None)      # so time at risk runs to the end of observation too
         groups = {exposure.drug: [exposure]} if exposure else {}
     else:
         groups = {}
@@ -199,7 +207,7 @@ def memberships(subject: Subject, by: str, horizon: date, lag_days: int | None,
         spans = risk_spans(ps, lag_days, end)
         if not spans:
             continue
-        events = tuple(e for e in subject.events if e.onset <= horizon and emergent(e.onset, ps, lag_days))
+        events = tuple(e for e in subject.events if e.onset <= end and emergent(e.onset, ps, lag_days))
         out.append(Membership(name, subject, tuple(spans), events))
     return out
 

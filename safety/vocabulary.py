@@ -23,9 +23,12 @@ MESSAGE_TYPES: Final = (
     "clinical_finding",
     "visit_assessment",
     "withdrawal",
+    "contact",
     "retraction",
     "correction",
 )
+#: What a ``contact`` says the subject was seen or contacted for (contract 1.2).
+CONTACT_KINDS: Final = ("visit", "call", "completion", "other")
 #: Types that amend an earlier message instead of stating a clinical fact.
 AMENDMENT_TYPES: Final = ("retraction", "correction")
 

@@ -449,3 +449,58 @@ def test_the_dsmb_report_carries_the_tables_and_comparisons_beside_the_pre_post_
     placebo = answer["overview"][0]["by_group"]["Placebo"]
     assert f"{placebo['subjects']} ({placebo['percent']:.1f}%) [{placebo['events']}]" in text
     assert answer["fingerprint"] in text
+
+
+def independent_follow_up() -> pd.DataFrame:
+    """Each treated subject's window, from the SDTM files with pandas: from the first dose (RFXSTDTC) to the
+    end of observation, the discontinuation's day (DS disposition events other than completion), else the
+    last contact: the latest visit (SV), completion (DS), dose (EX) or adverse event onset."""
+    dm, ds = sas(PILOT / "dm.xpt.gz"), sas(PILOT / "ds.xpt.gz")
+    sv, ex, ae = sas(PILOT / "sv.xpt.gz"), sas(PILOT / "ex.xpt.gz"), independent_teae()
+    treated = dm[dm.RFXSTDTC.fillna("") != ""].set_index("USUBJID")
+    day = lambda s: s.fillna("").str[:10].map(lambda t: date.fromisoformat(t) if len(t) == 10 else None)  # noqa: E731
+    disposition = ds[ds.DSCAT == "DISPOSITION EVENT"]
+    stopped = disposition[~disposition.DSDECOD.isin(["COMPLETED", "SCREEN FAILURE"])]
+    withdrawn = stopped.assign(d=day(stopped.DSSTDTC)).groupby("USUBJID").d.min()
+    completed = disposition[disposition.DSDECOD == "COMPLETED"]
+    contacts = pd.concat([
+        sv.assign(d=day(sv.SVSTDTC))[["USUBJID", "d"]],
+        completed.assign(d=day(completed.DSSTDTC))[["USUBJID", "d"]],
+        ex.assign(d=day(ex.EXENDTC))[["USUBJID", "d"]], ex.assign(d=day(ex.EXSTDTC))[["USUBJID", "d"]],
+        ae.assign(d=ae.onset)[["USUBJID", "d"]],
+    ]).dropna().groupby("USUBJID").d.max()
+    out = pd.DataFrame({"arm": treated.ACTARM, "start": day(treated.RFXSTDTC)})
+    out["end"] = [withdrawn.get(s) or contacts.get(s) for s in out.index]
+    first_te = ae[ae.TE].groupby("USUBJID").onset.min()
+    out["first_event"] = [first_te.get(s) for s in out.index]
+    return out
+
+
+def test_events_and_time_at_risk_share_one_window_by_arm(sqlite_url: str, tmp_path: Path):
+    """Issue 27, items 2 and 7: by arm without a lag, the TEAE numerator has no upper bound, so time at
+    risk runs to each subject's end of observation (discontinuation, else last contact from SV, DS, EX and
+    AE), never stopping at the last dose; EAIR numerators and patient-years equal an independent derivation."""
+    folder = tmp_path / "pilot"
+    folder.mkdir()
+    for name in ("dm", "ae", "suppae", "ex", "ds", "sv", "ts"):
+        shutil.copy(PILOT / f"{name}.xpt.gz", folder)
+    result = CliRunner().invoke(app, ["import-sdtm", str(folder), "--source", "cdisc-pilot", "--transfer", "T1",
+                                      "--store", sqlite_url])
+    assert result.exit_code == 0, result.output
+    answer = ae_table_json(sqlite_url, "--by", "arm")
+    assert "end of each subject's observation" in answer["time_at_risk"]
+    follow = independent_follow_up()
+    for arm in ARMS:
+        mine = follow[follow.arm == arm]
+        events = mine[mine.first_event.notna() & (mine.first_event <= mine.end)]
+        at_risk_days = sum(((min(e, end) if e is not None and e <= end else end) - start).days + 1
+                           for start, end, e in zip(mine.start, mine.end, mine.first_event, strict=True))
+        cell = next(o for o in answer["overview"] if o["row"] == "any")["by_group"][arm]
+        assert cell["subjects"] == len(events), arm
+        assert cell["patient_years_at_risk"] == pytest.approx(at_risk_days / 365.25, abs=1e-3), arm
+        exposure_days = sum((end - start).days + 1 for start, end in zip(mine.start, mine.end, strict=True))
+        group = next(g for g in answer["groups"] if g["name"] == arm)
+        assert group["patient_years"] == pytest.approx(exposure_days / 365.25, abs=1e-3), arm
+    # the old window stopped at the last dose: follow-up beyond it now counts for every arm
+    last_dose = sas(PILOT / "dm.xpt.gz").set_index("USUBJID").RFXENDTC.str[:10]
+    assert any(end > date.fromisoformat(last_dose[s]) for s, end in follow.end.items() if last_dose.get(s))

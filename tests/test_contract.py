@@ -25,6 +25,7 @@ VALID = {
     "clinical_finding": {"fever": False, "temperature_c": 36.8, "cns_involvement": True},
     "visit_assessment": {"active_joints": 5, "physician_global": 6, "patient_global": 7.5},
     "withdrawal": {"reason": "moved abroad"},
+    "contact": {"kind": "visit", "label": "WEEK 12"},
     "retraction": {"target_message_id": "x", "reason": "entered twice"},
     "correction": {"target_message_id": "x", "reason": "unit", "data": {"analyte": "PLT"}},
 }

@@ -30,6 +30,7 @@ IDENTITY: dict[str, tuple[str, ...]] = {
     "EX": ("USUBJID", "EXTRT", "EXDOSE", "EXDOSU", "EXSTDTC"),  # of each period's first record
     "DS": ("USUBJID", "DSCAT", "DSDECOD", "DSSTDTC"),
     "VS": ("USUBJID", "VSTESTCD", "VISITNUM", "VSTPTNUM", "VSDTC"),
+    "SV": ("USUBJID", "VISITNUM"),
 }
 #: domains read for context only: TS (the indication) and SUPPAE (merged into AE)
 CONTEXT = ("TS", "SUPPAE")
@@ -55,6 +56,8 @@ SERIOUSNESS = (("AESDTH", "death"), ("AESLIFE", "life-threatening"), ("AESHOSP",
 SEX = {"F": "F", "M": "M", "U": "unknown", "UNDIFFERENTIATED": "other"}
 #: DS disposition events that are not a discontinuation
 NOT_WITHDRAWN = ("COMPLETED", "SCREEN FAILURE")
+#: a disposition that ends follow-up without a withdrawal: a contact of kind completion (contract 1.2)
+COMPLETION = "COMPLETED"
 
 
 @dataclass(frozen=True)
@@ -265,10 +268,13 @@ def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context)
 
 def _mapped(domain: str, row: dict[str, Any]) -> bool:
     """Whether a record of the domain becomes a message at all."""
-    if domain == "DS":  # milestones, completions and screen failures are not discontinuations
-        return row.get("DSCAT") == "DISPOSITION EVENT" and row.get("DSDECOD") not in NOT_WITHDRAWN
+    if domain == "DS":  # milestones and screen failures are not discontinuations; a completion is a contact
+        return row.get("DSCAT") == "DISPOSITION EVENT" and (row.get("DSDECOD") == COMPLETION
+                                                             or row.get("DSDECOD") not in NOT_WITHDRAWN)
     if domain == "VS":
         return row.get("VSTESTCD") == "TEMP"
+    if domain == "SV":  # a planned visit not (yet) done has no date: nothing happened
+        return bool(str(row.get("SVSTDTC") or "").strip())
     return True
 
 
@@ -408,8 +414,19 @@ def _ds(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
     if when is None:
         raise _Bad("DSSTDTC: missing; the disposition needs its date")
     decod = str(row.get("DSDECOD") or "")
+    if decod == COMPLETION:
+        return "contact", when, {"kind": "completion", "label": str(row.get("DSTERM") or decod)[:128]}
     return "withdrawal", when, {"reason": str(row.get("DSTERM") or decod or "discontinued"),
                                 "disposition": decod or None, "death": True if decod == "DEATH" else None}
+
+
+def _sv(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    """A visit (SV): a contact on its start day, so follow-up runs to the last visit (contract 1.2)."""
+    when = _start(row, "SVSTDTC", None, as_sent, "occurred_at")
+    if when is None:
+        raise _Bad("SVSTDTC: missing; a visit needs its date (a planned visit not yet done is left out)")
+    label = str(row.get("VISIT") or row.get("VISITNUM") or "visit")[:128]
+    return "contact", when, {"kind": "visit", "label": label}
 
 
 def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
@@ -427,7 +444,7 @@ def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
     return "clinical_finding", when, {"temperature_c": value}
 
 
-_BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs}
+_BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs, "SV": _sv}
 
 
 def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context) -> Iterator[Mapped | Refusal]:
