@@ -117,6 +117,9 @@ class SignalsModel:
         self.live = LiveDetection(detection or detection_rules(), surveillance_plan)
         #: during a rebuild, patients are evaluated once at the end instead of after every page
         self.defer = False
+        #: patients whose exposure facts changed since their share was derived (a lab result changes none);
+        #: None until this process has derived the shares of the patients left dirty by an earlier one
+        self._exposure_dirty: set[tuple[str, str]] | None = None
 
     def create_statements(self, db: ReadDB) -> list[str]:
         serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
@@ -151,6 +154,8 @@ class SignalsModel:
                 facts.append((nid, e.source, pid, s.token(e.message_id), e.type, utc_text(e.occurred_at),
                               utc_text(e.timestamp), s.seal(json.dumps(e.data))))
                 dirty[(e.source, pid)] = utc_text(e.timestamp)
+                if e.type in EXPOSURE_TYPES and self._exposure_dirty is not None:
+                    self._exposure_dirty.add((e.source, pid))
             elif isinstance(e, SignalReview.Action):
                 actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
                                 s.seal(e.note), getattr(e, "reason", None), utc_text(e.timestamp)))
@@ -171,6 +176,7 @@ class SignalsModel:
     def finish(self, cursor: Any, db: ReadDB) -> None:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones."""
         if self.live.stale(cursor, db):  # every patient's detection share is derived again
+            self._exposure_dirty = None
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
             cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
                                   " FROM {t}signal_facts GROUP BY source, patient_id"))
@@ -179,6 +185,7 @@ class SignalsModel:
         for start in range(0, len(dirty), 500):
             self._evaluate_patients(cursor, db, dirty[start:start + 500])
         cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+        self._exposure_dirty = set()
         registry = self.live.signals(cursor, db)
         if registry is not None:
             raised, covered = registry
@@ -210,7 +217,8 @@ class SignalsModel:
             history = history_from(key[0], sl.untoken(key[1]), facts)
             produced += [(sig, key[1], recorded_at, self.config.version)
                          for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
-            shares[key] = exposure_share(key, facts)
+            if self._exposure_dirty is None or key in self._exposure_dirty:
+                shares[key] = exposure_share(key, facts)
         self.live.update(cursor, db, shares)
         self._store(cursor, db, produced, found)
 
