@@ -10,7 +10,7 @@ from typing import Any
 from projections.db import ReadDB
 from projections.incidence import utc_text
 from projections.signals import history_from, patient_facts
-from safety.ctcae import GRADED, Result, shift, shift_rows
+from safety.ctcae import GRADED, GRADES, SHIFT_SCALE, Result, shift, shift_matrices, shift_rows
 from safety.ctcae import VERSION as CTCAE_VERSION
 from safety.liver import LiverConfig, edish, multiples
 from safety.mas import History
@@ -41,24 +41,27 @@ def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: s
 
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
                arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
-    """CTCAE v5.0 shift tables: per test and group, patients by baseline grade and worst post-baseline
-    grade (``safety.ctcae``)."""
-    patients: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    """CTCAE v5.0 shift tables of the exposed subjects: per test and group, N and the baseline × worst
+    post-baseline grade matrix with a missing row and column, one grading scale (``safety.ctcae``)."""
+    patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]] = []
     for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
+        start = _first_exposure(history, enrolment)
+        if start is None:
+            continue  # never exposed: not in the safety population
         results = []
         for _, typ, at, data_text in facts:
             d = json.loads(data_text) if typ == "lab_result" else None
             if d and d.get("analyte") in GRADED and "value" in d:
                 results.append(Result(d["analyte"], float(d["value"]), d.get("reference_low"), d.get("reference_high"),
                                       datetime.fromisoformat(at)))
-        shifts = shift(results, _first_exposure(history, enrolment))
-        if shifts:
-            patients += [(g, shifts) for g in groups_of(history, enrolment, by, arm_basis)]
+        shifts = shift(results, start)
+        patients += [(g, shifts) for g in groups_of(history, enrolment, by, arm_basis)]
+    matrices = shift_matrices(patients)
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
-            "baseline": "the last result on or before the first exposure (the first result without one)",
-            "rows": shift_rows(patients)}
+            "baseline": "the last result on or before the day of the first exposure",
+            "scale": SHIFT_SCALE, "grades": list(GRADES), "matrices": matrices, "rows": shift_rows(matrices)}
 
 
 def _first_exposure(history: History, enrolment: dict[str, Any]) -> datetime | None:

@@ -85,12 +85,21 @@ class Result:
     at: datetime
 
 
-def shift(results: list[Result], first_exposure: datetime | None) -> dict[str, tuple[int, int]]:
-    """Per test: (baseline grade, worst post-baseline grade). The baseline is the last result on or
-    before the day of the first exposure (without an exposure date, the first result); post-baseline, every later
-    result, graded against the baseline value where CTCAE says so. Tests without a post-baseline result
-    are left out."""
-    out: dict[str, tuple[int, int]] = {}
+#: a subject of the group with no result in the period: the shift table's missing row or column
+MISSING = "missing"
+GRADES: tuple[int | str, ...] = (0, 1, 2, 3, 4, MISSING)
+#: how both columns of a shift table are graded (issue 27: one scale per table)
+SHIFT_SCALE = ("both the baseline and the worst post-baseline value graded on CTCAE v5.0's criteria against "
+               "the result's own reference range (multiples of the ULN; absolute bands for the decreased "
+               "haematology terms): the criteria that grade against an abnormal baseline are for adverse "
+               "events, not used here, so the two columns share one scale")
+
+
+def shift(results: list[Result], first_exposure: datetime | None) -> dict[str, tuple[int | str, int | str]]:
+    """Per test with any result: (baseline grade, worst post-baseline grade), either ``MISSING``. The
+    baseline is the last result on or before the day of the first exposure (without an exposure date, the
+    first result); post-baseline, every later result. Both on one scale (``SHIFT_SCALE``)."""
+    out: dict[str, tuple[int | str, int | str]] = {}
     for test in GRADED:
         series = sorted((r for r in results if r.test == test), key=lambda r: r.at)
         if not series:
@@ -103,10 +112,8 @@ def shift(results: list[Result], first_exposure: datetime | None) -> dict[str, t
             before = [r for r in series if r.at.date() <= day]
             base = before[-1] if before else None
             later = [r for r in series if r.at.date() > day]
-        if not later or base is None:
-            continue
-        baseline_grade = grade(test, base.value, base.low, base.high)
-        worst = max(grade(test, r.value, r.low, r.high, base.value) for r in later)
+        baseline_grade: int | str = grade(test, base.value, base.low, base.high) if base is not None else MISSING
+        worst: int | str = max(grade(test, r.value, r.low, r.high) for r in later) if later else MISSING
         out[test] = (baseline_grade, worst)
     return out
 
@@ -115,12 +122,29 @@ def term_of(test: str) -> str:
     return INCREASED[test][0] if test in INCREASED else DECREASED[test][0]
 
 
-def shift_rows(patients: list[tuple[str, dict[str, tuple[int, int]]]]) -> list[dict[str, Any]]:
-    """Counts of patients per (test, group, baseline grade, worst grade)."""
-    counts: dict[tuple[str, str, int, int], int] = {}
-    for group, shifts in patients:
-        for test, (base, worst) in shifts.items():
-            key = (test, group, base, worst)
-            counts[key] = counts.get(key, 0) + 1
-    return [{"test": t, "term": term_of(t), "group": g, "baseline_grade": b, "worst_grade": w, "patients": n}
-            for (t, g, b, w), n in sorted(counts.items())]
+def shift_matrices(patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]]) -> list[dict[str, Any]]:
+    """Per test with any result and group: N (the group's subjects) and the baseline × worst post-baseline
+    matrix over ``GRADES``; a subject without a result of the test counts as missing in both, so every
+    matrix sums to N."""
+    groups: dict[str, int] = {}
+    for group, _ in patients:
+        groups[group] = groups.get(group, 0) + 1
+    tested = [t for t in GRADED if any(t in shifts for _, shifts in patients)]
+    out = []
+    for test in tested:
+        for group in sorted(groups):
+            counts = {(b, w): 0 for b in GRADES for w in GRADES}
+            for g, shifts in patients:
+                if g == group:
+                    counts[shifts.get(test, (MISSING, MISSING))] += 1
+            out.append({"test": test, "term": term_of(test), "group": group, "N": groups[group],
+                        "matrix": [[counts[(b, w)] for w in GRADES] for b in GRADES]})
+    return out
+
+
+def shift_rows(matrices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The matrices as rows (CSV, JSON): one per non-empty cell, with its table's N."""
+    return [{"test": m["test"], "term": m["term"], "group": m["group"], "N": m["N"], "baseline_grade": b,
+             "worst_grade": w, "patients": n}
+            for m in matrices for i, b in enumerate(GRADES) for j, w in enumerate(GRADES)
+            if (n := m["matrix"][i][j])]

@@ -152,7 +152,7 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
                                             "--store", sqlite_url]).stdout)
     by_group: dict[str, int] = {}
     for r in shifts["rows"]:
-        if r["test"] == "ALT":
+        if r["test"] == "ALT" and r["worst_grade"] != "missing":
             by_group[r["group"]] = by_group.get(r["group"], 0) + r["patients"]
     planned_alt = {}
     for p in planned["patients"]:
@@ -172,11 +172,8 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
 
 
-def ctcae_alt(value: float, uln: float, baseline: float | None) -> int:
-    """CTCAE v5.0 'Alanine aminotransferase increased', written out from the table."""
-    if baseline is not None and baseline > uln:
-        r = value / baseline
-        return 0 if r < 1.5 else 1 if r <= 3 else 2 if r <= 5 else 3 if r <= 20 else 4
+def ctcae_alt(value: float, uln: float) -> int:
+    """CTCAE v5.0 'Alanine aminotransferase increased' on multiples of the ULN, written out from the table."""
     r = value / uln
     return 0 if r <= 1 else 1 if r <= 3 else 2 if r <= 5 else 3 if r <= 20 else 4
 
@@ -186,7 +183,9 @@ def ctcae_plt(value: float, lln: float) -> int:
     return 4 if value < 25 else 3 if value < 50 else 2 if value < 75 else 1 if value < lln else 0
 
 
-def test_shift_tables_of_the_pilot_equal_an_independent_count(sqlite_url: str, tmp_path: Path):
+def test_shift_matrices_of_the_pilot_equal_an_independent_count(sqlite_url: str, tmp_path: Path):
+    """Issue 27: baseline × worst post-baseline grade on one scale, with N (the exposed subjects of the arm)
+    and a missing row and column, so each matrix sums to N; every cell equals an independent count."""
     dm, lb = rows_of("dm"), rows_of("lb")
     used = [r for r in lb if r["LBTESTCD"] in ("ALT", "PLAT")]
     runner = CliRunner()
@@ -194,30 +193,34 @@ def test_shift_tables_of_the_pilot_equal_an_independent_count(sqlite_url: str, t
                                "--source", "cdisc-pilot", "--transfer", "T1", "--store", sqlite_url]).exit_code == 0
     answer = json.loads(runner.invoke(app, ["lab-shifts", "--format", "json", "--store", sqlite_url]).stdout)
     got = {(r["test"], r["group"], r["baseline_grade"], r["worst_grade"]): r["patients"] for r in answer["rows"]}
-    arms = {r["USUBJID"]: r["ACTARM"] for r in dm}
     first = {r["USUBJID"]: r["RFXSTDTC"] for r in dm if r["RFXSTDTC"]}
-    expected: dict[tuple[str, str, int, int], int] = {}
+    arms = {r["USUBJID"]: r["ACTARM"] for r in dm if r["USUBJID"] in first}
     frame = pd.DataFrame(used).dropna(subset=["LBSTRESN"])
-    for (subject, code), rows in frame.groupby(["USUBJID", "LBTESTCD"]):
-        if subject not in first:
-            continue
-        rows = rows.sort_values("LBDTC")
-        before = rows[rows["LBDTC"].str[:10] <= first[subject]]
-        after = rows[rows["LBDTC"].str[:10] > first[subject]]
-        if before.empty or after.empty:
-            continue
-        base = before.iloc[-1]
-        if code == "ALT":
-            b = ctcae_alt(base["LBSTRESN"], base["LBSTNRHI"], None)
-            pairs = zip(after["LBSTRESN"], after["LBSTNRHI"], strict=True)
-            w = max(ctcae_alt(v, u, base["LBSTRESN"]) for v, u in pairs)
-        else:
-            b = ctcae_plt(base["LBSTRESN"], base["LBSTNRLO"])
-            w = max(ctcae_plt(v, lo) for v, lo in zip(after["LBSTRESN"], after["LBSTNRLO"], strict=True))
-        key = ("ALT" if code == "ALT" else "PLT", arms[subject], b, w)
-        expected[key] = expected.get(key, 0) + 1
+    expected: dict[tuple[str, str, Any, Any], int] = {}
+    ratios: dict[str, tuple[float | None, float | None]] = {}
+    for subject, arm in arms.items():
+        for code, test in (("ALT", "ALT"), ("PLAT", "PLT")):
+            rows = frame[(frame["USUBJID"] == subject) & (frame["LBTESTCD"] == code)].sort_values("LBDTC")
+            before = rows[rows["LBDTC"].str[:10] <= first[subject]]
+            after = rows[rows["LBDTC"].str[:10] > first[subject]]
+            grade_of = (lambda r: ctcae_alt(r["LBSTRESN"], r["LBSTNRHI"])) if code == "ALT" else \
+                (lambda r: ctcae_plt(r["LBSTRESN"], r["LBSTNRLO"]))
+            b = grade_of(before.iloc[-1]) if len(before) else "missing"
+            w = max(grade_of(r) for _, r in after.iterrows()) if len(after) else "missing"
+            expected[(test, arm, b, w)] = expected.get((test, arm, b, w), 0) + 1
+            if code == "ALT" and len(before) and len(after):
+                ratios[subject] = (before.iloc[-1]["LBSTRESN"] / before.iloc[-1]["LBSTNRHI"],
+                                   max(after["LBSTRESN"] / after["LBSTNRHI"]))
     assert got == expected
-    assert sum(n for (test, *_), n in got.items() if test == "ALT") > 200
+    n = {arm: sum(1 for a in arms.values() if a == arm) for arm in set(arms.values())}
+    for m in answer["matrices"]:
+        assert m["N"] == n[m["group"]] and sum(map(sum, m["matrix"])) == m["N"]
+    # the subject whose ALT went from 2.19 to 2.75 ×ULN is grade 1 at baseline and grade 1 at worst (one
+    # scale), not 1 -> 0 as when the worst was graded against the abnormal baseline
+    (subject,) = [s for s, (b, w) in ratios.items() if round(b, 2) == 2.19 and round(w, 2) == 2.75]
+    row = next(r for r in answer["rows"] if r["test"] == "ALT" and r["group"] == arms[subject]
+               and r["baseline_grade"] == 1 and r["worst_grade"] == 1)
+    assert row["patients"] >= 1 and "one scale" in answer["scale"]
 
 
 def test_a_rules_diff_reports_exactly_what_a_lower_threshold_adds(sqlite_url: str, tmp_path: Path):

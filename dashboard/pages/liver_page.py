@@ -61,14 +61,16 @@ def liver_page(data: BoardData) -> None:
     st.subheader("Patients by quadrant")
     st.dataframe(counts)
     shifts = data.lab_shifts(by, basis)
-    if shifts["rows"]:
+    if shifts["matrices"]:
         st.subheader(f"Laboratory shifts ({shifts['version']})")
-        st.caption(f"Patients by baseline grade and worst post-baseline grade; baseline: {shifts['baseline']}.")
-        table = pd.DataFrame(shifts["rows"])
-        test = st.selectbox("Test", list(dict.fromkeys(table["term"])), key="shift_test")
-        chosen = table[table["term"] == test]
-        st.dataframe(chosen.pivot_table(index=["group", "baseline_grade"], columns="worst_grade", values="patients",
-                                        aggfunc="sum", fill_value=0), width="stretch")
+        st.caption(f"Subjects by baseline grade (rows) and worst post-baseline grade (columns); baseline: "
+                   f"{shifts['baseline']}; {shifts['scale']}. Each table sums to N.")
+        test = st.selectbox("Test", list(dict.fromkeys(m["term"] for m in shifts["matrices"])), key="shift_test")
+        grades = [str(g) for g in shifts["grades"]]
+        for m in (m for m in shifts["matrices"] if m["term"] == test):
+            st.markdown(f"**{m['group']}** (N = {m['N']})")
+            st.dataframe(pd.DataFrame(m["matrix"], index=[f"baseline {g}" for g in grades],
+                                      columns=[f"worst {g}" for g in grades]), width="stretch")
     flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
     if not flagged.empty:
         st.subheader("In the Hy's law range")

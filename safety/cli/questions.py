@@ -274,14 +274,15 @@ def lab_shifts_command(
     format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     store: StoreOption = None,
 ) -> None:
-    """CTCAE v5.0 shift tables: patients by baseline grade and worst post-baseline grade, per test and group."""
+    """CTCAE v5.0 shift tables: per test and group, N and the exposed subjects by baseline grade and worst
+    post-baseline grade (missing counted), both graded on one scale."""
     from projections.liver import lab_shifts
 
     answer = lab_shifts(view_db(open_ledger(store), signals_model()), by=by.value, as_of=as_of_time(as_of),
                         arm_basis=arm.value)
-    columns = ["test", "term", "group", "baseline_grade", "worst_grade", "patients"]
+    columns = ["test", "term", "group", "N", "baseline_grade", "worst_grade", "patients"]
     rows_out(answer, answer["rows"], columns, format,
-              f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']})")
+             f"{answer['version']} shifts by {by.value} (baseline: {answer['baseline']}; one scale: the ULN)")
 
 
 class TableBy(StrEnum):
