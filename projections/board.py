@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -13,6 +13,8 @@ from events.store import Store
 from projections.audit import AuditModel, audit_log
 from projections.db import ReadDB
 from projections.delivery import Deliveries
+from projections.dsmb import Report, ReportOptions, ReportSources, build_report, render_html
+from projections.dsmb.content import rules_in_force
 from projections.efficacy import EfficacyModel, efficacy
 from projections.expedited import ExpeditedModel, expedited_cases
 from projections.exposure import ExposureModel, ae_cases, ae_tables
@@ -157,6 +159,16 @@ class BoardData:
         """The last ledger notification the exposure read model holds (changes when data arrives)."""
         rows = self.dbs["exposure"].query("SELECT MAX(notification_id) FROM {t}exposure_facts")
         return int(rows[0][0] or 0)
+
+    def dsmb_report(self, options: ReportOptions) -> tuple[Report, str]:
+        """The DSMB report for these options, and its HTML (``projections.dsmb``)."""
+        from projections.detection import detection_rules
+
+        rules = rules_in_force(self.mas_version, self.liver.version, detection_rules().version)
+        src = ReportSources(self.incidence_db, self.dbs["exposure"], self.signals_db, self.efficacy_db,
+                            self.dbs["transfers"], self.liver, rules)
+        report = build_report(src, options, datetime.now(UTC))
+        return report, render_html(report)
 
     def edish(self, by: str = "arm", after_first_exposure: bool = True, arm_basis: str = "actual") -> dict[str, Any]:
         """Each patient's liver peaks as ULN multiples, quadrant and potential Hy's law (``projections.liver``)."""

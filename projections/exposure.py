@@ -122,6 +122,8 @@ class Settings:
     min_percent: float = 0.0
     data_cut: datetime | None = None  # exclusive: facts at or after it are not yet known clinically
     arm_basis: str = "actual"
+    #: every subject in one group, POOLED (a DSMB's open session: no arm, no comparison)
+    pooled: bool = False
 
     @property
     def lag(self) -> int | None:
@@ -248,9 +250,13 @@ def no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+POOLED = "All subjects"
+
+
 def _members(loaded: Loaded, settings: Settings) -> list[Membership]:
-    return [m for s in loaded.subjects
-            for m in memberships(s, settings.by, loaded.horizon, settings.lag, settings.arm_basis)]
+    members = [m for s in loaded.subjects
+               for m in memberships(s, settings.by, loaded.horizon, settings.lag, settings.arm_basis)]
+    return [m._replace(group=POOLED) for m in members] if settings.pooled else members
 
 
 def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
@@ -265,7 +271,7 @@ def ae_tables(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> 
         control = choose_control(sorted({m.group for m in members}), settings.control)
         answer = ae_table(members, by=settings.by, control=control, min_percent=settings.min_percent)
     inputs = {"model": VERSION, "ledger_position": loaded.position, "by": settings.by, "control": control,
-              "arm_basis": settings.arm_basis,
+              "arm_basis": settings.arm_basis, "pooled": settings.pooled,
               "lag_days": settings.lag, "min_percent": settings.min_percent,
               "as_of": utc_text(as_of) if as_of else None,
               "data_cut": utc_text(settings.data_cut) if settings.data_cut else None}

@@ -436,19 +436,69 @@ def test_the_arms_page_shows_the_pilot_tables_comparisons_and_drill_down(sqlite_
     assert cases["patient_id"].nunique() == cell["subjects"] and len(cases) == cell["events"]
 
 
-def test_the_dsmb_report_carries_the_tables_and_comparisons_beside_the_pre_post_comparison(sqlite_url: str,
-                                                                                           tmp_path: Path):
+def half_up_percent(n: int, total: int) -> str:
+    """n/N as a percentage to one decimal, half up, in integers only (no float, no Decimal)."""
+    tenths = (2000 * n + total) // (2 * total)
+    return f"{tenths // 10}.{tenths % 10}"
+
+
+def text_of_pdf(path: Path) -> str:
+    import pypdf
+
+    return "".join(page.extract_text() for page in pypdf.PdfReader(path).pages)
+
+
+def test_the_dsmb_reports_open_closed_masked_html_and_pdf(sqlite_url: str, tmp_path: Path):
+    """Issue 27, items 5, 8 and 9: the report follows the trial's design (no before/after section without an
+    anchor), every section carries its footer, numbers round half up and p-values below 0.001 print so;
+    the open session names no arm and compares nothing; the masked closed session names no arm and its key,
+    written apart, maps each group; the PDF holds the HTML's numbers."""
+    import re
+
     import_pilot(sqlite_url, tmp_path)
     answer = ae_table_json(sqlite_url)
-    out = tmp_path / "dsmb.html"
-    result = CliRunner().invoke(app, ["report", "--out", str(out), "--store", sqlite_url])
-    assert result.exit_code == 0, result.output
-    text = out.read_text(encoding="utf-8")
-    assert "Treatment-emergent adverse events by arm" in text and "Comparisons with Placebo" in text
-    assert "Cohort comparison" in text  # the pre/post comparison stays
-    placebo = answer["overview"][0]["by_group"]["Placebo"]
-    assert f"{placebo['subjects']} ({placebo['percent']:.1f}%) [{placebo['events']}]" in text
-    assert answer["fingerprint"] in text
+
+    def report(name: str, *options: str) -> str:
+        result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / name), "--store", sqlite_url, *options])
+        assert result.exit_code == 0, result.output
+        return (tmp_path / name).read_text(encoding="utf-8") if name.endswith(".html") else text_of_pdf(tmp_path / name)
+
+    closed = report("closed.html")
+    assert "Treatment-emergent adverse events" in closed and "Comparisons with Placebo" in closed
+    assert "Cohort comparison" not in closed and "before and after" not in closed  # the trial has no anchor
+    assert answer["fingerprint"] in closed
+    sections = closed.count("<section ")
+    assert sections >= 8 and closed.count('<p class="footer">Closed session — confidential · Data cut: ') == sections
+    assert "Knowledge time: 20" in closed and "CTCAE v5.0" in closed
+    for group in answer["groups"]:
+        n = group["subjects"]
+        for o in answer["overview"]:
+            c = o["by_group"][group["name"]]
+            assert f"{c['subjects']} ({half_up_percent(c['subjects'], n)}%) [{c['events']}]" in closed, o["row"]
+    assert "&lt;0.001" in closed and not re.search(r"<td>0\.000</td>", closed)
+
+    arms = [g["name"] for g in answer["groups"]]
+    opened = report("open.html", "--session", "open")
+    opened_pdf = report("open.pdf", "--session", "open")
+    for text in (opened, opened_pdf):
+        assert "Open session" in text and "Comparisons" not in text
+        assert not [arm for arm in arms if arm.lower() in text.lower()]
+    assert "All subjects (N = 254" in opened
+
+    key = tmp_path / "key.json"
+    masked = report("masked.html", "--mask-arms", "--mask-key", str(key))
+    assert not [arm for arm in arms if arm.lower() in masked.lower()]
+    groups = json.loads(key.read_text())["groups"]
+    assert sorted(groups.values()) == sorted(arms) and all(label in masked for label in groups)
+    refused = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "x.html"), "--mask-arms",
+                                       "--store", sqlite_url])
+    assert refused.exit_code == 1 and "--mask-key" in refused.output
+
+    closed_pdf = report("closed.pdf")
+    assert "Closed session — confidential" in closed_pdf and "page 1 of" in closed_pdf
+    squeezed = re.sub(r"\s+", "", closed_pdf)
+    cells = re.findall(r"\d+ \(\d+\.\d%\) \[\d+\]", closed)
+    assert len(cells) > 100 and all(re.sub(r"\s+", "", c) in squeezed for c in cells)
 
 
 def independent_follow_up() -> pd.DataFrame:

@@ -88,7 +88,7 @@ def test_default_store_is_a_file_under_the_working_directory(tmp_path: Path, mon
 def test_schema_is_json_schema_of_every_type():
     code, out = run("schema")
     schema = json.loads(out)
-    assert code == 0 and len(schema["oneOf"]) == 11
+    assert code == 0 and len(schema["oneOf"]) == 12
 
 
 def test_the_shipped_demo_feed_is_what_the_builder_writes():

@@ -21,9 +21,9 @@ from events.ingest import Ingestor, RawMessage
 from events.ledger import Ledger
 from events.store import Store
 from projections.board import BoardData
+from projections.dsmb import ReportOptions
 from projections.efficacy import efficacy
 from projections.incidence import incidence
-from projections.report import dsmb_html
 from projections.runner import Projector
 from projections.signals import query_signals
 from safety.cli import read_models
@@ -89,8 +89,8 @@ def everything_answers(projectors: list[Projector], board: BoardData) -> None:
         projector.catch_up()
         assert projector.view.stopped() is None, projector.view.stopped()
     answer = incidence(board.incidence_db, Settings())
-    eff = efficacy(board.efficacy_db)
-    dsmb_html(answer, eff)
+    efficacy(board.efficacy_db)
+    board.dsmb_report(ReportOptions())
     query_signals(board.signals_db)
     board.feed_counts()
     board.quarantine()

@@ -24,11 +24,12 @@ from dashboard.widgets import (
 from projections.board import BoardData
 from projections.exposure import Settings as TableSettings
 from projections.report import ae_rows
+from safety.formatting import percent
 
 
 def _cell_text(c: dict[str, Any], n: int) -> str:
     """``12/86 (14.0%) [15]``: subjects with the event of the group's N, their share, and the events."""
-    return f"{c['subjects']}/{n} ({c['percent']:.1f}%) [{c['events']}]" if c["percent"] is not None else "–"
+    return f"{c['subjects']}/{n} ({percent(c['subjects'], n)}%) [{c['events']}]" if n else "–"
 
 
 def forest_plot(comparisons: list[dict[str, Any]], measure: str, title: str,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -14,15 +16,13 @@ from dashboard.state import record_download
 from dashboard.widgets import (
     anchor_input,
     as_of_input,
-    cached_ae_table,
     cut_time,
     data_context,
     data_cut_input,
     stopped_banner,
 )
 from projections.board import BoardData
-from projections.exposure import Settings as TableSettings
-from projections.report import dsmb_html, incidence_csv
+from projections.report import incidence_csv
 from safety.incidence import CATEGORIES, Settings
 
 
@@ -110,7 +110,35 @@ def incidence_page(data: BoardData) -> None:
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", incidence_csv(answer), f"incidence-{answer['fingerprint']}.csv",
                        "text/csv", on_click=record_download, args=(user, f"incidence CSV {answer['fingerprint']}"))
-    ae = cached_ae_table(data.store.url, TableSettings(data_cut=cut_at), as_of, data.exposure_position())
-    d2.download_button("Download DSMB report (HTML)", dsmb_html(answer, data.efficacy(anchor), ae=ae),
-                       f"dsmb-{answer['fingerprint']}.html",
-                       "text/html", on_click=record_download, args=(user, f"DSMB report {answer['fingerprint']}"))
+    with d2.popover("DSMB report"):
+        dsmb_report_controls(data, user, anchor, int(pre), int(post), cut_at, as_of)
+
+
+def dsmb_report_controls(data: BoardData, user: User, anchor: str, pre: int, post: int, cut_at: datetime | None,
+                         as_of: datetime | None) -> None:
+    """Prepare the DSMB report for a session, arm basis and format, then download it (issue 27)."""
+    from projections.dsmb import ReportOptions, write_pdf
+
+    session = st.radio("Session", ("closed", "open"), horizontal=True, key="dsmb_session",
+                       help="open: pooled, no arm and no comparison; closed: by arm, for the board alone")
+    basis = st.radio("Arm", ("actual", "planned"), horizontal=True, key="dsmb_arm", disabled=session == "open")
+    form = st.radio("Format", ("HTML", "PDF"), horizontal=True, key="dsmb_format")
+    if st.button("Prepare the report", key="dsmb_prepare"):
+        with st.spinner("Writing the report…"):
+            report, text = data.dsmb_report(ReportOptions(session, basis, anchor=anchor, pre_months=pre,
+                                                          post_months=post, as_of=as_of, data_cut=cut_at))
+            if form == "PDF":
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "report.pdf"
+                    write_pdf(text, path)
+                    body = path.read_bytes()
+            else:
+                body = text.encode()
+        st.session_state["dsmb_file"] = (report.fingerprint, report.banner, form, body)
+    prepared = st.session_state.get("dsmb_file")
+    if prepared:
+        fingerprint, banner, form, body = prepared
+        suffix, mime = ("pdf", "application/pdf") if form == "PDF" else ("html", "text/html")
+        st.download_button(f"Download ({banner}, {form})", body, f"dsmb-{fingerprint}.{suffix}", mime,
+                           on_click=record_download, args=(user, f"DSMB report ({banner}) {fingerprint}"),
+                           key="dsmb_download")

@@ -23,13 +23,14 @@ from safety.cli.wiring import (
     RSIOption,
     StoreOption,
     as_of_time,
-    catch_up,
     data_cut_time,
     err,
     fail,
     open_ledger,
     out_console,
+    progress_steps,
     reference_safety_information,
+    report_sources,
     signals_model,
     view_db,
 )
@@ -75,9 +76,23 @@ def incidence_command(
         out_console().print(incidence_table(answer))
 
 
+class Session(StrEnum):
+    open = "open"
+    closed = "closed"
+
+
 def report(
-    out: Annotated[Path, typer.Option("--out", help="the HTML file to write")],
+    out: Annotated[Path, typer.Option("--out", help="the file to write: .pdf for a PDF, else HTML")],
     store: StoreOption = None,
+    session: Annotated[Session, typer.Option("--session", help="open: pooled, no arm, no comparison (sponsor and "
+                                                               "investigators); closed: by arm (the board alone)")]
+    = Session.closed,
+    arm: Annotated[ArmBasis, typer.Option("--arm", help=ARM_HELP)] = ArmBasis.actual,
+    mask_arms: Annotated[bool, typer.Option("--mask-arms", help="closed session: name the arms Group A, B, C")] = False,
+    mask_key: Annotated[Path | None, typer.Option("--mask-key", help="with --mask-arms: where the key (group -> "
+                                                                     "arm) is written; never into the report")] = None,
+    km_term: Annotated[str | None, typer.Option("--km-term", help="the preferred term of the time-to-first-event "
+                                                                   "curve (default: the most frequent)")] = None,
     anchor: AnchorOption = "MSC infusion",
     pre_months: PreOption = 3,
     post_months: PostOption = 12,
@@ -88,28 +103,26 @@ def report(
                                       "review")
     ] = None,
 ) -> None:
-    """Write the DSMB report: one self-contained HTML file."""
-    from projections.efficacy import EfficacyModel, efficacy
-    from projections.incidence import utc_text
-    from projections.liver import lab_shifts
-    from projections.report import dsmb_html
-    from projections.runner import View
-    from projections.transfers import TransfersModel, transfer_changes
+    """Write the DSMB report (open or closed session) as one self-contained HTML file or a PDF."""
+    from datetime import UTC, datetime
+
+    from events.workflow import record_audit
+    from projections.dsmb import ReportOptions, write_report
 
     ledger = open_ledger(store)
-    answer = _incidence_answer(ledger, anchor, pre_months, post_months, as_of, data_cut)
-    catch_up(ledger, EfficacyModel(), TransfersModel(), signals_model())
-    eff = efficacy(View(ledger.store, EfficacyModel()).db, anchor=anchor)
-    shifts = lab_shifts(View(ledger.store, signals_model()).db, as_of=as_of_time(as_of))
-    ae = ae_table_answer(ledger, "arm", None, None, 0.0, as_of, data_cut)
-    since = as_of_time(changes_since)
-    changes = transfer_changes(View(ledger.store, TransfersModel()).db, utc_text(since) if since else None)
-    out.write_text(dsmb_html(answer, eff, changes if changes or since else None,
-                             since.isoformat() if since else None, shifts, ae), encoding="utf-8")
-    from events.workflow import record_audit
-
-    record_audit(ledger, os.environ.get("USER", "cli"), "download", f"DSMB report {answer['fingerprint']} to {out}")
-    err.print(f"report written to {out} (fingerprint {answer['fingerprint']})")
+    options = ReportOptions(session.value, arm.value, mask_arms, anchor, pre_months, post_months, as_of_time(as_of),
+                            data_cut_time(data_cut), as_of_time(changes_since), km_term)
+    with progress_steps() as steps:
+        advance = steps("report", 1)
+        try:
+            written = write_report(report_sources(ledger), options, out, mask_key, datetime.now(UTC))
+        except (ValueError, OSError) as exc:
+            raise fail(str(exc)) from None
+        advance(1)
+    record_audit(ledger, os.environ.get("USER", "cli"), "download",
+                 f"DSMB report ({written.banner}) {written.fingerprint} to {out}")
+    err.print(f"report written to {out} ({written.banner}; fingerprint {written.fingerprint})"
+              + (f"; the masking key to {mask_key}" if written.mask_key else ""))
 
 
 def efficacy_command(

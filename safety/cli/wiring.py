@@ -155,6 +155,24 @@ def signals_model() -> Any:
     return SignalsModel(surveillance_plan=surveillance_plan())
 
 
+def report_sources(ledger: Any) -> Any:
+    """What the DSMB report reads: every read model it needs, brought up to date, and the rules in force."""
+    from projections.dsmb import ReportSources
+    from projections.dsmb.content import rules_in_force
+    from projections.efficacy import EfficacyModel
+    from projections.exposure import ExposureModel
+    from projections.incidence import IncidenceModel
+    from projections.runner import View
+    from projections.transfers import TransfersModel
+
+    signals = signals_model()
+    models = (IncidenceModel(), ExposureModel(), signals, EfficacyModel(), TransfersModel())
+    catch_up(ledger, *models)
+    incidence, exposure, signals_db, efficacy, transfers = (View(ledger.store, m).db for m in models)
+    rules = rules_in_force(signals.config.version, signals.liver.version, signals.live.rules.version)
+    return ReportSources(incidence, exposure, signals_db, efficacy, transfers, signals.liver, rules)
+
+
 def read_models() -> list[Any]:
     """Every read model, in the order they are brought up to date and rebuilt."""
     from projections.audit import AuditModel
