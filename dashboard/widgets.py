@@ -100,7 +100,8 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
               else s["status"].replace("_", " "))
     with st.container(border=True, key=f"signal-{s['id']}"):
         colour = LEVEL_COLOUR.get(s["level"], "gray")
-        whom = f"**{s['patient_id']}** ({s['source']})" if s["patient_id"] else "**registry-wide**"
+        whom = (f"**{s['patient_id']}** ({s['source']}{', ' + s['arm'] if s.get('arm') else ''})"
+                if s["patient_id"] else "**registry-wide**")
         head = f":{colour}-background[**{s['level'].upper()}**] · {s['kind']} · {whom} · {status}"
         reasons = (s.get("details") or {}).get("priority_reasons") or []
         if s["priority"] == "high":

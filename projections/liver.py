@@ -4,13 +4,25 @@ the ULN, the quadrant, and potential Hy's law (``safety.liver``), grouped by arm
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from projections.db import ReadDB
 from projections.incidence import utc_text
 from projections.signals import history_from, patient_facts
-from safety.ctcae import GRADED, GRADES, SHIFT_SCALE, Result, shift, shift_matrices, shift_rows
+from safety.ctcae import (
+    GRADED,
+    GRADES,
+    SHIFT_SCALE,
+    Result,
+    grade,
+    outliers,
+    shift,
+    shift_matrices,
+    shift_rows,
+    term_of,
+)
 from safety.ctcae import VERSION as CTCAE_VERSION
 from safety.liver import LiverConfig, edish, multiples
 from safety.mas import History
@@ -39,29 +51,51 @@ def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: s
     return [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
 
 
-def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
-               arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
-    """CTCAE v5.0 shift tables of the exposed subjects: per test and group, N and the baseline × worst
-    post-baseline grade matrix with a missing row and column, one grading scale (``safety.ctcae``)."""
-    patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]] = []
+def _graded(db: ReadDB, by: str, as_of: datetime | None, arm_basis: str, data_cut: datetime | None,
+            ) -> Iterator[tuple[str, list[str], datetime, list[Result]]]:
+    """Each exposed patient's id, groups, first exposure and graded results (never-exposed patients are not
+    in the safety population)."""
     for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
         history = history_from(source, pid, facts)
         enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
         start = _first_exposure(history, enrolment)
         if start is None:
-            continue  # never exposed: not in the safety population
+            continue
         results = []
         for _, typ, at, data_text in facts:
             d = json.loads(data_text) if typ == "lab_result" else None
             if d and d.get("analyte") in GRADED and "value" in d:
                 results.append(Result(d["analyte"], float(d["value"]), d.get("reference_low"), d.get("reference_high"),
-                                      datetime.fromisoformat(at)))
+                                      datetime.fromisoformat(at), d.get("unit")))
+        yield pid, groups_of(history, enrolment, by, arm_basis), start, results
+
+
+def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
+               arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
+    """CTCAE v5.0 shift tables of the exposed subjects: per test and group, N and the baseline × worst
+    post-baseline grade matrix with a missing row and column, one grading scale (``safety.ctcae``)."""
+    patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]] = []
+    for _pid, groups, start, results in _graded(db, by, as_of, arm_basis, data_cut):
         shifts = shift(results, start)
-        patients += [(g, shifts) for g in groups_of(history, enrolment, by, arm_basis)]
+        patients += [(g, shifts) for g in groups]
     matrices = shift_matrices(patients)
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
             "baseline": "the last result on or before the day of the first exposure",
             "scale": SHIFT_SCALE, "grades": list(GRADES), "matrices": matrices, "rows": shift_rows(matrices)}
+
+
+def lab_outliers(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None, arm_basis: str = "actual",
+                 data_cut: datetime | None = None, min_grade: int = 3) -> list[dict[str, Any]]:
+    """Every post-baseline result of grade ``min_grade`` or more (CTCAE v5.0, on the ULN scale of the shift
+    tables): the DSMB's laboratory outlier listing."""
+    out = []
+    for pid, groups, start, results in _graded(db, by, as_of, arm_basis, data_cut):
+        for r in outliers(results, start, min_grade):
+            out += [{"patient_id": pid, "group": g, "test": r.test, "term": term_of(r.test),
+                     "date": r.at.date().isoformat(), "value": r.value, "unit": r.unit,
+                     "xuln": round(r.value / r.high, 2) if r.high else None,
+                     "grade": grade(r.test, r.value, r.low, r.high)} for g in groups]
+    return sorted(out, key=lambda row: (row["group"], row["patient_id"], row["test"], row["date"]))
 
 
 def _first_exposure(history: History, enrolment: dict[str, Any]) -> datetime | None:

@@ -309,8 +309,10 @@ def query_signals(
         rows = [_status_as_of(db, r, as_of) for r in rows]
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
+    arms = _arms(db, {(r["source"], r["patient_id"]) for r in rows if r["patient_id"]})
     out = []
     for r in rows:
+        r["arm"] = arms.get((r["source"], r["patient_id"]))
         r["patient_id"] = sl.untoken(r["patient_id"])
         for column in ("evidence", "context", "criteria_2016", "details"):
             text = sl.unseal(r[column])
@@ -320,6 +322,22 @@ def query_signals(
         out.append(r)
     out.sort(key=lambda r: (STATUS_ORDER[r["status"]] > 0, LEVEL_ORDER.get(r["level"], 9),
                             r["priority"] != "high", _descending(r["occurred_at"])))
+    return out
+
+
+def _arms(db: ReadDB, patients: set[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    """Each patient's actual arm (the treatment started, the safety convention; else the planned one) from
+    their enrolment, for the arm column of the signals (issue 27); None without one."""
+    out: dict[tuple[str, str], str | None] = {}
+    keys = sorted(patients)
+    for start in range(0, len(keys), 400):
+        chunk = keys[start:start + 400]
+        where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(chunk))
+        for source, pid, data in db.query("SELECT source, patient_id, data FROM {t}signal_facts WHERE type = "
+                                          "'enrolment' AND (" + where + ") ORDER BY notification_id",
+                                          [v for key in chunk for v in key]):
+            enrolment = json.loads(db.sealer.unseal(data) or "{}")
+            out[(source, pid)] = enrolment.get("actual_arm") or enrolment.get("arm")
     return out
 
 

@@ -83,6 +83,7 @@ class Result:
     low: float | None
     high: float | None
     at: datetime
+    unit: str | None = None
 
 
 #: a subject of the group with no result in the period: the shift table's missing row or column
@@ -116,6 +117,14 @@ def shift(results: list[Result], first_exposure: datetime | None) -> dict[str, t
         worst: int | str = max(grade(test, r.value, r.low, r.high) for r in later) if later else MISSING
         out[test] = (baseline_grade, worst)
     return out
+
+
+def outliers(results: list[Result], first_exposure: datetime, min_grade: int = 3) -> list[Result]:
+    """The results after the day of the first exposure of grade ``min_grade`` or more, on the shift tables'
+    scale (the ULN; absolute bands for the decreased terms)."""
+    day = first_exposure.date()
+    return sorted((r for r in results if r.at.date() > day and grade(r.test, r.value, r.low, r.high) >= min_grade),
+                  key=lambda r: (r.test, r.at))
 
 
 def term_of(test: str) -> str:

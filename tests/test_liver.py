@@ -221,6 +221,44 @@ def test_shift_matrices_of_the_pilot_equal_an_independent_count(sqlite_url: str,
     row = next(r for r in answer["rows"] if r["test"] == "ALT" and r["group"] == arms[subject]
                and r["baseline_grade"] == 1 and r["worst_grade"] == 1)
     assert row["patients"] >= 1 and "one scale" in answer["scale"]
+    # the laboratory outlier listing (issue 27): every post-baseline result of grade 3 or more
+    from events.store import Store
+    from projections.liver import lab_outliers
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    listed = lab_outliers(View(Store.parse(sqlite_url), SignalsModel()).db)
+    after = frame[frame["USUBJID"].isin(list(first)) & (frame["LBDTC"].str[:10] > frame["USUBJID"].map(first))]
+    want = sum(1 for _, r in after.iterrows()
+               if (ctcae_alt(r["LBSTRESN"], r["LBSTNRHI"]) if r["LBTESTCD"] == "ALT"
+                   else ctcae_plt(r["LBSTRESN"], r["LBSTNRLO"])) >= 3)
+    assert len(listed) == want and all(o["grade"] >= 3 for o in listed)
+
+
+def test_the_laboratory_outlier_listing_of_the_pilot_equals_an_independent_count(sqlite_url: str, tmp_path: Path):
+    """Every post-baseline liver result of CTCAE grade 3 or more on the ULN scale: ALT or AST above 5×ULN,
+    bilirubin above 3×ULN, ALP above 5×ULN."""
+    from events.store import Store
+    from projections.liver import lab_outliers
+    from projections.runner import View
+    from projections.signals import SignalsModel
+
+    dm, lb = rows_of("dm"), rows_of("lb")
+    liver = [r for r in lb if r["LBTESTCD"] in ("ALT", "AST", "BILI", "ALP")]
+    assert CliRunner().invoke(app, ["import-sdtm", str(write_transfer(tmp_path / "t1", {"DM": dm, "LB": liver})),
+                                    "--source", "cdisc-pilot", "--transfer", "T1",
+                                    "--store", sqlite_url]).exit_code == 0
+    from events.ledger import Ledger
+    from projections.runner import Projector
+
+    Projector(Ledger(Store.parse(sqlite_url)), SignalsModel()).catch_up()
+    listed = lab_outliers(View(Store.parse(sqlite_url), SignalsModel()).db)
+    first = {r["USUBJID"]: r["RFXSTDTC"][:10] for r in dm if r["RFXSTDTC"]}
+    g3 = {"ALT": 5.0, "AST": 5.0, "BILI": 3.0, "ALP": 5.0}
+    want = sorted((r["USUBJID"], r["LBTESTCD"], r["LBDTC"][:10]) for r in liver
+                  if r["USUBJID"] in first and r["LBDTC"][:10] > first[r["USUBJID"]] and r["LBSTRESN"] is not None
+                  and r["LBSTNRHI"] and float(r["LBSTRESN"]) / float(r["LBSTNRHI"]) > g3[r["LBTESTCD"]])
+    assert want and sorted((o["patient_id"], o["test"], o["date"]) for o in listed) == want
 
 
 def test_a_rules_diff_reports_exactly_what_a_lower_threshold_adds(sqlite_url: str, tmp_path: Path):

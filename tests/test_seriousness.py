@@ -43,6 +43,9 @@ def test_the_pilots_deaths_raise_alerts_and_its_contradictions_data_queries(stor
     assert set(deaths) == set(DEATHS)
     assert all(s["level"] == "alert" for s in deaths.values())
     assert {pid: s["evidence"][0]["term"] for pid, s in deaths.items()} == DEATHS
+    # each signal carries the patient's arm (issue 27): the actual arm, DM's ACTARM
+    actual = {r["USUBJID"]: r["ACTARM"] for r in rows_of("dm")}
+    assert all(s["arm"] == actual[s["patient_id"]] for s in signals)
     contradictions = [r for r in ae if r["AESER"] != "Y" and any(
         r.get(c) == "Y" for c in ("AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE"))]
     queries = [s for s in signals if s["kind"] == "data_query"]

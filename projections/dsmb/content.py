@@ -24,7 +24,7 @@ from projections.efficacy import efficacy
 from projections.exposure import Settings as TableSettings
 from projections.exposure import ae_tables
 from projections.incidence import incidence, utc_text
-from projections.liver import edish_view, lab_shifts
+from projections.liver import edish_view, lab_outliers, lab_shifts
 from projections.signals import patient_facts
 from projections.transfers import transfer_changes
 from safety.incidence import Settings as IncidenceSettings
@@ -170,6 +170,7 @@ def build_report(src: ReportSources, opt: ReportOptions, now: datetime) -> Repor
           "to_discontinuation": kaplan_meier(times_to_first(exposed, horizon, None, pooled))}
     data: dict[str, Any] = {
         "ae": ae, "liver": liver, "shifts": shifts, "km": km,
+        "outliers": lab_outliers(src.signals, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis, data_cut=opt.data_cut),
         "deaths": deaths(exposed, pooled), "serious": serious_events(exposed, pooled),
         "discontinued": discontinuations(exposed, pooled), "disposition": disposition(records, pooled),
         "demographics": demographics(exposed, horizon, pooled),
@@ -252,6 +253,10 @@ def _sections(incid: dict[str, Any], data: dict[str, Any], listing_fp: str, pool
                            [f"Peaks on treatment (from the first exposure); lines at "
                             f"{liver['thresholds']['transaminase_xuln']:g}×ULN and "
                             f"{liver['thresholds']['bilirubin_xuln']:g}×ULN (FDA 2009); {liver['rules_version']}."]))
+    out.append(Section("lab_outliers", "Laboratory outliers (CTCAE grade 3 or more)",
+                       tables.listing_html(data["outliers"], tables.OUTLIER_COLUMNS, pooled), listing_fp,
+                       ["Every result after the day of the first exposure of grade 3 or more, graded on the scale "
+                        "of the shift tables."]))
     if data["shifts"]["matrices"]:
         out.append(Section("shifts", f"Laboratory shifts ({data['shifts']['version']})",
                            tables.shifts_html(data["shifts"]), listing_fp,

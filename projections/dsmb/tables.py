@@ -20,6 +20,8 @@ DEATH_COLUMNS = (("patient_id", "Subject"), ("arm", "Arm"), ("date", "Date"), ("
 SAE_COLUMNS = (("patient_id", "Subject"), ("arm", "Arm"), ("onset", "Onset"), ("days_from_first_dose", "Study day"),
                ("term", "Preferred term"), ("criteria", "Criteria"), ("severity", "Severity"),
                ("causality", "Causality"), ("outcome", "Outcome"))
+OUTLIER_COLUMNS = (("patient_id", "Subject"), ("group", "Arm"), ("term", "Test"), ("date", "Date"),
+                   ("value", "Value"), ("unit", "Unit"), ("xuln", "×ULN"), ("grade", "Grade"))
 DISCONTINUATION_COLUMNS = (("patient_id", "Subject"), ("arm", "Arm"), ("date", "Date"), ("term", "Preferred term"),
                            ("how", "Recorded as"))
 
@@ -41,7 +43,7 @@ def _or_dash(v: Any) -> Any:
 
 
 def listing_html(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], pooled: bool) -> str:
-    cols = [(k, label) for k, label in columns if not (pooled and k == "arm")]
+    cols = [(k, label) for k, label in columns if not (pooled and k in ("arm", "group"))]
     if not rows:
         return "<p>None.</p>"
     return table([label for _, label in cols], ([_or_dash(r[k]) for k, _ in cols] for r in rows), "listing")

@@ -218,13 +218,14 @@ def signals_command(
     if format is Format.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("id", "patient", "kind", "level", "priority", "status", "occurred_at", "evidence")
+    table = Table("id", "patient", "arm", "kind", "level", "priority", "status", "occurred_at", "evidence")
     for r in rows:
         evidence = "; ".join(
             f"{e['analyte']} {e['previous']:g}->{e['current']:g} {e['unit']}" if "analyte" in e else e.get("term", "")
             for e in r["evidence"]
         )
-        table.add_row(r["id"], f"{r['source']}/{r['patient_id']}", r["kind"], r["level"], r["priority"],
+        table.add_row(r["id"], f"{r['source']}/{r['patient_id']}" if r["patient_id"] else "registry-wide",
+                      r["arm"] or "", r["kind"], r["level"], r["priority"],
                       r["status"], r["occurred_at"][:16], evidence)
     out_console().print(table)
 
