@@ -255,3 +255,19 @@ def test_a_registry_wide_signal_has_a_card_of_its_own(demo_store, tmp_path, monk
     assert "**ALERT**] · sequential · **registry-wide**" in text
     assert "MaxSPRT: LLR" in text and "tocilizumab – neutropenia, neutrophil count decreased" in text
     assert any(b.label == "Open signal detection" for b in at.button)
+
+
+def test_the_incidence_page_prepares_the_dsmb_report_for_either_session(demo_store):
+    """Issue 27: the board prepares the open or the closed session's report, as HTML or PDF."""
+    at = page("incidence", "dsmb", "dsmb")
+    at.button(key="dsmb_prepare").click().run()
+    assert not at.exception, at.exception
+    fingerprint, banner, form, body = at.session_state["dsmb_file"]
+    assert banner == "Closed session — confidential" and form == "HTML"
+    assert b"Adverse events before and after MSC infusion" in body and fingerprint.encode() in body
+    at.radio(key="dsmb_session").set_value("open")
+    at.radio(key="dsmb_format").set_value("PDF")
+    at.button(key="dsmb_prepare").click().run()
+    assert not at.exception, at.exception
+    _, banner, form, body = at.session_state["dsmb_file"]
+    assert banner == "Open session" and form == "PDF" and body.startswith(b"%PDF")
