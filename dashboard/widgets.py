@@ -20,7 +20,8 @@ LEVEL_COLOUR = {"alert": "red", "warning": "orange", "watch": "violet"}
 
 
 KINDS = ("mas_trend", "mas_criteria_2016", "ms_score", "ferritin_esr_ratio", "death", "serious_adverse_event",
-         "data_query", "transaminase_elevation", "hys_law", "disproportionality", "sequential")
+         "data_query", "transaminase_elevation", "hys_law", "bilirubin_elevation", "disproportionality",
+         "sequential")
 
 
 def refresh_seconds() -> float | None:

@@ -156,7 +156,10 @@ def evaluate_liver(h: History, config: LiverConfig) -> list[Signal]:
     raised = [m for m in ms if m.lab.analyte in TRANSAMINASES and m.xuln >= config.watch_xuln]
     for group in _episodes(raised, lambda m: m.lab.at, config.episode):
         peak = max(group, key=lambda m: m.xuln)
-        level = "warning" if peak.xuln >= config.warning_xuln else "watch"
+        bilirubin = _bilirubin_priority(ms, group, config)
+        # a bilirubin above 2×ULN beside the rise: liver function is affected, so at least a warning even
+        # when ALP rules out Hy's law (issue 27)
+        level = "warning" if peak.xuln >= config.warning_xuln or bilirubin else "watch"
         evidence = [m.evidence(f"{m.lab.analyte} ≥ {config.watch_xuln:g}×ULN") for m in group]
         drugs = _drugs_on(h, peak.lab.at)
         signals.append(Signal(signal_id(h.source, h.patient_id, "transaminase_elevation", group[0].lab.at.isoformat()),
@@ -164,7 +167,8 @@ def evaluate_liver(h: History, config: LiverConfig) -> list[Signal]:
                               [f"on {', '.join(drugs)}"] if drugs else [],
                               details={"rules_version": config.version, "peak_xuln": round(peak.xuln, 2),
                                        "drugs": drugs},
-                              priority_reasons=_bilirubin_priority(ms, group, config)))
+                              priority_reasons=bilirubin))
+    signals += _isolated_bilirubin(h, ms, raised, config)
     verdicts = [v for v in hys_law(ms, config) if v.met]
     for group in _episodes(verdicts, lambda v: v.transaminase.lab.at, config.episode):
         first = group[0]
@@ -183,6 +187,25 @@ def evaluate_liver(h: History, config: LiverConfig) -> list[Signal]:
 
 #: a bilirubin above this multiple of its ULN makes a liver signal urgent (FDA 2009 DILI guidance)
 BILIRUBIN_PRIORITY_XULN = 2.0
+
+
+def _isolated_bilirubin(h: History, ms: list[Multiple], raised: list[Multiple], config: LiverConfig) -> list[Signal]:
+    """A total bilirubin above 2×ULN with no transaminase rise within the Hy's law window of it: watched
+    (``bilirubin_elevation``), since it may be the first sign of an injury whose transaminases were not yet
+    measured, or of cholestasis or haemolysis that the physician should see (issue 27)."""
+    high = [m for m in ms if m.lab.analyte == "BILI" and m.xuln > BILIRUBIN_PRIORITY_XULN
+            and not any(abs(t.lab.at - m.lab.at) <= config.hy_window for t in raised)]
+    out = []
+    for group in _episodes(high, lambda m: m.lab.at, config.episode):
+        peak = max(group, key=lambda m: m.xuln)
+        drugs = _drugs_on(h, peak.lab.at)
+        out.append(Signal(signal_id(h.source, h.patient_id, "bilirubin_elevation", group[0].lab.at.isoformat()),
+                          h.source, h.patient_id, "bilirubin_elevation", "watch", peak.lab.at,
+                          [m.evidence(f"bilirubin > {BILIRUBIN_PRIORITY_XULN:g}×ULN") for m in group],
+                          [f"on {', '.join(drugs)}"] if drugs else [],
+                          details={"rules_version": config.version, "peak_xuln": round(peak.xuln, 2), "drugs": drugs,
+                                   "reason": "no ALT or AST ≥ the watch threshold within the Hy's law window"}))
+    return out
 
 
 def _bilirubin_priority(ms: list[Multiple], group: list[Multiple], config: LiverConfig) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 KIND_FAMILY: dict[str, str] = {
     "mas_trend": "MAS", "mas_criteria_2016": "MAS", "ms_score": "MAS", "ferritin_esr_ratio": "MAS",
     "serious_adverse_event": "serious event", "death": "serious event",
-    "transaminase_elevation": "liver", "hys_law": "liver",
+    "transaminase_elevation": "liver", "hys_law": "liver", "bilirubin_elevation": "liver",
     "expedited_case": "expedited case",
     "disproportionality": "disproportionality", "sequential": "sequential",
     "data_query": "data query",

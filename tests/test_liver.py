@@ -281,3 +281,20 @@ def test_a_rules_diff_reports_exactly_what_a_lower_threshold_adds(sqlite_url: st
     assert signals_of(sqlite_url, []) == before  # the live read model is untouched
     table = CliRunner().invoke(app, ["signals", "--rules", str(lower), "--diff", "--store", sqlite_url])
     assert table.exit_code == 0 and "added" in table.stdout
+
+
+def test_the_pilots_liver_signals_follow_the_bilirubin(sqlite_url: str, tmp_path: Path):
+    """Issue 27, finding 7, with the pilot's patients named: 01-705-1186 (ALT 3.97×ULN, bilirubin 5.9×ULN,
+    cholestatic, so not potential Hy's law) is a warning of high priority; 01-705-1292 (AST 3.68×ULN alone)
+    is watched at normal priority; 01-709-1029's isolated bilirubin of 2.52×ULN is watched."""
+    dm, lb = rows_of("dm"), rows_of("lb")
+    liver = [r for r in lb if r["LBTESTCD"] in ("ALT", "AST", "BILI", "ALP")]
+    assert CliRunner().invoke(app, ["import-sdtm", str(write_transfer(tmp_path / "t1", {"DM": dm, "LB": liver})),
+                                    "--source", "cdisc-pilot", "--transfer", "T1",
+                                    "--store", sqlite_url]).exit_code == 0
+    signals = json.loads(CliRunner().invoke(app, ["signals", "--format", "json", "--store", sqlite_url]).stdout)
+    got = {(s["patient_id"], s["kind"]): (s["level"], s["priority"]) for s in signals}
+    assert got[("01-705-1186", "transaminase_elevation")] == ("warning", "high")
+    assert ("01-705-1186", "hys_law") not in got
+    assert got[("01-705-1292", "transaminase_elevation")] == ("watch", "normal")
+    assert got[("01-709-1029", "bilirubin_elevation")] == ("watch", "normal")

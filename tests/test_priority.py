@@ -34,6 +34,21 @@ def test_a_transaminase_rise_is_high_priority_only_with_bilirubin_above_twice_th
     cholestatic.labs += [liver_lab(1, "ALT", 3.5, 0), liver_lab(2, "BILI", 5.9, 2), liver_lab(3, "ALP", 3.0, 2)]
     (signal,) = [s for s in evaluate_liver(cholestatic, config) if s.kind == "transaminase_elevation"]
     assert signal.priority == "high" and "bilirubin 5.9×ULN" in signal.priority_reasons[0]
+    assert signal.level == "warning"  # at least a warning with the bilirubin, though ALP rules out Hy's law
+    assert [s.kind for s in evaluate_liver(cholestatic, config)] == ["transaminase_elevation"]
+
+
+def test_an_isolated_bilirubin_above_twice_the_uln_is_watched():
+    """Issue 27: a bilirubin of 2.5×ULN with no transaminase rise raised nothing; it is watched now, and a
+    bilirubin beside a transaminase rise belongs to that rise's signal instead."""
+    config = load_liver_config()
+    isolated = on_placebo(History("s", "D"))
+    isolated.labs += [liver_lab(1, "ALT", 1.2, 0), liver_lab(2, "BILI", 2.5, 0), liver_lab(3, "BILI", 1.8, 40)]
+    (signal,) = evaluate_liver(isolated, config)
+    assert (signal.kind, signal.level, signal.details["peak_xuln"]) == ("bilirubin_elevation", "watch", 2.5)
+    mild = on_placebo(History("s", "E"))
+    mild.labs += [liver_lab(1, "BILI", 1.9, 0)]
+    assert evaluate_liver(mild, config) == []
 
 
 def test_a_fatal_or_life_threatening_event_is_high_priority_and_another_serious_one_is_not():
