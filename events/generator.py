@@ -31,6 +31,14 @@ LABS = {"WBC": (8.0, 2.0, "10^9/L"), "PLT": (320.0, 70.0, "10^9/L"), "ESR": (18.
         "CRP": (6.0, 5.0, "mg/L"), "HGB": (122.0, 10.0, "g/L"), "AST": (28.0, 6.0, "U/L"),
         "TG": (1.0, 0.25, "mmol/L"), "FERRITIN": (60.0, 30.0, "ug/L"), "FIBRINOGEN": (2.8, 0.5, "g/L")}
 ROUTINE = ("WBC", "PLT", "ESR")
+#: liver panels (issue 28): analyte -> (typical value, spread, unit, upper limit of normal sent with it)
+LIVER = {"ALT": (22.0, 6.0, "U/L", 40.0), "AST": (26.0, 6.0, "U/L", 40.0), "BILI": (7.0, 2.5, "umol/L", 21.0),
+         "ALP": (180.0, 40.0, "U/L", 420.0)}
+#: share of patients monitored with liver panels (every 4-8 months), and the trajectories a few of them take:
+#: multiples of the ULN at the injury's peak for ALT, AST, bilirubin and ALP
+LIVER_MONITORED = 0.3
+LIVER_INJURIES = (("hys_law", 0.005, (8.0, 6.0, 3.0, 1.2)), ("cholestatic", 0.005, (3.5, 3.0, 4.0, 3.0)),
+                  ("transaminase", 0.02, (4.0, 2.5, 0.6, 0.8)))
 
 
 @dataclass
@@ -38,6 +46,8 @@ class Truth:
     """What the generator knows and the monitor must find."""
 
     mas: list[dict[str, str]] = field(default_factory=list)
+    #: patients given a liver injury: hys_law (Hy's law range, ALP normal), cholestatic, transaminase only
+    liver: list[dict[str, str]] = field(default_factory=list)
 
 
 def _iso(t: datetime) -> str:
@@ -105,6 +115,9 @@ def generate(patients: int, years: float, seed: int, sources: int = 1,
             if truth is not None:
                 truth.mas.append({"source": source, "patient_id": pid, "onset": _iso(onset)})
         _noise(p)
+        injury = _liver_panels(p, random.Random(f"{seed}/{pid}/liver"), enrolled, study_end)
+        if injury is not None and truth is not None:
+            truth.liver.append({"source": source, "patient_id": pid, "kind": injury[0], "at": _iso(injury[1])})
         out.extend((arrival, source, json.dumps(msg, separators=(",", ":")) if isinstance(msg, dict) else msg)
                    for arrival, msg in p.messages)
     out.sort(key=lambda item: (item[0], item[1]))
@@ -166,6 +179,38 @@ def _mas_episode(p: _Patient, when: datetime) -> datetime:
         p.lab(analyte, when, value, rng.uniform(0, 1))
         p.lab(analyte, second, value * change[analyte], rng.uniform(0, 1))
     return second
+
+
+def _liver_panels(p: _Patient, rng: random.Random, start: datetime, end: datetime) -> tuple[str, datetime] | None:
+    """Liver panels (ALT, AST, total bilirubin, ALP with their reference ranges) every 4-8 months for a
+    share of patients; a few take an injury's trajectory (two panels a week apart at the peak). Its own
+    random stream, added after everything else, so the rest of the feed is what it was without them."""
+    if rng.random() >= LIVER_MONITORED:
+        return None
+    draw, injury = rng.random(), None
+    for kind, share, peak in LIVER_INJURIES:
+        if draw < share:
+            injury = (kind, start + timedelta(days=rng.uniform(60, max(61.0, (end - start).days - 30))), peak)
+            break
+        draw -= share
+
+    def panel(at: datetime, multiples: tuple[float, ...] | None) -> None:
+        delay = rng.uniform(0, 2)
+        for i, (analyte, (mean, spread, unit, uln)) in enumerate(LIVER.items()):
+            value = multiples[i] * uln * rng.uniform(0.9, 1.1) if multiples else max(rng.gauss(mean, spread), 1.0)
+            p.add("lab_result", at, {"analyte": analyte, "value": round(value, 1), "unit": unit,
+                                     "reference_low": 0.0, "reference_high": uln}, delay_days=delay)
+
+    t = start + timedelta(days=rng.uniform(0, 60))
+    while t < end:
+        panel(t, None)
+        t += timedelta(days=rng.uniform(120, 240))
+    if injury is None:
+        return None
+    kind, at, peak = injury
+    panel(at, peak)
+    panel(at + timedelta(days=7), tuple(max(m * 0.8, 0.5) for m in peak))
+    return kind, at
 
 
 def _noise(p: _Patient) -> None:

@@ -25,7 +25,7 @@ RECORDER_TOPICS = {
 
 
 #: what two processes opening a new store at the same instant may meet: transient, try again
-_CREATION_RACES = ("already exists", "Failed to record", "database is locked")
+_CREATION_RACES = ("already exists", "Failed to record", "database is locked", "tuple concurrently updated")
 
 
 class Ledger(Application):

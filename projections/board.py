@@ -96,6 +96,16 @@ class BoardData:
                 for s in states]
         return pd.DataFrame(rows, columns=["read model", "position", "behind", "state", "stopped at event", "reason"])
 
+    def segments(self) -> pd.DataFrame:
+        """On a partitioned PostgreSQL store, each segment's worker and how far each read model is behind in
+        it (empty otherwise)."""
+        from projections.partitions import status
+
+        rows = status(self.ledger_db, list(self.dbs), "Ledger", self.ledger_position())
+        return pd.DataFrame([{"segment": r["segment"], "worker": r["owner"] or "(unclaimed)",
+                              "lease until": r["lease_until"], **{f"{m} behind": n for m, n in r["behind"].items()}}
+                             for r in rows])
+
     def efficacy(self, anchor: str = "MSC infusion", at_week: int = 8, cut_off_set: str = "ACR 2021") -> dict[str, Any]:
         return efficacy(self.efficacy_db, anchor=anchor, at_week=at_week, cut_off_set=cut_off_set)
 

@@ -11,6 +11,7 @@ follow by polling (``follow``), which works on both stores.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,7 +114,14 @@ def stop_in(db: ReadDB, model: str) -> Stop | None:
 
 
 def position_in(db: ReadDB, model: str) -> int:
-    """A read model's tracked ledger position, read over a plain connection."""
+    """A read model's tracked ledger position, read over a plain connection: on a partitioned store the
+    least of its segments' (everything before it is projected in every segment)."""
+    from projections.partitions import partitions_of, segment_positions
+
+    count = partitions_of(db)
+    if count is not None:
+        positions = segment_positions(db, model, Ledger.name)
+        return min(positions.get(k, 0) for k in range(count))
     table = "tracking" if db.kind == "sqlite" else f'{{t}}"{model}_tracking"'
     rows = db.query(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}", [Ledger.name])
     return int(rows[0][0] or 0)
@@ -135,11 +143,20 @@ class View:
             settings = store.eventsourcing_env("")
             settings.pop("PROCESS_RECORDER_TOPIC")
             env = Environment(name=model.name, env=settings)
-            self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
+            for attempt in range(5):  # processes starting together race to make the tracking table
+                try:
+                    self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
+                    break
+                except (IntegrityError, OperationalError) as exc:
+                    if attempt == 4 or not any(s in str(exc) for s in ("already exists", "concurrently")):
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
         self._create_tables()
 
     def _create_tables(self) -> None:
         with self.recorder.datastore.transaction(commit=True) as c:
+            if self.store.kind == "postgresql":  # processes starting together would race in the catalogue
+                c.execute("SELECT pg_advisory_xact_lock(hashtext('safety-monitor/create-tables'))")
             for statement in self.model.create_statements(self.db):
                 c.execute(statement)
             c.execute(self.db.sql(
@@ -157,8 +174,8 @@ class View:
             rows = self.db.fetch(c)
         return Stop(*rows[0]) if rows else None
 
-    def record_stop(self, notification_id: int, reason: str) -> Stop:
-        stop = Stop(self.model.name, self.position(self.LEDGER), notification_id, storable(reason),
+    def record_stop(self, notification_id: int, reason: str, upstream: str | None = None) -> Stop:
+        stop = Stop(self.model.name, self.position(upstream or self.LEDGER), notification_id, storable(reason),
                     datetime.now(UTC).isoformat(timespec="seconds"))
         with self.recorder.datastore.transaction(commit=True) as c:
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (stop.model,))
@@ -177,13 +194,14 @@ class View:
     LEDGER = Ledger.name
 
     def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking, after: int, *,
-              storable_text: bool = False) -> None:
+              storable_text: bool = False, model: ReadModel | None = None) -> None:
         """Rows for ``events`` and the tracking position, in one transaction, provided the position is
         still ``after``: another projector of the same read model may have written them meanwhile.
-        ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL)."""
+        ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL); ``model``, a
+        segment's own instance of the read model (``projections.partitions``)."""
         with self.recorder.datastore.transaction(commit=True) as c:
             self._claim(c, tracking.application_name, after)
-            self.model.write(_StorableText(c) if storable_text else c, self.db, events)
+            (model or self.model).write(_StorableText(c) if storable_text else c, self.db, events)
             self.recorder._insert_tracking(c, tracking)
 
     def _claim(self, c: Any, upstream: str, after: int) -> None:
@@ -202,9 +220,9 @@ class View:
         if (current or 0) != after:
             raise PageTaken(upstream, after, current or 0)
 
-    def finish(self) -> None:
+    def finish(self, model: ReadModel | None = None) -> None:
         """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
-        finish = getattr(self.model, "finish", None)
+        finish = getattr(model or self.model, "finish", None)
         if finish is None:
             return
         try:
@@ -238,12 +256,30 @@ class _EventRefused(Exception):
 
 
 class Projector:
-    """Brings one read model up to date with the ledger, page by page."""
+    """Brings one read model up to date with the ledger, page by page. With ``segment`` (k, count), only
+    the streams of segment k, tracked apart (``projections.partitions``), through a shared ``view``."""
 
-    def __init__(self, ledger: Ledger, model: ReadModel, page: int = 2000):
+    def __init__(self, ledger: Ledger, model: ReadModel, page: int = 2000, *, segment: tuple[int, int] | None = None,
+                 view: View | None = None):
         self.ledger = ledger
-        self.view = View(ledger.store, model)
+        self.view = view or View(ledger.store, model)
         self.page = page
+        self.segment = segment
+        self.model = model
+        if segment is not None:
+            model.partition = segment  # type: ignore[attr-defined]  # read models that evaluate per patient use it
+        self.upstream = ledger.name if segment is None else f"{ledger.name}#{segment[0]}"
+        self._segments: Any = None  # on a partitioned store, the projector of each segment
+
+    def _partitioned(self) -> Any:
+        """On a partitioned PostgreSQL store, the projectors of its segments (None otherwise)."""
+        if self.segment is not None or self.ledger.store.kind != "postgresql":
+            return None
+        if self._segments is None:
+            from projections.workers import SegmentProjectors
+
+            self._segments = SegmentProjectors.of(self)
+        return self._segments or None
 
     def catch_up(self, on_page: Callable[[int, int], None] | None = None, *, retry: bool = False) -> int:
         """Process every ledger event after the tracked position; returns how many it processed.
@@ -253,14 +289,17 @@ class Projector:
         ``rebuild``). With a backlog of more than one page, models that can defer per-patient work
         (signals) do it once at the end instead of after every page; what is deferred is noted durably.
         """
-        upstream = self.ledger.name
+        segments = self._partitioned()
+        if segments is not None:
+            return int(segments.catch_up(on_page, retry=retry))
+        upstream = self.upstream
         if self.view.stopped() is not None:
             if not retry:
                 return 0
             self.view.clear_stop()
-        self.view.finish()  # work left by an interrupted run
+        self.view.finish(self.model)  # work left by an interrupted run
         start = self.view.position(upstream)
-        model = self.view.model
+        model = self.model
         deferring = hasattr(model, "defer") and self.ledger.position() - start > self.page
         if deferring:
             model.defer = True  # type: ignore[attr-defined]
@@ -269,11 +308,11 @@ class Projector:
         finally:
             if deferring:
                 model.defer = False  # type: ignore[attr-defined]
-                self.view.finish()
+                self.view.finish(self.model)
 
     def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None) -> int:
         processed = 0
-        topics = self.view.model.topics
+        topics = self.model.topics
         while True:
             head = self.ledger.position()
             notes = self.ledger.notifications(start, self.page, topics=topics)
@@ -282,20 +321,20 @@ class Projector:
                     if head > start:
                         # Nothing of this model's topics up to the head: remember that, so the next poll
                         # does not scan the same events again (it would, for a model whose topics are rare).
-                        self.view.write([], Tracking(upstream, head), after=start)
+                        self.view.write([], Tracking(upstream, head), after=start, model=self.model)
                     return processed
-                self._write_page(notes, upstream, start)
+                self._write_page(self._mine(notes), upstream, start, notes[-1].id)
             except (PageTaken, OperationalError, InterfaceError, IntegrityError) as exc:
                 moved = self.view.position(upstream)
                 if moved == start:
                     raise  # not a rival projector: a real failure
                 log.info("%s: another projector got to %d first (%s); going on from there",
-                         self.view.model.name, moved, exc)
+                         self.model.name, moved, exc)
                 start = moved
                 continue
             except _EventRefused as refused:
                 processed += refused.applied
-                stop = self.view.record_stop(refused.notification_id, refused.reason)
+                stop = self.view.record_stop(refused.notification_id, refused.reason, upstream)
                 log.error("%s; the other read models go on", stop.sentence())
                 return processed
             start = notes[-1].id
@@ -303,13 +342,21 @@ class Projector:
             if on_page:
                 on_page(len(notes), start)
 
-    def _write_page(self, notes: Sequence[Any], upstream: str, start: int) -> None:
-        """Write a page; if the store or the model refuses it, once more with text escaped, then event
-        by event, so everything before the event that cannot be applied is kept (``_EventRefused``)."""
+    def _mine(self, notes: Sequence[Any]) -> Sequence[Any]:
+        """The notes of this projector's segment (all of them without one)."""
+        if self.segment is None:
+            return notes
+        k, count = self.segment
+        return [n for n in notes if n.originator_id.int % count == k]
+
+    def _write_page(self, notes: Sequence[Any], upstream: str, start: int, last: int) -> None:
+        """Write a page (its position ``last``); if the store or the model refuses it, once more with text
+        escaped, then event by event, so everything before the event that cannot be applied is kept
+        (``_EventRefused``)."""
         for escaped in ({}, {"storable_text": True}):
             try:
-                self.view.write([(n.id, self.ledger.decode(n)) for n in notes], Tracking(upstream, notes[-1].id),
-                                after=start, **escaped)
+                self.view.write([(n.id, self.ledger.decode(n)) for n in notes], Tracking(upstream, last),
+                                after=start, model=self.model, **escaped)
                 return
             except Exception as exc:
                 if not_the_data(exc):
@@ -318,16 +365,20 @@ class Projector:
         for applied, n in enumerate(notes):
             try:
                 self.view.write([(n.id, self.ledger.decode(n))], Tracking(upstream, n.id), after=after,
-                                storable_text=True)
+                                storable_text=True, model=self.model)
             except Exception as exc:
                 if not_the_data(exc):
                     raise
                 raise _EventRefused(applied, n.id, f"{type(exc).__name__}: {exc}") from exc
             after = n.id
+        if after != last:
+            self.view.write([], Tracking(upstream, last), after=after, model=self.model)
 
     def rebuild(self, on_page: Callable[[int, int], None] | None = None) -> int:
-        """Replay from zero."""
+        """Replay from zero (on a partitioned store, every segment; workers should be stopped first)."""
         self.view.reset()
+        if self._segments is not None:
+            self._segments.forget()
         return self.catch_up(on_page, retry=True)
 
 

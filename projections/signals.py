@@ -19,7 +19,7 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview
+from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview, patient_uuid
 from projections.db import ReadDB
 from projections.detection import detection_rules
 from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
@@ -117,6 +117,9 @@ class SignalsModel:
         self.live = LiveDetection(detection or detection_rules(), surveillance_plan)
         #: during a rebuild, patients are evaluated once at the end instead of after every page
         self.defer = False
+        #: (segment, count) when this instance projects one segment of a partitioned store: it evaluates
+        #: the patients of that segment only (``projections.partitions``)
+        self.partition: tuple[int, int] | None = None
         #: patients whose exposure facts changed since their share was derived (a lab result changes none);
         #: None until this process has derived the shares of the patients left dirty by an earlier one
         self._exposure_dirty: set[tuple[str, str]] | None = None
@@ -181,11 +184,23 @@ class SignalsModel:
             cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
                                   " FROM {t}signal_facts GROUP BY source, patient_id"))
         cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
-        dirty = db.fetch(cursor)
+        dirty = self._of_partition(db, db.fetch(cursor))
+        shares: dict[tuple[str, str], Any] = {}
         for start in range(0, len(dirty), 500):
-            self._evaluate_patients(cursor, db, dirty[start:start + 500])
-        cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+            shares.update(self._evaluate_patients(cursor, db, dirty[start:start + 500]))
+        if self.partition is None:
+            cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+        else:
+            cursor.executemany(db.sql("DELETE FROM {t}signal_dirty WHERE source = {p} AND patient_id = {p}"),
+                               [(s, pid) for s, pid, _ in dirty])
         self._exposure_dirty = set()
+        if shares and self.partition is not None and db.kind == "postgresql":
+            # the registry's totals and its screen: one segment's worker at a time (the others wait here,
+            # after their patients' evaluation), so each screen sees every total committed before it
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('safety-monitor/detection'))")
+        keys = list(shares)
+        for start in range(0, len(keys), 500):
+            self.live.update(cursor, db, {k: shares[k] for k in keys[start:start + 500]})
         registry = self.live.signals(cursor, db)
         if registry is not None:
             raised, covered = registry
@@ -197,7 +212,16 @@ class SignalsModel:
             version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
             self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
 
-    def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]) -> None:
+    def _of_partition(self, db: ReadDB, dirty: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The dirty patients of this instance's segment (all of them when it projects every segment)."""
+        if self.partition is None:
+            return dirty
+        k, count = self.partition
+        return [row for row in dirty if patient_uuid(row[0], db.sealer.untoken(row[1])).int % count == k]
+
+    def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]
+                           ) -> dict[tuple[str, str], Any]:
+        """Evaluate and store these patients' signals; their detection shares, where they changed."""
         keys = {(s, pid): at for s, pid, at in patients}
         where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(keys))
         params = [v for key in keys for v in key]
@@ -219,8 +243,8 @@ class SignalsModel:
                          for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
             if self._exposure_dirty is None or key in self._exposure_dirty:
                 shares[key] = exposure_share(key, facts)
-        self.live.update(cursor, db, shares)
         self._store(cursor, db, produced, found)
+        return shares
 
     def _store(self, cursor: Any, db: ReadDB, produced: Sequence[tuple[Signal, str, str, str]],
                found: Sequence[tuple[Any, ...]]) -> None:
@@ -253,7 +277,8 @@ class SignalsModel:
             acted = {sid: status for sid, status in db.fetch(cursor)}
             rows = [(*row[:6], acted.get(row[0], row[6]), *row[7:]) for row in rows]
             cols = ", ".join(SIGNAL_COLUMNS)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in SIGNAL_COLUMNS[1:] if c != "raised_at")
+            # the status is the workflow's: set from its actions when the row is made, then only by them
+            updates = ", ".join(f"{c} = excluded.{c}" for c in SIGNAL_COLUMNS[1:] if c not in ("raised_at", "status"))
             cursor.executemany(
                 db.sql(f"INSERT INTO {{t}}signals ({cols}) VALUES ({','.join([p] * len(SIGNAL_COLUMNS))})"
                        f" ON CONFLICT (id) DO UPDATE SET {updates}"),
@@ -307,6 +332,9 @@ def query_signals(
     rows = [dict(zip(SIGNAL_COLUMNS, r, strict=True)) for r in db.query(sql, params)]
     if as_of is not None:
         rows = [_status_as_of(db, r, as_of) for r in rows]
+    else:  # the last action decides, even one recorded by another segment's worker as the signal was made
+        acted = dict(db.query("SELECT signal_id, status FROM {t}signal_actions ORDER BY notification_id"))
+        rows = [{**r, "status": acted.get(r["id"], r["status"])} for r in rows]
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
     arms = _arms(db, {(r["source"], r["patient_id"]) for r in rows if r["patient_id"]})

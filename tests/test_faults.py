@@ -156,10 +156,10 @@ def test_two_projectors_of_one_read_model_racing_for_the_same_page_agree_with_a_
     write = slow.view.write
     raced = []
 
-    def write_after_the_other(events: list, tracking: object, after: int) -> None:
+    def write_after_the_other(events: list, tracking: object, after: int, **options: object) -> None:
         if not raced:
             raced.append(fast.catch_up())  # the other projector takes everything meanwhile
-        write(events, tracking, after)  # type: ignore[arg-type]
+        write(events, tracking, after, **options)  # type: ignore[arg-type]
 
     slow.view.write = write_after_the_other  # type: ignore[method-assign]
     slow.catch_up()

@@ -38,6 +38,11 @@ def feed_page(data: BoardData) -> None:
     st.subheader("Read models")
     models = data.read_models()
     st.dataframe(models, hide_index=True)
+    segments = data.segments()
+    if not segments.empty:
+        st.caption(f"Projected in {len(segments)} segments by worker processes (`safety-monitor project --workers "
+                   "N`): each segment's worker, its lease, and how far each read model is behind in it.")
+        st.dataframe(segments, hide_index=True)
     for stop in data.stops():
         st.error(f"{stop.sentence()} (since {stop.stopped_at}); the other read models go on. Fix the cause, then "
                  "`safety-monitor project` tries again, or `safety-monitor rebuild` replays it.")

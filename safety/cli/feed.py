@@ -272,6 +272,7 @@ def status(
     else:
         partitions = [{"tracking": name, "offset": offset} for name, offset in sorted(stored.items())]
     sources = ledger.tables.feed_counts()
+    from projections.partitions import status as segment_status
     from projections.runner import read_model_dbs, read_model_states
 
     answer = {
@@ -283,7 +284,9 @@ def status(
         # quarantined from the topic, committed, not yet on its dead-letter topic (sent at the next start)
         "dead_letters_waiting": len(ledger.tables.undelivered_dead_letters(topic)),
         # each read model's position against the ledger's, and where and why it stopped, if it did
-        "read_models": read_model_states(read_model_dbs(ledger.store, read_models()), ledger.position()),
+        "read_models": read_model_states(dbs := read_model_dbs(ledger.store, read_models()), ledger.position()),
+        # on a partitioned PostgreSQL store: each segment's worker (None: unclaimed) and lag per read model
+        "segments": segment_status(next(iter(dbs.values())), list(dbs), ledger.name, ledger.position()),
         # record batches a consumer stopped at because it could not decode them (open: not yet got past)
         "feed_faults": ledger.tables.feed_faults(),
     }

@@ -28,6 +28,7 @@ from safety.cli.wiring import (
     pilot_path,
     progress_bar,
     progress_steps,
+    project_in_workers,
     read_models,
     signals_model,
     stop_flag,
@@ -42,14 +43,34 @@ def project(
     with_notify: Annotated[
         bool, typer.Option("--notify", help="with --follow, also send notifications (as notify --follow does)")
     ] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help="PostgreSQL: project in N worker "
+                                                "processes over the store's segments; the same command on another "
+                                                "machine joins them")] = None,
+    segments: Annotated[int, typer.Option("--segments", min=1, max=1024, help="with --workers, the first time: "
+                                          "how many segments the streams are split into (fixed after)")] = 16,
+    lease_seconds: Annotated[float, typer.Option("--lease-seconds", min=1, max=600, help="with --workers: how long "
+                                                 "a worker's claim on a segment lasts unless renewed")] = 15.0,
 ) -> None:
     """Bring the read models up to date; with --follow, keep them so (polling).
 
     A read model that stopped on an event it could not apply is tried again here (not by --follow,
-    which leaves it stopped and keeps the others current); exit 1 if one is still stopped."""
+    which leaves it stopped and keeps the others current); exit 1 if one is still stopped. With
+    --workers N (PostgreSQL), N processes share the store's segments (docs/operations.md)."""
     from projections.runner import Projector
 
     ledger = open_ledger(store)
+    if workers is not None:
+        from projections.runner import ReadModelStopped
+
+        try:
+            stops = project_in_workers(ledger, workers, segments, lease_seconds, follow, interval)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        for stop in stops:
+            err.print(f"error: {ReadModelStopped(stop)}", style="red")
+        if stops:
+            raise typer.Exit(1)
+        return
     if not follow:
         if catch_up(ledger, *read_models(), retry=True, required=False):
             raise typer.Exit(1)

@@ -173,6 +173,53 @@ def report_sources(ledger: Any) -> Any:
     return ReportSources(incidence, exposure, signals_db, efficacy, transfers, signals.liver, rules)
 
 
+def project_worker(store_url: str, follow: bool, lease_seconds: float, interval: float) -> None:
+    """One worker process of ``project --workers N`` (the target of each process it starts)."""
+    from projections.workers import run_worker
+
+    run_worker(open_ledger(store_url), read_models(), follow=follow, lease_seconds=lease_seconds,
+               interval=interval, stopping=stop_flag())
+
+
+def project_in_workers(ledger: Any, workers: int, segments: int, lease_seconds: float, follow: bool,
+                       interval: float) -> list[Any]:
+    """Partition the store's projections (PostgreSQL; once) and project them in ``workers`` local worker
+    processes, which share the segments with any other machine's; without ``follow``, once they are done,
+    catch up here whatever a worker left (one killed meanwhile). The stops that remain."""
+    import multiprocessing
+    import time as time_module
+
+    from projections.db import ReadDB
+    from projections.partitions import Partitions
+
+    if ledger.store.kind != "postgresql":
+        raise ValueError(f"--workers {workers}: SQLite projects in one process (its writes are serialised); "
+                         "run `safety-monitor project` without --workers, or use PostgreSQL")
+    from projections.runner import read_model_dbs
+
+    count = Partitions(ReadDB(ledger.store)).enable(segments)
+    read_model_dbs(ledger.store, read_models())  # the tables, made once here: workers racing to make them collide
+    err.print(f"{workers} worker process{'es' if workers > 1 else ''} over {count} segments"
+              + ("; Ctrl+C or SIGTERM stops" if follow else ""))
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=project_worker, args=(ledger.store.url, follow, lease_seconds, interval),
+                               name=f"projection-worker-{i}") for i in range(workers)]
+    for p in processes:
+        p.start()
+    stopping = stop_flag()
+    try:
+        while any(p.is_alive() for p in processes):
+            if stopping():
+                for p in processes:
+                    if p.is_alive() and p.pid is not None:
+                        os.kill(p.pid, signals.SIGTERM)
+            time_module.sleep(0.2)
+    finally:
+        for p in processes:
+            p.join()
+    return catch_up(ledger, *read_models(), retry=True, required=False)
+
+
 def read_models() -> list[Any]:
     """Every read model, in the order they are brought up to date and rebuilt."""
     from projections.audit import AuditModel

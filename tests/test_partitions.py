@@ -1,0 +1,172 @@
+"""Partitioned projections on PostgreSQL (issue 28): the answers of every question with 1, 2 or 3 worker
+processes equal the single-process answers; a worker killed with SIGKILL mid-batch loses and doubles
+nothing once another has taken its segments over after the lease; status names each segment's worker;
+SQLite says it projects in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from events.generator import generate
+from events.ingest import Ingestor, RawMessage
+from events.ledger import Ledger
+from events.store import Store
+from projections.db import ReadDB
+from projections.partitions import Partitions, segment_of
+from projections.runner import Projector
+from safety.cli import app
+from safety.cli.wiring import read_models
+from tests.conftest import _pg_admin
+
+pytestmark = pytest.mark.postgres
+QUESTIONS = (["incidence"], ["ae-table"], ["ae-table", "--by", "drug"], ["edish", "--all-values"], ["lab-shifts"],
+             ["disproportionality"], ["signals"])
+
+
+@pytest.fixture
+def second_pg_url(pg_url: str) -> Iterator[str]:
+    """Another fresh schema beside ``pg_url`` (the single-process twin)."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with _pg_admin() as conn:  # type: ignore[attr-defined]
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield pg_url.split("?")[0] + f"?schema={schema}"
+    finally:
+        with _pg_admin() as conn:  # type: ignore[attr-defined]
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def fill(url: str, patients: int = 120) -> None:
+    lines = list(generate(patients, 2.0, seed=5))
+    Ingestor(Ledger(Store.parse(url))).ingest([RawMessage(line.encode(), {}) for line in lines], batch_size=2000)
+
+
+def answers(url: str) -> dict[str, Any]:
+    """Every question's answer, but what says when it was computed (signals' raise and update times)."""
+    out = {}
+    for question in QUESTIONS:
+        result = CliRunner().invoke(app, [*question, "--format", "json", "--store", url])
+        assert result.exit_code == 0, result.output
+        answer = json.loads(result.stdout)
+        if question == ["signals"]:
+            answer = sorted(({k: v for k, v in s.items() if k not in ("raised_at", "updated_at")} for s in answer),
+                            key=lambda s: s["id"])
+        out[" ".join(question)] = answer
+    return out
+
+
+def project(url: str, *options: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "safety.cli", "project", "--store", url, *options],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_every_answer_with_n_workers_equals_the_single_process_answer(pg_url: str, second_pg_url: str,
+                                                                      workers: int):
+    for url in (pg_url, second_pg_url):
+        fill(url)
+    assert project(second_pg_url).returncode == 0
+    done = project(pg_url, "--workers", str(workers), "--segments", "6", "--lease-seconds", "3")
+    assert done.returncode == 0, done.stderr
+    assert f"{workers} worker process" in done.stderr and "6 segments" in done.stderr
+    assert answers(pg_url) == answers(second_pg_url)
+    # every segment's position is the ledger's: nothing left behind, and the store says it is partitioned
+    status = json.loads(CliRunner().invoke(app, ["status", "--format", "json", "--store", pg_url]).stdout)
+    assert len(status["segments"]) == 6 and all(not any(s["behind"].values()) for s in status["segments"])
+    assert all(m["behind"] == 0 for m in status["read_models"])
+    from projections.board import BoardData
+
+    feed_health = BoardData(Store.parse(pg_url)).segments()  # the Feed health page's table
+    assert len(feed_health) == 6 and {"segment", "worker", "signals behind"} <= set(feed_health.columns)
+    # a new event after the workers stopped: a question's own catch-up projects it into its segment
+    more = {"schema_version": 1, "message_id": "late-1", "source": "registry-1", "patient_id": "P000001",
+            "type": "adverse_event", "occurred_at": "2023-06-01", "data": {"term": "Rash", "severity": "mild",
+                                                                           "serious": False}}
+    for url in (pg_url, second_pg_url):
+        Ingestor(Ledger(Store.parse(url))).ingest([RawMessage(json.dumps(more).encode(), {})])
+    assert answers(pg_url) == answers(second_pg_url)
+
+
+def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """What the read models hold, in an order of their own (not the order workers wrote it in), but the
+    time each event was recorded (the two stores were filled one after the other)."""
+    db = ReadDB(Store.parse(url))
+
+    def facts(table: str) -> list[tuple[Any, ...]]:
+        columns = [c for (c,) in db.query("SELECT column_name FROM information_schema.columns WHERE table_schema"
+                                           " = {p} AND table_name = {p} ORDER BY ordinal_position",
+                                           [db.store.schema, table]) if c != "recorded_at"]
+        return db.query(f"SELECT {', '.join(columns)} FROM {{t}}{table} ORDER BY notification_id")
+
+    return {
+        "incidence": facts("incidence_facts"),
+        "exposure": facts("exposure_facts"),
+        "signal_facts": db.query("SELECT notification_id, message_id, type, data FROM {t}signal_facts ORDER BY 1"),
+        "signals": db.query("SELECT id, kind, level, occurred_at, evidence FROM {t}signals ORDER BY id"),
+        "detection": db.query("SELECT drug, term, a FROM {t}detection_totals ORDER BY drug, term"),
+    }
+
+
+def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease_and_nothing_is_lost_or_doubled(
+        pg_url: str, second_pg_url: str):
+    for url in (pg_url, second_pg_url):
+        fill(url, patients=600)
+    for model in read_models():
+        Projector(Ledger(Store.parse(second_pg_url)), model).catch_up()
+    options = ["--follow", "--workers", "1", "--segments", "8", "--lease-seconds", "3", "--interval", "0.2"]
+    cmd = [sys.executable, "-m", "safety.cli", "project", "--store", pg_url, *options]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = ReadDB(Store.parse(pg_url))
+    owners: set[str] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(owners) < 2 and time.monotonic() < deadline:  # both workers hold segments
+            time.sleep(0.2)
+            if db.table_exists("projection_segments"):
+                owners = {lease.owner for lease in Partitions(db).leases() if lease.owner}
+        assert len(owners) == 2, owners
+        os.killpg(first.pid, signal.SIGKILL)  # the worker process and its parent, mid-batch
+        first.wait()
+        ledger = Ledger(Store.parse(pg_url))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = json.loads(CliRunner().invoke(app, ["status", "--format", "json", "--store", pg_url]).stdout)
+            if all(m["behind"] == 0 for m in status["read_models"]):
+                break
+            time.sleep(0.5)
+        live = {s["owner"] for s in status["segments"]}
+        assert len(live) == 1 and None not in live, live  # the survivor holds every segment now
+        assert ledger.position() > 0
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+    assert table_rows(pg_url) == table_rows(second_pg_url)
+
+
+def test_sqlite_says_it_projects_in_one_process(sqlite_url: str):
+    fill(sqlite_url, patients=5)
+    result = CliRunner().invoke(app, ["project", "--workers", "2", "--store", sqlite_url])
+    assert result.exit_code == 1 and "SQLite projects in one process" in result.output
+
+
+def test_a_patients_events_all_fall_in_one_segment():
+    from events.domain import patient_uuid
+
+    stream = patient_uuid("registry-1", "P000001")
+    assert {segment_of(stream, 8) for _ in range(3)} == {stream.int % 8}
+    spread = {segment_of(patient_uuid("r", f"P{i}"), 8) for i in range(200)}
+    assert spread == set(range(8))
