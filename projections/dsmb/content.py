@@ -267,5 +267,8 @@ def _sections(incid: dict[str, Any], data: dict[str, Any], listing_fp: str, pool
             out.append(Section("efficacy", "Efficacy", tables.efficacy_html(eff), incid["fingerprint"]))
     changes = transfer_changes(src.transfers, utc_text(opt.changes_since) if opt.changes_since else None)
     if changes or opt.changes_since:
-        out.append(Section("transfers", "Data transfers", tables.changes_html(changes), listing_fp))
+        since = f" since {opt.changes_since.strftime('%Y-%m-%d %H:%M UTC')}" if opt.changes_since else ""
+        out.append(Section("transfers", f"Data transfers{since}", tables.changes_html(changes), listing_fp,
+                           ["Records each SDTM transfer added, corrected (a changed value or date) or retracted "
+                            "(absent from the transfer), as recorded in the ledger."]))
     return out
