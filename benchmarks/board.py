@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,10 +17,14 @@ from pathlib import Path
 
 from dashboard.auth import UserStore
 
-# page -> a text that appears only once the page's data is rendered
-PAGES = (("Signals", "· updated"), ("Incidence", "Cohort comparison"),
-         ("Efficacy", "patients with visit assessments and"), ("Patient", "History"),
-         ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
+# page -> a text (or pattern) that appears only once the page's data is rendered: the last thing it draws
+PAGES: tuple[tuple[str, str | re.Pattern[str]], ...] = (
+    ("Signals", "· updated"), ("Expedited reports", re.compile(r"No SUSAR case|causality: ")),
+    ("Liver (eDISH)", re.compile(r"Subjects by baseline grade|No patient has a liver test")),
+    ("Arms and drugs", re.compile(r"\d+ subjects, \d+ events|No subject was exposed")),
+    ("Signal detection", re.compile(r"No surveillance plan|observation ends")),
+    ("Incidence", "Cohort comparison"), ("Efficacy", "patients with visit assessments and"), ("Patient", "History"),
+    ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
 
 def render_times(store_url: str, runs: int = 3) -> dict[str, tuple[float, float]]:
