@@ -74,10 +74,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=15_000)
     parser.add_argument("--years", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    if args.out:
-        report.PATH = args.out
+    args = report.parse_args(parser)
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Store.parse(f"sqlite:///{tmp}/ledger.db"))
         lines = [RawMessage(line.encode(), {}) for line in generate(args.patients, args.years, 1, 1)]

@@ -54,10 +54,7 @@ def profiled(fn: object) -> tuple[float, pstats.Stats]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=3000)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    if args.out:
-        report.PATH = args.out
+    args = report.parse_args(parser)
     with tempfile.TemporaryDirectory() as tmp:
         store = fresh_store("sqlite", Path(tmp))
         ledger = Ledger(store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -55,6 +56,16 @@ def previous_section(title: str) -> str:
     text = PATH.read_text() if PATH.exists() else ""
     found = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.S | re.M)
     return found.group(0) if found else ""
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """A benchmark's arguments, with ``--out`` (write the sections there instead of BENCHMARKS.md) handled."""
+    global PATH
+    parser.add_argument("--out", type=Path, default=None, help="write here instead of BENCHMARKS.md")
+    args = parser.parse_args()
+    if args.out:
+        PATH = args.out
+    return args
 
 
 def write_section(title: str, command: str, body: str) -> None:

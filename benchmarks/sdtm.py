@@ -80,10 +80,7 @@ def import_once(store: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    if args.out:
-        report.PATH = args.out
+    args = report.parse_args(parser)
     reads, first, again = [], [], []
     records = 0
     for _ in range(args.runs):  # alternate, so a slow spell of the host touches all three alike
