@@ -241,7 +241,9 @@ class SignalsModel:
             history = history_from(key[0], sl.untoken(key[1]), facts)
             produced += [(sig, key[1], recorded_at, self.config.version)
                          for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
-            if self._exposure_dirty is None or key in self._exposure_dirty:
+            # a segment's worker cannot know which of its dirty patients another process marked (a new plan
+            # marks them all): it derives every evaluated patient's share
+            if self._exposure_dirty is None or self.partition is not None or key in self._exposure_dirty:
                 shares[key] = exposure_share(key, facts)
         self._store(cursor, db, produced, found)
         return shares
