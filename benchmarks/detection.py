@@ -84,9 +84,11 @@ def incremental(ledger: Any, plan: str, exposure_db: Any, pairs: list[dict[str, 
 
     projector = Projector(ledger, SignalsModel(surveillance_plan=plan))
     rebuild = statistics.median([timed(projector.rebuild)[0] for _ in range(runs)])
-    # the baseline: the same rebuild with detection's work left out (its two entry points made no-ops)
+    # the baseline: the same rebuild with detection's work left out (no share derived, its two entry points
+    # made no-ops)
     with patch.object(LiveDetection, "update", lambda *_: None), patch.object(LiveDetection, "signals",
-                                                                               lambda *_: None):
+                                                                               lambda *_: None), \
+            patch("projections.signals.exposure_share", lambda *_: (None, None)):
         rebuild_plain = statistics.median([timed(projector.rebuild)[0] for _ in range(runs)])
     projector.rebuild()
     projector = Projector(ledger, SignalsModel(surveillance_plan=plan))
