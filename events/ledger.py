@@ -107,6 +107,24 @@ class Ledger(Application):
             start=start, limit=limit, stop=stop, topics=topics, inclusive_of_start=False
         )
 
+    def segment_notifications(self, start: int, limit: int, topics: Sequence[str], segment: int,
+                              segments: int) -> Sequence[Notification]:
+        """PostgreSQL: the notifications after ``start`` of one segment's streams (the last 32 bits of the
+        stream's UUID modulo ``segments``, as ``projections.partitions.segment_of``), filtered in the
+        database so a worker reads only its share of the ledger."""
+        from psycopg.sql import SQL, Identifier
+
+        rec: Any = self.recorder
+        statement = SQL("SELECT * FROM {schema}.{table} WHERE notification_id > %s AND topic = ANY(%s) AND"
+                        " ('x' || right(replace(originator_id::text, '-', ''), 8))::bit(32)::bigint %% %s = %s"
+                        " ORDER BY notification_id LIMIT %s").format(schema=Identifier(rec.datastore.schema),
+                                                                     table=Identifier(rec.events_table_name))
+        with rec.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [start, list(topics), segments, segment, limit], prepare=True)
+            return [Notification(id=row["notification_id"], originator_id=row["originator_id"],
+                                 originator_version=row["originator_version"], topic=row["topic"],
+                                 state=bytes(row["state"])) for row in curs.fetchall()]
+
     def decode(self, notification: Notification) -> Any:
         return self.mapper.to_domain_event(notification)
 

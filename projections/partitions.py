@@ -29,8 +29,9 @@ DEFAULT_LEASE_SECONDS = 15.0
 
 
 def segment_of(stream: UUID, segments: int) -> int:
-    """The segment of a stream: its (name-based, uniformly spread) UUID modulo the segment count."""
-    return stream.int % segments
+    """The segment of a stream: the last 32 bits of its (name-based, uniformly spread) UUID modulo the
+    segment count; the same as ``Ledger.segment_notifications`` computes in the database."""
+    return (stream.int & 0xFFFFFFFF) % segments
 
 
 def upstream_of(ledger_name: str, segment: int) -> str:

@@ -315,7 +315,10 @@ class Projector:
         topics = self.model.topics
         while True:
             head = self.ledger.position()
-            notes = self.ledger.notifications(start, self.page, topics=topics)
+            if self.segment is None:
+                notes = self.ledger.notifications(start, self.page, topics=topics)
+            else:  # only this segment's streams, filtered in the database
+                notes = self.ledger.segment_notifications(start, self.page, topics, *self.segment)
             try:
                 if not notes:
                     if head > start:
@@ -323,7 +326,7 @@ class Projector:
                         # does not scan the same events again (it would, for a model whose topics are rare).
                         self.view.write([], Tracking(upstream, head), after=start, model=self.model)
                     return processed
-                self._write_page(self._mine(notes), upstream, start, notes[-1].id)
+                self._write_page(notes, upstream, start, notes[-1].id)
             except (PageTaken, OperationalError, InterfaceError, IntegrityError) as exc:
                 moved = self.view.position(upstream)
                 if moved == start:
@@ -341,13 +344,6 @@ class Projector:
             processed += len(notes)
             if on_page:
                 on_page(len(notes), start)
-
-    def _mine(self, notes: Sequence[Any]) -> Sequence[Any]:
-        """The notes of this projector's segment (all of them without one)."""
-        if self.segment is None:
-            return notes
-        k, count = self.segment
-        return [n for n in notes if n.originator_id.int % count == k]
 
     def _write_page(self, notes: Sequence[Any], upstream: str, start: int, last: int) -> None:
         """Write a page (its position ``last``); if the store or the model refuses it, once more with text

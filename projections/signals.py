@@ -26,6 +26,7 @@ from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
 from projections.incidence import utc_text
 from projections.live_detection import TABLES as DETECTION_TABLES
 from projections.live_detection import LiveDetection, covers
+from projections.partitions import segment_of
 from safety.amendments import Amendments
 from safety.detection_signals import REGISTRY
 from safety.exposure import Subject
@@ -217,7 +218,7 @@ class SignalsModel:
         if self.partition is None:
             return dirty
         k, count = self.partition
-        return [row for row in dirty if patient_uuid(row[0], db.sealer.untoken(row[1])).int % count == k]
+        return [row for row in dirty if segment_of(patient_uuid(row[0], db.sealer.untoken(row[1])), count) == k]
 
     def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]
                            ) -> dict[tuple[str, str], Any]:
