@@ -55,7 +55,9 @@ def partitioned_section(suite: Any) -> str:
         f"\n\n{suite.patients:,} patients, {events:,} ledger events, PostgreSQL on this machine (2 cores, shared "
         "with the database server itself). Each run empties every read model and rebuilds all seven: one process "
         "as `project` does on a store never partitioned, then `project --workers N --segments 16` (each worker "
-        "reads every page of the ledger and applies its segments' events, so reading is repeated per worker "
-        "while decoding and projecting are split). With 2 cores shared by the workers and PostgreSQL, 2 workers "
-        "cannot double the throughput here; the per-worker figure is what a larger machine, or workers on "
-        "several machines against one database, adds per worker until the database becomes the bound.\n")
+        "reads only its segments' events, filtered in the database; each segment of each read model is a "
+        "catch-up of its own, with its own deferred evaluation and position writes, and the workers start as "
+        "new processes: that overhead is the gap to one process at this size). With 2 cores shared by the "
+        "workers and PostgreSQL, 2 workers cannot add throughput here; the per-worker figure is what each "
+        "worker adds on a machine with cores to spare, or on another machine against one database, until the "
+        "database becomes the bound.\n")
