@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from safety.partial_dates import Imputed, PartialDateError, impute_end, impute_start
+from events.sdtm.fields import Bad, as_number, end_date, first_day, raw_date, start_date
+from events.sdtm.visits import COMPLETION, _ds, _sv, _vs
+from safety.partial_dates import PartialDateError, impute_end
 
 #: the identifying variables of each mapped domain (those a record is known by across transfers)
 IDENTITY: dict[str, tuple[str, ...]] = {
@@ -56,8 +58,7 @@ SERIOUSNESS = (("AESDTH", "death"), ("AESLIFE", "life-threatening"), ("AESHOSP",
 SEX = {"F": "F", "M": "M", "U": "unknown", "UNDIFFERENTIATED": "other"}
 #: DS disposition events that are not a discontinuation
 NOT_WITHDRAWN = ("COMPLETED", "SCREEN FAILURE")
-#: a disposition that ends follow-up without a withdrawal: a contact of kind completion (contract 1.2)
-COMPLETION = "COMPLETED"
+
 
 
 @dataclass(frozen=True)
@@ -142,57 +143,6 @@ def identity_base(record: str) -> str:
     return record.split(CONTENT_SEPARATOR, 1)[0]
 
 
-class _Bad(ValueError):
-    pass
-
-
-def _date(row: dict[str, Any], name: str) -> str | None:
-    v = row.get(name)
-    return None if v is None else str(v)
-
-
-def _start(row: dict[str, Any], name: str, floor: date | None, as_sent: dict[str, str], field: str) -> str | None:
-    """A start date, imputed (``field`` noted in ``as_sent`` when it was partial)."""
-    return _imputed(row, name, as_sent, field, lambda text: impute_start(text, floor))
-
-
-def _end(row: dict[str, Any], name: str, as_sent: dict[str, str], field: str) -> str | None:
-    return _imputed(row, name, as_sent, field, impute_end)
-
-
-def _imputed(row: dict[str, Any], name: str, as_sent: dict[str, str], field: str,
-             rule: Callable[[str], Imputed]) -> str | None:
-    text = _date(row, name)
-    if text is None:
-        return None
-    try:
-        imputed = rule(text)
-    except PartialDateError as exc:
-        raise _Bad(f"{name}: {exc}; send an ISO 8601 date") from None
-    if imputed.imputed:
-        as_sent[field] = imputed.as_sent
-    return imputed.value
-
-
-def _first_day(text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(impute_start(text).value[:10])
-    except (PartialDateError, ValueError):
-        return None
-
-
-def _number(v: Any) -> float | int | None:
-    if v is None or isinstance(v, (int, float)):
-        return v
-    try:
-        f = float(str(v))
-    except ValueError:
-        return None
-    return int(f) if f.is_integer() else f
-
-
 def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfer: str,
                  known_first_exposure: dict[tuple[str, str], date], known_condition: dict[str, str],
                  known_subjects: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
@@ -203,7 +153,7 @@ def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfe
     for row in datasets.get("DM", []):
         if row.get("USUBJID") and row.get("STUDYID"):
             subjects.add((str(row["STUDYID"]), str(row["USUBJID"])))
-        day = _first_day(_date(row, "RFXSTDTC"))
+        day = first_day(raw_date(row, "RFXSTDTC"))
         if row.get("USUBJID") and day is not None:
             first[(str(row.get("STUDYID")), str(row["USUBJID"]))] = day
     condition = dict(known_condition)
@@ -213,7 +163,8 @@ def context_from(datasets: dict[str, list[dict[str, Any]]], source: str, transfe
     qualifiers: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
     for row in datasets.get("SUPPAE", []):
         if row.get("IDVAR") and row.get("QNAM") and row.get("QVAL") is not None:
-            key = (str(row.get("USUBJID")), str(row["IDVAR"]), str(_number(row.get("IDVARVAL")) or row.get("IDVARVAL")))
+            idvarval = as_number(row.get("IDVARVAL")) or row.get("IDVARVAL")
+            key = (str(row.get("USUBJID")), str(row["IDVAR"]), str(idvarval))
             qualifiers[key][str(row["QNAM"])] = str(row["QVAL"])
     return Context(source, transfer, first, condition, dict(qualifiers), subjects, known_records)
 
@@ -260,7 +211,7 @@ def map_domain(domain: str, rows: list[dict[str, Any]], file: str, ctx: Context)
                                   "transfer": ctx.transfer, "as_sent": as_sent}
         try:
             kind, occurred_at, data = build(row, ctx, as_sent)
-        except _Bad as exc:
+        except Bad as exc:
             yield Refusal(domain, str(exc), row, position, rid)
             continue
         yield Mapped(rid, domain, _message(rid, ctx.source, subject, kind, occurred_at, data, origin), position)
@@ -324,15 +275,15 @@ def _floor(row: dict[str, Any], ctx: Context) -> date | None:
 def _dm(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     when = None
     for name in ("RFICDTC", "RFSTDTC", "DMDTC"):
-        when = _start(row, name, None, as_sent, "occurred_at")
+        when = start_date(row, name, None, as_sent, "occurred_at")
         if when is not None:
             break
     if when is None:
-        raise _Bad("RFICDTC, RFSTDTC and DMDTC: all missing; the enrolment needs a date")
+        raise Bad("RFICDTC, RFSTDTC and DMDTC: all missing; the enrolment needs a date")
     sex = SEX.get(str(row.get("SEX")))
     if sex is None:
-        raise _Bad(f"SEX: {row.get('SEX')!r} is not SDTM's M, F, U or UNDIFFERENTIATED")
-    age = _number(row.get("AGE"))
+        raise Bad(f"SEX: {row.get('SEX')!r} is not SDTM's M, F, U or UNDIFFERENTIATED")
+    age = as_number(row.get("AGE"))
     unit = row.get("AGEU") or "YEARS"
     factor = {"YEARS": 1, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25}.get(str(unit))
     study = str(row["STUDYID"])
@@ -343,25 +294,25 @@ def _dm(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
         "study": study,
         "arm": row.get("ARM"), "arm_code": row.get("ARMCD"),
         "actual_arm": row.get("ACTARM"), "actual_arm_code": row.get("ACTARMCD"),
-        "first_exposure_on": _start(row, "RFXSTDTC", None, as_sent, "first_exposure_on"),
-        "last_exposure_on": _end(row, "RFXENDTC", as_sent, "last_exposure_on"),
-        "birth_date": _start(row, "BRTHDTC", None, as_sent, "birth_date"),
+        "first_exposure_on": start_date(row, "RFXSTDTC", None, as_sent, "first_exposure_on"),
+        "last_exposure_on": end_date(row, "RFXENDTC", as_sent, "last_exposure_on"),
+        "birth_date": start_date(row, "BRTHDTC", None, as_sent, "birth_date"),
     }
 
 
 def _ae(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
-    onset = _start(row, "AESTDTC", _floor(row, ctx), as_sent, "occurred_at")
+    onset = start_date(row, "AESTDTC", _floor(row, ctx), as_sent, "occurred_at")
     if onset is None:
-        raise _Bad("AESTDTC: missing; the adverse event needs its onset date (a partial date will do)")
+        raise Bad("AESTDTC: missing; the adverse event needs its onset date (a partial date will do)")
     term = row.get("AEDECOD") or row.get("AETERM")
     if not term:
-        raise _Bad("AEDECOD and AETERM: both missing; send the reported term")
+        raise Bad("AEDECOD and AETERM: both missing; send the reported term")
     supplemental = dict(ctx.qualifiers.get((str(row["USUBJID"]), "AESEQ", str(row.get("AESEQ"))), {}))
     relatedness = RELATEDNESS.get(str(row.get("AEREL") or "").upper())
     if row.get("AEREL") and relatedness is None:
         supplemental["AEREL"] = str(row["AEREL"])  # a sponsor's own term: kept as sent
-    grade = _number(row.get("AETOXGR"))
-    code = _number(row.get("AEPTCD"))
+    grade = as_number(row.get("AETOXGR"))
+    code = as_number(row.get("AEPTCD"))
     return "adverse_event", onset, {
         "term": term,
         "verbatim_term": row.get("AETERM"),
@@ -375,27 +326,27 @@ def _ae(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
         "action_taken": row.get("AEACN"),
         "outcome": row.get("AEOUT"),
         "relatedness": relatedness,
-        "resolved_at": _end(row, "AEENDTC", as_sent, "resolved_at"),
+        "resolved_at": end_date(row, "AEENDTC", as_sent, "resolved_at"),
         "supplemental": supplemental or None,
     }
 
 
 def _lb(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
-    when = _start(row, "LBDTC", None, as_sent, "occurred_at")
+    when = start_date(row, "LBDTC", None, as_sent, "occurred_at")
     if when is None:
-        raise _Bad("LBDTC: missing; the result needs the date of its specimen")
+        raise Bad("LBDTC: missing; the result needs the date of its specimen")
     code = str(row.get("LBTESTCD") or "")
     if not code:
-        raise _Bad("LBTESTCD: missing; send the test's code")
-    number = _number(row.get("LBSTRESN"))
+        raise Bad("LBTESTCD: missing; send the test's code")
+    number = as_number(row.get("LBSTRESN"))
     text = row.get("LBSTRESC")
     if number is None and text is None:
-        raise _Bad("LBSTRESN and LBSTRESC: both empty; a result without a value is not sent (LBSTAT NOT DONE)")
+        raise Bad("LBSTRESN and LBSTRESC: both empty; a result without a value is not sent (LBSTAT NOT DONE)")
     analyte = LB_ANALYTES.get(code) if number is not None else None
     data: dict[str, Any] = {
         "test_code": code, "test_name": row.get("LBTEST"), "loinc": row.get("LBLOINC"),
         "unit": row.get("LBSTRESU"),
-        "reference_low": _number(row.get("LBSTNRLO")), "reference_high": _number(row.get("LBSTNRHI")),
+        "reference_low": as_number(row.get("LBSTNRLO")), "reference_high": as_number(row.get("LBSTNRHI")),
     }
     if analyte is not None:
         data["analyte"] = analyte
@@ -407,41 +358,6 @@ def _lb(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
     if analyte is None:
         data.pop("loinc")  # a LOINC code names one of the contract's analytes; others keep their code
     return "lab_result", when, data
-
-
-def _ds(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
-    when = _start(row, "DSSTDTC", None, as_sent, "occurred_at")
-    if when is None:
-        raise _Bad("DSSTDTC: missing; the disposition needs its date")
-    decod = str(row.get("DSDECOD") or "")
-    if decod == COMPLETION:
-        return "contact", when, {"kind": "completion", "label": str(row.get("DSTERM") or decod)[:128]}
-    return "withdrawal", when, {"reason": str(row.get("DSTERM") or decod or "discontinued"),
-                                "disposition": decod or None, "death": True if decod == "DEATH" else None}
-
-
-def _sv(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
-    """A visit (SV): a contact on its start day, so follow-up runs to the last visit (contract 1.2)."""
-    when = _start(row, "SVSTDTC", None, as_sent, "occurred_at")
-    if when is None:
-        raise _Bad("SVSTDTC: missing; a visit needs its date (a planned visit not yet done is left out)")
-    label = str(row.get("VISIT") or row.get("VISITNUM") or "visit")[:128]
-    return "contact", when, {"kind": "visit", "label": label}
-
-
-def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
-    when = _start(row, "VSDTC", None, as_sent, "occurred_at")
-    if when is None:
-        raise _Bad("VSDTC: missing; the measurement needs its date")
-    value = _number(row.get("VSSTRESN"))
-    unit = str(row.get("VSSTRESU") or "C")
-    if value is None:
-        raise _Bad("VSSTRESN: empty; a temperature is a number")
-    if unit.upper() in ("F", "[DEGF]"):
-        value = round((value - 32) * 5 / 9, 2)
-    elif unit.upper() not in ("C", "[DEGC]"):
-        raise _Bad(f"VSSTRESU: {unit!r} is not a temperature unit; send C or F")
-    return "clinical_finding", when, {"temperature_c": value}
 
 
 _BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs, "SV": _sv}
@@ -464,13 +380,13 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context) -> It
             yield Refusal("EX", f"USUBJID: subject {subject} of study {study} is not in DM (of this transfer or an "
                           "earlier one); send the subject's DM record", row, position)
             continue
-        start = _first_day(_date(row, "EXSTDTC"))
+        start = first_day(raw_date(row, "EXSTDTC"))
         if start is None:
             yield Refusal("EX", "EXSTDTC: missing or not an ISO 8601 date; an exposure needs its start", row,
                           position)
             continue
-        end_text = _date(row, "EXENDTC")
-        end = None if end_text is None else _first_day(impute_end(end_text).value if _valid(end_text) else None)
+        end_text = raw_date(row, "EXENDTC")
+        end = None if end_text is None else first_day(impute_end(end_text).value if _valid(end_text) else None)
         by_subject[(str(study), str(subject))].append((n, row, start, end))
     taken = _Identities("EX", ctx.known)
     periods_of: list[tuple[str, str, list[list[tuple[int, dict[str, Any], date, date | None]]]]] = []
@@ -491,7 +407,7 @@ def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context) -> It
         for period in periods:
             first_row, first_n = period[0][1], period[0][0]
             rid = taken.record((study, subject, tuple(first_row.get(v) for v in IDENTITY["EX"])), first_row)
-            dose = _number(first_row.get("EXDOSE"))
+            dose = as_number(first_row.get("EXDOSE"))
             data = {"drug": str(first_row["EXTRT"]), "dose": None if dose is None else
                     f"{dose:g} {first_row.get('EXDOSU') or ''}".strip(), "route": first_row.get("EXROUTE")}
             for action, when, n in (("start", period[0][2], first_n), ("stop", period[-1][3], period[-1][0])):
