@@ -21,7 +21,7 @@ from datetime import date
 from typing import Any
 
 from events.sdtm.fields import Bad, as_number, end_date, first_day, raw_date, start_date
-from events.sdtm.visits import COMPLETION, _ds, _sv, _vs
+from events.sdtm.visits import COMPLETION, disposition, temperature, visit
 from safety.partial_dates import PartialDateError, impute_end
 
 #: the identifying variables of each mapped domain (those a record is known by across transfers)
@@ -360,7 +360,7 @@ def _lb(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
     return "lab_result", when, data
 
 
-_BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": _ds, "VS": _vs, "SV": _sv}
+_BUILDERS = {"DM": _dm, "AE": _ae, "LB": _lb, "DS": disposition, "VS": temperature, "SV": visit}
 
 
 def _exposure_periods(rows: list[dict[str, Any]], file: str, ctx: Context) -> Iterator[Mapped | Refusal]:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 COMPLETION = "COMPLETED"
 
 
-def _ds(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+def disposition(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     when = start_date(row, "DSSTDTC", None, as_sent, "occurred_at")
     if when is None:
         raise Bad("DSSTDTC: missing; the disposition needs its date")
@@ -25,7 +25,7 @@ def _ds(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
                                 "disposition": decod or None, "death": True if decod == "DEATH" else None}
 
 
-def _sv(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+def visit(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     """A visit (SV): a contact on its start day, so follow-up runs to the last visit (contract 1.2)."""
     when = start_date(row, "SVSTDTC", None, as_sent, "occurred_at")
     if when is None:
@@ -34,7 +34,7 @@ def _sv(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str
     return "contact", when, {"kind": "visit", "label": label}
 
 
-def _vs(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+def temperature(row: dict[str, Any], ctx: Context, as_sent: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     when = start_date(row, "VSDTC", None, as_sent, "occurred_at")
     if when is None:
         raise Bad("VSDTC: missing; the measurement needs its date")
