@@ -79,8 +79,11 @@ class Partitions:
         rows = self.db.query("SELECT value FROM {t}projection_config WHERE key = 'segments'")
         return int(rows[0][0]) if rows else None
 
-    def enable(self, segments: int = DEFAULT_SEGMENTS) -> int:
-        """Partition the store's projections (once; the count never changes after). Returns the count."""
+    def enable(self, segments: int = DEFAULT_SEGMENTS, models: list[str] | None = None,
+               ledger_name: str = "Ledger") -> int:
+        """Partition the store's projections (once; the count never changes after). Returns the count.
+        A read model projected in one process before goes on from where it stands in every segment: its
+        position is carried into each segment's, so no event is applied twice."""
         if not 1 <= segments <= 1024:
             raise ValueError(f"segments {segments}: between 1 and 1024")
         with self.db.connect() as conn:
@@ -93,6 +96,16 @@ class Partitions:
             c.execute(self.db.sql("INSERT INTO {t}projection_config VALUES ('segments', {p})"), (str(segments),))
             c.executemany(self.db.sql("INSERT INTO {t}projection_segments (segment) VALUES ({p})"),
                           [(k,) for k in range(segments)])
+            for model in models or []:
+                table = f'{{t}}"{model}_tracking"'
+                c.execute(self.db.sql(f"SELECT notification_id FROM {table} WHERE application_name = {{p}}"),
+                          (ledger_name,))
+                found = c.fetchone()
+                if found and found[0]:
+                    c.executemany(self.db.sql(f"INSERT INTO {table} (application_name, notification_id) VALUES"
+                                              " ({p}, {p}) ON CONFLICT (application_name) DO UPDATE SET"
+                                              " notification_id = excluded.notification_id"),
+                                  [(f"{ledger_name}#{k}", found[0]) for k in range(segments)])
         return segments
 
     def heartbeat(self, owner: str, lease_seconds: float) -> None:

@@ -85,6 +85,14 @@ def test_every_answer_with_n_workers_equals_the_single_process_answer(pg_url: st
     assert all(segment_of(n.originator_id, 6) == k for k, share in enumerate(shares) for n in share)
     assert sorted(n.id for share in shares for n in share) == [n.id for n in everything]
     assert project(second_pg_url).returncode == 0
+    # projected in one process first: the segments go on from its positions and apply nothing twice
+    assert project(pg_url).returncode == 0
+    first = {"schema_version": 1, "message_id": "late-0", "source": "registry-1", "patient_id": "P000002",
+             "type": "adverse_event", "occurred_at": "2023-05-01", "data": {"term": "Rash", "severity": "mild",
+                                                                            "serious": False}}
+    for url in (pg_url, second_pg_url):
+        Ingestor(Ledger(Store.parse(url))).ingest([RawMessage(json.dumps(first).encode(), {})])
+    assert project(second_pg_url).returncode == 0
     done = project(pg_url, "--workers", str(workers), "--segments", "6", "--lease-seconds", "3")
     assert done.returncode == 0, done.stderr
     assert f"{workers} worker process" in done.stderr and "6 segments" in done.stderr

@@ -197,8 +197,8 @@ def project_in_workers(ledger: Any, workers: int, segments: int, lease_seconds: 
                          "run `safety-monitor project` without --workers, or use PostgreSQL")
     from projections.runner import read_model_dbs
 
-    count = Partitions(ReadDB(ledger.store)).enable(segments)
-    read_model_dbs(ledger.store, read_models())  # the tables, made once here: workers racing to make them collide
+    dbs = read_model_dbs(ledger.store, read_models())  # the tables, made once here: workers racing would collide
+    count = Partitions(ReadDB(ledger.store)).enable(segments, list(dbs), ledger.name)
     err.print(f"{workers} worker process{'es' if workers > 1 else ''} over {count} segments"
               + ("; Ctrl+C or SIGTERM stops" if follow else ""))
     spawn = multiprocessing.get_context("spawn")
