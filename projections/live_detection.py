@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from safety.detection_signals import KINDS, disproportionality_signal, sequential_signal
+from safety.detection_signals import disproportionality_signal, sequential_signal
 from safety.exposure import Subject, periods
 from safety.mas import Signal
 from safety.screening import DetectionRules, screen, subject_pairs
@@ -223,4 +223,4 @@ def covers(covered: set[str], kind: str, details: dict[str, Any] | None) -> bool
     return kind == "sequential" and f"sequential/{(details or {}).get('name')}" in covered
 
 
-__all__ = ["KINDS", "TABLES", "LiveDetection", "covers", "stored_shares"]
+__all__ = ["TABLES", "LiveDetection", "covers", "stored_shares"]

@@ -187,6 +187,19 @@ class View:
         with self.recorder.datastore.transaction(commit=True) as c:
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
 
+    def segment_count(self) -> int | None:
+        """The store's segment count when its projections are partitioned (PostgreSQL), else None: asked
+        over the view's pooled connection, since every catch-up asks it."""
+        if self.store.kind != "postgresql":
+            return None
+        with self.recorder.datastore.transaction(commit=False) as c:
+            c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
+            if c.fetchone()["found"] is None:
+                return None
+            c.execute(self.db.sql("SELECT value FROM {t}projection_config WHERE key = 'segments'"))
+            row = c.fetchone()
+        return int(row["value"]) if row else None
+
     def position(self, upstream: str) -> int:
         return self.recorder.max_tracking_id(upstream) or 0
 

@@ -5,17 +5,14 @@ renews it while it works, and projects every read model's share of its segments.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from events.ledger import Ledger
-from projections.partitions import Partitions, new_owner, partitions_of
+from projections.partitions import Partitions, new_owner
 from projections.runner import Projector, ReadModel, View
-
-log = logging.getLogger(__name__)
 
 
 class SegmentProjectors:
@@ -29,7 +26,7 @@ class SegmentProjectors:
 
     @classmethod
     def of(cls, parent: Projector) -> SegmentProjectors | None:
-        count = partitions_of(parent.view.db)
+        count = parent.view.segment_count()
         return None if count is None else cls(parent, count)
 
     def projector(self, segment: int) -> Projector:

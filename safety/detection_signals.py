@@ -16,7 +16,6 @@ from safety.mas import Signal, signal_id
 
 #: the source of a signal that belongs to the registry, not to one patient
 REGISTRY = "registry"
-KINDS = ("disproportionality", "sequential")
 
 #: what each screening method's rule reads, for the evidence line
 RULE_TEXT = {
