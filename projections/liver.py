@@ -3,14 +3,14 @@ the ULN, the quadrant, and potential Hy's law (``safety.liver``), grouped by arm
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from projections.db import ReadDB
+from projections.facts import history_from, patient_facts
 from projections.incidence import utc_text
-from projections.signals import history_from, patient_facts
 from safety.ctcae import (
     GRADED,
     GRADES,
@@ -24,60 +24,90 @@ from safety.ctcae import (
     term_of,
 )
 from safety.ctcae import VERSION as CTCAE_VERSION
-from safety.liver import LiverConfig, edish, multiples
+from safety.liver import LiverConfig, edish, load_liver_config, multiples
 from safety.mas import History
 
 POOLED = "All subjects"
+#: one row per patient, written with their signals (``SignalsModel``): what the Liver page reads
+TABLE = "liver_views"
 
 
-def _facts(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> dict[tuple[str, str], list[Any]]:
-    """Every patient's facts known at ``as_of`` with clinical time before ``data_cut``."""
-    facts = patient_facts(db, as_of)
-    if data_cut is None:
-        return facts
-    cut = utc_text(data_cut)
-    return {key: kept for key, rows in facts.items() if (kept := [r for r in rows if r[2] < cut])}
+def create_statement(db: ReadDB) -> str:
+    return db.sql(f"CREATE TABLE IF NOT EXISTS {{t}}{TABLE} (source TEXT NOT NULL, patient_id TEXT NOT NULL,"
+                  " rules TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (source, patient_id))")
 
 
-def groups_of(history: History, enrolment: dict[str, Any], by: str, arm_basis: str = "actual") -> list[str]:
+def rules_key(config: LiverConfig) -> str:
+    """What a stored view was computed under: the liver rules (every value, not only their version) and
+    the CTCAE version of the shift grades; a view under other rules is computed again from the facts."""
+    return hashlib.sha256(f"{config!r}|{CTCAE_VERSION}".encode()).hexdigest()[:16]
+
+
+def patient_view(history: History, config: LiverConfig) -> dict[str, Any]:
+    """A patient's part of every liver answer: groups, first exposure, eDISH peaks on treatment and over
+    every value, and the shift grades. Computed once per change of the patient, so the Liver page only
+    reads and counts."""
+    enrolment = history.enrolment
+    start = first_exposure(history)
+    results = [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
+               for lab in history.labs if lab.analyte in GRADED]
+    return {"arm": enrolment.get("arm"), "actual_arm": enrolment.get("actual_arm"),
+            "drugs": sorted({t.drug for t in history.treatments if t.action == "start"}),
+            "first_exposure": start.isoformat() if start else None,
+            "edish_on_treatment": edish(history, config, start) if start else None,
+            "edish_every_value": edish(history, config, None),
+            "shifts": shift(results, start) if start else None}
+
+
+def first_exposure(history: History) -> datetime | None:
+    """The first exposure: the enrolment's date (SDTM RFXSTDTC), else the first treatment started."""
+    start = history.enrolment.get("first_exposure_on") or next(
+        (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
+    return datetime.fromisoformat(start) if start else None
+
+
+def groups_of(view: dict[str, Any], by: str, arm_basis: str = "actual") -> list[str]:
     """A patient's groups: the actual (else planned) arm, the planned arm with ``arm_basis`` planned, each
     drug started, or one pooled group (``by`` pooled: the open session of a DSMB)."""
     if by == "pooled":
         return [POOLED]
     if by == "drug":
-        return sorted({t.drug for t in history.treatments if t.action == "start"}) or ["(no drug)"]
+        return view["drugs"] or ["(no drug)"]
     if arm_basis == "planned":
-        return [enrolment.get("arm") or enrolment.get("actual_arm") or "(no arm)"]
-    return [enrolment.get("actual_arm") or enrolment.get("arm") or "(no arm)"]
+        return [view["arm"] or view["actual_arm"] or "(no arm)"]
+    return [view["actual_arm"] or view["arm"] or "(no arm)"]
 
 
-def _graded(db: ReadDB, by: str, as_of: datetime | None, arm_basis: str, data_cut: datetime | None,
-            ) -> Iterator[tuple[str, list[str], datetime, list[Result]]]:
-    """Each exposed patient's id, groups, first exposure and graded results (never-exposed patients are not
-    in the safety population)."""
-    for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
-        history = history_from(source, pid, facts)
-        enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
-        start = _first_exposure(history, enrolment)
-        if start is None:
-            continue
-        results = []
-        for _, typ, at, data_text in facts:
-            d = json.loads(data_text) if typ == "lab_result" else None
-            if d and d.get("analyte") in GRADED and "value" in d:
-                results.append(Result(d["analyte"], float(d["value"]), d.get("reference_low"), d.get("reference_high"),
-                                      datetime.fromisoformat(at), d.get("unit")))
-        yield pid, groups_of(history, enrolment, by, arm_basis), start, results
+def _views(db: ReadDB, config: LiverConfig, as_of: datetime | None, data_cut: datetime | None,
+           any_rules: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every patient's view, by patient: as stored when the question is about now under the rules the read
+    model applied (``any_rules``: the question reads no rule-dependent part), else computed from the facts
+    known at ``as_of`` with clinical time before ``data_cut``."""
+    key, sl = rules_key(config), db.sealer
+    if as_of is None and data_cut is None:
+        stored = db.query(f"SELECT source, patient_id, rules, data FROM {{t}}{TABLE}")
+        if stored and (any_rules or all(rules == key for *_, rules, _ in stored)):
+            return sorted((source, sl.untoken(pid), json.loads(sl.unseal(data) or "{}"))
+                          for source, pid, _, data in stored)
+    facts = patient_facts(db, as_of)
+    if data_cut is not None:
+        cut = utc_text(data_cut)
+        facts = {k: kept for k, rows in facts.items() if (kept := [r for r in rows if r[2] < cut])}
+    return [(source, pid, patient_view(history_from(source, pid, rows), config))
+            for (source, pid), rows in sorted(facts.items())]
 
 
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
                arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
-    """CTCAE v5.0 shift tables of the exposed subjects: per test and group, N and the baseline × worst
-    post-baseline grade matrix with a missing row and column, one grading scale (``safety.ctcae``)."""
+    """CTCAE v5.0 shift tables of the exposed subjects (never-exposed patients are not in the safety
+    population): per test and group, N and the baseline × worst post-baseline grade matrix with a missing
+    row and column, one grading scale (``safety.ctcae``; no liver rule is read)."""
     patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]] = []
-    for _pid, groups, start, results in _graded(db, by, as_of, arm_basis, data_cut):
-        shifts = shift(results, start)
-        patients += [(g, shifts) for g in groups]
+    for _source, _pid, view in _views(db, load_liver_config(), as_of, data_cut, any_rules=True):
+        if view["shifts"] is None:
+            continue
+        shifts = {test: (pair[0], pair[1]) for test, pair in view["shifts"].items()}
+        patients += [(g, shifts) for g in groups_of(view, by, arm_basis)]
     matrices = shift_matrices(patients)
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
             "baseline": "the last result on or before the day of the first exposure",
@@ -89,20 +119,23 @@ def lab_outliers(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None, 
     """Every post-baseline result of grade ``min_grade`` or more (CTCAE v5.0, on the ULN scale of the shift
     tables): the DSMB's laboratory outlier listing."""
     out = []
-    for pid, groups, start, results in _graded(db, by, as_of, arm_basis, data_cut):
+    facts = patient_facts(db, as_of)
+    cut = utc_text(data_cut) if data_cut is not None else None
+    for (source, pid), rows in sorted(facts.items()):
+        history = history_from(source, pid, [r for r in rows if cut is None or r[2] < cut])
+        start = first_exposure(history)
+        if start is None:
+            continue
+        results = [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
+                   for lab in history.labs if lab.analyte in GRADED]
+        view = {"arm": history.enrolment.get("arm"), "actual_arm": history.enrolment.get("actual_arm"),
+                "drugs": sorted({t.drug for t in history.treatments if t.action == "start"})}
         for r in outliers(results, start, min_grade):
             out += [{"patient_id": pid, "group": g, "test": r.test, "term": term_of(r.test),
                      "date": r.at.date().isoformat(), "value": r.value, "unit": r.unit,
                      "xuln": round(r.value / r.high, 2) if r.high else None,
-                     "grade": grade(r.test, r.value, r.low, r.high)} for g in groups]
+                     "grade": grade(r.test, r.value, r.low, r.high)} for g in groups_of(view, by, arm_basis)]
     return sorted(out, key=lambda row: (row["group"], row["patient_id"], row["test"], row["date"]))
-
-
-def _first_exposure(history: History, enrolment: dict[str, Any]) -> datetime | None:
-    """The first exposure: the enrolment's date (SDTM RFXSTDTC), else the first treatment started."""
-    start = enrolment.get("first_exposure_on") or next(
-        (t.at.isoformat() for t in sorted(history.treatments, key=lambda t: t.at) if t.action == "start"), None)
-    return datetime.fromisoformat(start) if start else None
 
 
 def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
@@ -112,17 +145,14 @@ def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datet
     treatment by default (results from the first exposure on, what a DSMB reads); ``after_first_exposure``
     False takes every value, screening included."""
     patients = []
-    for (source, pid), facts in sorted(_facts(db, as_of, data_cut).items()):
-        history = history_from(source, pid, facts)
-        enrolment: dict[str, Any] = next((json.loads(d) for _, t, _, d in facts if t == "enrolment"), {})
-        start = _first_exposure(history, enrolment) if after_first_exposure else None
-        if after_first_exposure and start is None:
+    for source, pid, view in _views(db, config, as_of, data_cut):
+        peaks = view["edish_on_treatment"] if after_first_exposure else view["edish_every_value"]
+        if peaks is None:
             continue  # never exposed: no value on treatment
-        view = edish(history, config, start)
-        if all(view[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
+        if all(peaks[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
             continue
-        patients += [{"source": source, "patient_id": pid, "group": g, **view}
-                     for g in groups_of(history, enrolment, by, arm_basis)]
+        patients += [{"source": source, "patient_id": pid, "group": g, **peaks}
+                     for g in groups_of(view, by, arm_basis)]
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "rules_version": config.version,
             "after_first_exposure": after_first_exposure,
             "thresholds": {"transaminase_xuln": config.hy_transaminase_xuln,

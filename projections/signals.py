@@ -23,18 +23,20 @@ from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, S
 from projections.db import ReadDB
 from projections.detection import detection_rules
 from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
+from projections.facts import history_from, parse_time, patient_facts
 from projections.incidence import utc_text
 from projections.live_detection import TABLES as DETECTION_TABLES
 from projections.live_detection import LiveDetection, covers
+from projections.liver import TABLE as LIVER_TABLE
+from projections.liver import create_statement as liver_statement
+from projections.liver import patient_view, rules_key
 from projections.partitions import segment_of
-from safety.amendments import Amendments
 from safety.detection_signals import REGISTRY
 from safety.exposure import Subject
 from safety.liver import LiverConfig, evaluate_liver, load_liver_config
-from safety.mas import Config, Finding, History, Lab, SeriousEvent, Signal, Treatment, evaluate
+from safety.mas import Config, Signal, evaluate
 from safety.notifications import rises
 from safety.screening import DetectionRules
-from safety.seriousness import contradiction, criteria, fatal, serious
 
 SIGNAL_COLUMNS = ("id", "source", "patient_id", "kind", "level", "priority", "status", "occurred_at",
                   "raised_at", "updated_at", "evidence", "context", "criteria_2016", "details",
@@ -47,49 +49,6 @@ def load_config(text: str | None = None) -> Config:
     return Config.from_dict(tomllib.loads(raw))
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, str, str]]) -> History:
-    """A patient's History from (message_id, type, occurred_at, data) rows, amendments applied."""
-    amended: Amendments[str] = Amendments()
-    parsed = [(mid, typ, at, json.loads(data)) for mid, typ, at, data in rows]
-    for _mid, typ, _at, data in parsed:
-        if amended.is_amendment(typ):
-            amended.note(typ, data["target_message_id"], data.get("data"))
-    retracted = amended.retracted
-    h = History(source, patient_id)
-    adverse_events = {mid for mid, typ, _, _ in parsed if typ == "adverse_event" and mid not in retracted}
-    for mid, typ, at_text, data in parsed:
-        if not amended.counts(typ, mid):
-            continue
-        data = amended.data(mid, data)
-        at = parse_time(at_text)
-        if typ == "lab_result":
-            if data.get("standardised", True):  # tests outside the analyte table feed no rule
-                h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at,
-                                  data.get("reference_high")))
-        elif typ == "clinical_finding":
-            h.findings.append(Finding(at, data))
-        elif typ == "enrolment":
-            h.diagnosis, h.mas_history = data.get("diagnosis"), data.get("mas_history")
-            h.condition = data.get("condition")
-        elif typ == "treatment":
-            h.treatments.append(Treatment(data["drug"], data["action"], data.get("drug_class"), at))
-        elif typ == "adverse_event" and serious(data):
-            h.serious_events.append(SeriousEvent(mid, data["term"], at, tuple(criteria(data)), fatal(data),
-                                                 contradiction(data)))
-        elif typ == "withdrawal" and data.get("death"):
-            h.serious_events.append(SeriousEvent(mid, f"death: {data.get('reason') or 'reported at withdrawal'}", at,
-                                                 ("death",), fatal=True))
-        elif typ == "hospitalisation" and data.get("adverse_event_message_id") not in adverse_events:
-            if data.get("adverse_event_message_id") in retracted:
-                continue
-            h.serious_events.append(SeriousEvent(mid, f"hospitalisation: {data['reason']}", at, ("hospitalisation",)))
-    return h
-
-
 def with_priority(s: Any) -> dict[str, Any] | None:
     """A signal's details, with what makes it high priority (``priority_reasons``) when anything does."""
     if not s.priority_reasons:
@@ -100,7 +59,7 @@ def with_priority(s: Any) -> dict[str, Any] | None:
 class SignalsModel:
     name = "signals"
     tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
-                               *DETECTION_TABLES)
+                               LIVER_TABLE, *DETECTION_TABLES)
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -124,10 +83,11 @@ class SignalsModel:
         #: patients whose exposure facts changed since their share was derived (a lab result changes none);
         #: None until this process has derived the shares of the patients left dirty by an earlier one
         self._exposure_dirty: set[tuple[str, str]] | None = None
+        self._liver_checked = False
 
     def create_statements(self, db: ReadDB) -> list[str]:
         serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
-        return self.live.create_statements(db) + [db.sql(s) for s in (
+        return self.live.create_statements(db) + [liver_statement(db)] + [db.sql(s) for s in (
             # Each new signal at warning or alert, and each rise of one to such a level, once: the outbox
             # that notifications follow (committed with the signals it notes).
             f"CREATE TABLE IF NOT EXISTS {{t}}signal_raises (seq {serial} PRIMARY KEY, signal_id TEXT NOT NULL,"
@@ -179,7 +139,7 @@ class SignalsModel:
 
     def finish(self, cursor: Any, db: ReadDB) -> None:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones."""
-        if self.live.stale(cursor, db):  # every patient's detection share is derived again
+        if self.live.stale(cursor, db) or self._liver_stale(cursor, db):  # every patient is evaluated again
             self._exposure_dirty = None
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
             cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
@@ -213,6 +173,18 @@ class SignalsModel:
             version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
             self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
 
+    def _liver_stale(self, cursor: Any, db: ReadDB) -> bool:
+        """Whether patients lack their liver view, or have one made under other liver rules (a store from
+        before the views, or a rules change): asked once per process."""
+        if self._liver_checked:
+            return False
+        self._liver_checked = True
+        cursor.execute(db.sql("SELECT 1 FROM (SELECT DISTINCT source, patient_id FROM {t}signal_facts) f"
+                              " WHERE NOT EXISTS (SELECT 1 FROM"
+                              f" {{t}}{LIVER_TABLE} v WHERE v.source = f.source AND v.patient_id = f.patient_id"
+                              f" AND v.rules = {{p}}) LIMIT 1"), (rules_key(self.liver),))
+        return bool(db.fetch(cursor))
+
     def _of_partition(self, db: ReadDB, dirty: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The dirty patients of this instance's segment (all of them when it projects every segment)."""
         if self.partition is None:
@@ -237,16 +209,21 @@ class SignalsModel:
         found = db.fetch(cursor)
         produced: list[tuple[Signal, str, str, str]] = []
         shares = {}
+        liver_key, views = rules_key(self.liver), []
         for key, recorded_at in keys.items():
             facts = rows.get(key, [])
             history = history_from(key[0], sl.untoken(key[1]), facts)
             produced += [(sig, key[1], recorded_at, self.config.version)
                          for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
+            views.append((*key, liver_key, sl.seal(json.dumps(patient_view(history, self.liver)))))
             # a segment's worker cannot know which of its dirty patients another process marked (a new plan
             # marks them all): it derives every evaluated patient's share
             if self._exposure_dirty is None or self.partition is not None or key in self._exposure_dirty:
                 shares[key] = exposure_share(key, facts)
         self._store(cursor, db, produced, found)
+        cursor.executemany(db.sql(f"INSERT INTO {{t}}{LIVER_TABLE} VALUES ({{p}},{{p}},{{p}},{{p}}) ON CONFLICT"
+                                  " (source, patient_id) DO UPDATE SET rules = excluded.rules, data = excluded.data"),
+                           views)
         return shares
 
     def _store(self, cursor: Any, db: ReadDB, produced: Sequence[tuple[Signal, str, str, str]],
@@ -394,20 +371,6 @@ def signal_actions(db: ReadDB, signal_id: str | None = None) -> list[dict[str, A
     for row in out:
         row["note"] = db.sealer.unseal(row["note"])
     return out
-
-
-def patient_facts(db: ReadDB, as_of: datetime | None = None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
-    """Every patient's facts in the read model, as ``history_from`` takes them (recorded by ``as_of``)."""
-    sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
-    params: list[Any] = []
-    if as_of is not None:
-        sql += " WHERE recorded_at <= {p}"
-        params.append(utc_text(as_of))
-    rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
-    sl = db.sealer
-    for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
-        rows[(source, sl.untoken(pid))].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
-    return rows
 
 
 def evaluate_all(db: ReadDB, config: Config, liver: LiverConfig) -> list[Any]:

@@ -48,6 +48,8 @@ class Lab:
     at: datetime
     #: the result's own upper limit of normal, when the source sent its range
     reference_high: float | None = None
+    #: its lower limit (CTCAE grade 1 of a decreased count needs it)
+    reference_low: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class History:
     diagnosis: str | None = None
     condition: str | None = None
     mas_history: bool | None = None
+    #: the enrolment as sent (arm, actual arm, first exposure): what read models group and window by
+    enrolment: dict[str, Any] = field(default_factory=dict)
     labs: list[Lab] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     treatments: list[Treatment] = field(default_factory=list)

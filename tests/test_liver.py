@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +299,62 @@ def test_the_pilots_liver_signals_follow_the_bilirubin(sqlite_url: str, tmp_path
     assert ("01-705-1186", "hys_law") not in got
     assert got[("01-705-1292", "transaminase_elevation")] == ("watch", "normal")
     assert got[("01-709-1029", "bilirubin_elevation")] == ("watch", "normal")
+
+
+def test_the_liver_views_are_kept_with_the_signals_and_equal_the_answer_from_the_facts(store_url: str):
+    """Issue 28: the Liver page reads each patient's view, stored with their signals, instead of grading every
+    patient's facts on each visit. The stored answer equals the one computed from the facts, amendments
+    applied; a store without the views (made before them) gets them on its next catch-up; other liver rules
+    are answered from the facts."""
+    from dataclasses import replace
+
+    from projections.liver import TABLE, edish_view, lab_shifts
+    from safety.liver import load_liver_config
+
+    enrol = {"sex": "F", "diagnosis": "systemic", "arm": "MSC", "actual_arm": "MSC",
+             "first_exposure_on": "2024-01-10"}
+    messages = [message("E1", type="enrolment", patient_id="A", data=enrol),
+                message("E2", type="enrolment", patient_id="B", data={**enrol, "actual_arm": "Placebo"}),
+                lab("A", 1, "ALT", 1.0, 2), lab("A", 2, "ALT", 4.0, 20), lab("A", 3, "BILI", 2.5, 25),
+                lab("A", 4, "ALP", 1.0, 24), lab("B", 1, "ALT", 6.0, 30), lab("B", 2, "ALT", 25.0, 40),
+                # the grade-4 ALT of B is corrected to 2×ULN, its bilirubin retracted
+                lab("B", 3, "BILI", 3.0, 41),
+                message("C1", type="correction", patient_id="B", occurred_at="2024-02-10",
+                        data={"target_message_id": "B-ALT-2", "reason": "transcription",
+                              "data": {"analyte": "ALT", "value": 80.0, "unit": "U/L", "reference_high": 40.0}}),
+                message("R1", type="retraction", patient_id="B", occurred_at="2024-02-11",
+                        data={"target_message_id": "B-BILI-3", "reason": "wrong patient"})]
+    ledger = Ledger(Store.parse(store_url))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(messages)])
+    projector = Projector(ledger, SignalsModel())
+    projector.catch_up()
+    db, config = projector.view.db, load_liver_config()
+    assert len(db.query(f"SELECT * FROM {{t}}{TABLE}")) == 2
+    later = datetime(2100, 1, 1, tzinfo=UTC)  # a data cut after everything: answered from the facts
+
+    def answers(cfg: Any) -> list[Any]:
+        return [edish_view(db, cfg), edish_view(db, cfg, after_first_exposure=False, by="drug"),
+                lab_shifts(db), lab_shifts(db, arm_basis="planned")]
+
+    def from_facts(cfg: Any) -> list[Any]:
+        return [edish_view(db, cfg, data_cut=later), edish_view(db, cfg, after_first_exposure=False, by="drug",
+                                                                 data_cut=later),
+                lab_shifts(db, data_cut=later), lab_shifts(db, arm_basis="planned", data_cut=later)]
+
+    stored = answers(config)
+    assert stored == from_facts(config)
+    peaks = {p["patient_id"]: p for p in stored[0]["patients"]}
+    assert peaks["A"]["quadrant"] == "hys_law_range" and peaks["A"]["potential_hys_law"]
+    assert peaks["B"]["peak_alt_xuln"] == 6.0 and peaks["B"]["peak_bili_xuln"] is None  # amendments applied
+    assert peaks["B"]["group"] == "Placebo"
+    alt = {(r["group"], r["baseline_grade"], r["worst_grade"]) for r in stored[2]["rows"] if r["test"] == "ALT"}
+    assert alt == {("MSC", 0, 2), ("Placebo", "missing", 3)}  # 4×ULN: grade 2; 6×ULN: grade 3
+    # a store whose signals were projected before the views existed: the next catch-up writes them
+    with db.connect() as conn:
+        conn.cursor().execute(db.sql(f"DELETE FROM {{t}}{TABLE}"))
+    Projector(ledger, SignalsModel()).catch_up()
+    assert len(db.query(f"SELECT * FROM {{t}}{TABLE}")) == 2 and answers(config) == stored
+    # other liver rules than the read model applied: computed from the facts under them
+    lower = replace(config, hy_transaminase_xuln=7.0)
+    assert answers(lower) == from_facts(lower)
+    assert {p["patient_id"]: p["quadrant"] for p in answers(lower)[0]["patients"]}["A"] != "hys_law_range"
