@@ -14,6 +14,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, ProcessRecorder, StoredEvent, Tracking
 
 from events.domain import Patient, patient_uuid
+from events.encoding import StateDecoder
 from events.recorders import AdmissionRow, CountRow, LedgerTables, QuarantineRow
 from events.sealing import Sealer, sealer
 from events.store import Store
@@ -51,6 +52,7 @@ class Ledger(Application):
                     raise
                 time.sleep(0.2)
         self.tables.sealer = seal
+        self._decoder = StateDecoder(self.mapper)
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -126,7 +128,7 @@ class Ledger(Application):
                                  state=bytes(row["state"])) for row in curs.fetchall()]
 
     def decode(self, notification: Notification) -> Any:
-        return self.mapper.to_domain_event(notification)
+        return self._decoder.event(notification)
 
     def position(self) -> int:
         """The id of the last notification: the ledger position answers are computed from."""
