@@ -82,6 +82,9 @@ class IncidenceModel:
                 " grade INTEGER, action TEXT, dose TEXT, linked_ae TEXT, target TEXT, corrected TEXT)"
             ),
             db.sql("CREATE INDEX IF NOT EXISTS incidence_facts_recorded ON {t}incidence_facts (recorded_at)"),
+            # the patients with an intervention: the only ones an anchor can be found for
+            db.sql("CREATE INDEX IF NOT EXISTS incidence_facts_type ON {t}incidence_facts (type, source, patient_id)"),
+            db.sql("CREATE INDEX IF NOT EXISTS incidence_facts_patient ON {t}incidence_facts (source, patient_id)"),
         ]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
@@ -120,17 +123,23 @@ def open_row(db: ReadDB, row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(COLUMNS, open_columns(db, COLUMNS, row, TOKENS, SEALED), strict=True))
 
 
-def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[str, str], set[str]], int]:
+def load_facts(db: ReadDB, as_of: datetime | None, *, anchored: bool = False,
+               ) -> tuple[Facts, dict[tuple[str, str], set[str]], int]:
     """Amended facts per patient as known at ``as_of``, the retracted message ids per patient, and
-    the last notification included."""
-    sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}incidence_facts"
-    params: list[Any] = []
+    the last notification included. ``anchored``: only the patients with an intervention, the only
+    ones incidence can anchor (an amendment is always in its target's stream: ``events.ingest``)."""
+    known, params = "", []
     if as_of is not None:
-        sql += " WHERE recorded_at <= {p}"
+        known = " WHERE recorded_at <= {p}"
         params.append(utc_text(as_of))
-    sql += " ORDER BY notification_id"
-    rows = [open_row(db, r) for r in db.query(sql, params)]
-    position = rows[-1]["notification_id"] if rows else 0
+    position = db.query("SELECT MAX(notification_id) FROM {t}incidence_facts" + known, params)[0][0] or 0
+    sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}incidence_facts" + known
+    if anchored:
+        sql += (" AND" if known else " WHERE") + (" (source, patient_id) IN (SELECT source, patient_id FROM"
+                                                  " {t}incidence_facts WHERE type = 'intervention'" +
+                                                  (" AND recorded_at <= {p})" if known else ")"))
+        params += params
+    rows = [open_row(db, r) for r in db.query(sql + " ORDER BY notification_id", params)]
     amended: Amendments[tuple[str, str]] = Amendments()
     for r in rows:
         if amended.is_amendment(r["type"]):
@@ -151,7 +160,7 @@ def load_facts(db: ReadDB, as_of: datetime | None) -> tuple[Facts, dict[tuple[st
 
 def incidence(db: ReadDB, settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
     """The DSMB comparison as of a knowledge time and clinical data cut, with its fingerprint."""
-    facts, retracted, position = load_facts(db, as_of)
+    facts, retracted, position = load_facts(db, as_of, anchored=True)
     patients: list[PatientIncidence] = []
     for (source, patient_id), patient_facts in sorted(facts.items()):
         p = patient_incidence(source, patient_id, patient_facts, settings,

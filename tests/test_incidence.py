@@ -194,3 +194,44 @@ def test_a_hospitalisation_goes_with_its_retracted_event_but_counts_while_its_ev
     assert gone is not None and pending is not None
     assert gone.events["serious"]["post"] == 0
     assert pending.events["serious"]["post"] == 1
+
+
+def test_reading_only_the_patients_with_an_intervention_gives_the_answer_of_reading_everyone(store, monkeypatch):
+    """Issue 28: the query reads only the patients with an intervention (the only ones an anchor can be
+    found for); a name corrected into the anchor, an anchor retracted, a knowledge time and a data cut give
+    what reading every patient gives, with the same ledger position in the fingerprint."""
+    import projections.incidence as module
+
+    intervention = {"name": "MSC infusion"}
+    messages = [
+        message("a1", type="intervention", patient_id="A", occurred_at="2024-03-01", data=intervention),
+        message("a2", type="adverse_event", patient_id="A", occurred_at="2024-02-01", data=SERIOUS),
+        message("a3", type="adverse_event", patient_id="A", occurred_at="2024-05-01", data=SERIOUS),
+        message("b1", type="intervention", patient_id="B", occurred_at="2024-03-01", data={"name": "other"}),
+        message("b2", type="adverse_event", patient_id="B", occurred_at="2024-04-01", data=SERIOUS),
+        message("c1", type="adverse_event", patient_id="C", occurred_at="2024-04-01", data=SERIOUS),
+        message("d1", type="intervention", patient_id="D", occurred_at="2024-03-01", data=intervention),
+        message("d2", type="adverse_event", patient_id="D", occurred_at="2024-04-01", data=SERIOUS),
+    ]
+    ledger = Ledger(store)
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate(messages)])
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    amendments = [
+        message("b3", type="correction", patient_id="B", occurred_at="2024-06-01",
+                data={"target_message_id": "b1", "reason": "name", "data": intervention}),
+        message("d3", type="retraction", patient_id="D", occurred_at="2024-06-01",
+                data={"target_message_id": "d1", "reason": "wrong patient"}),
+        message("c2", type="adverse_event", patient_id="C", occurred_at="2024-07-01", data=SERIOUS),
+    ]
+    Ingestor(ledger).ingest([raw(m, 20 + i) for i, m in enumerate(amendments)])
+    read_all = module.load_facts
+    for as_of in (None, between):
+        for s in (Settings(), Settings(data_cut=datetime(2024, 4, 15, tzinfo=UTC))):
+            narrow = answer(ledger, s, as_of)
+            monkeypatch.setattr(module, "load_facts", lambda db, at, anchored=False: read_all(db, at))
+            everyone = answer(ledger, s, as_of)
+            monkeypatch.setattr(module, "load_facts", read_all)
+            assert narrow == everyone
+    assert {p["patient_id"] for p in answer(ledger)["per_patient"]} == {"A", "B"}
+    assert {p["patient_id"] for p in answer(ledger, as_of=between)["per_patient"]} == {"A", "D"}
