@@ -158,6 +158,11 @@ class LiveDetection:
         cursor.executemany(db.sql(f"INSERT INTO {{t}}detection_spans VALUES ({','.join([p] * 5)})"), spans)
         cursor.executemany(db.sql(f"INSERT INTO {{t}}detection_onsets VALUES ({','.join([p] * 4)})"), onsets)
 
+    @property
+    def pending(self) -> bool:
+        """Whether the next ``signals`` call has anything to evaluate."""
+        return bool(self._pairs_changed or self._plan_changed)
+
     def signals(self, cursor: Any, db: Any) -> tuple[list[Signal], set[str]] | None:
         """The registry-wide signals of what changed since the last call, and the ids of every signal the
         evaluation covered (an open one among them that is not raised again goes); None if nothing changed."""

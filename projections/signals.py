@@ -90,8 +90,9 @@ class SignalsModel:
         #: None until this process has derived the shares of the patients left dirty by an earlier one
         self._exposure_dirty: set[tuple[str, str]] | None = None
         self._liver_checked = False
-        #: the facts index is dropped for this deferred run (``FACTS_INDEX``)
+        #: the facts index is dropped for this deferred run (``FACTS_INDEX``); made if missing once a process
         self._bulk = False
+        self._index_checked = False
 
     def create_statements(self, db: ReadDB) -> list[str]:
         serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
@@ -153,8 +154,9 @@ class SignalsModel:
 
     def finish(self, cursor: Any, db: ReadDB) -> None:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones."""
-        cursor.execute(db.sql(FACTS_INDEX))  # after a rebuild (or one interrupted) that went without it
-        self._bulk = False
+        if self._bulk or not self._index_checked:  # after a rebuild (or one interrupted) that went without it
+            cursor.execute(db.sql(FACTS_INDEX))
+            self._bulk, self._index_checked = False, True
         if self.live.stale(cursor, db) or self._liver_stale(cursor, db):  # every patient is evaluated again
             self._exposure_dirty = None
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
@@ -162,6 +164,9 @@ class SignalsModel:
                                   " FROM {t}signal_facts GROUP BY source, patient_id"))
         cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
         dirty = self._of_partition(db, db.fetch(cursor))
+        if not dirty and not self.live.pending:
+            self._exposure_dirty = set()  # none left by an earlier process either
+            return  # nothing to evaluate: no write, so the transaction commits nothing
         shares: dict[tuple[str, str], Any] = {}
         for start in range(0, len(dirty), 500):
             shares.update(self._evaluate_patients(cursor, db, dirty[start:start + 500]))
