@@ -58,7 +58,9 @@ class BoardData:
 
     def clinical_range(self) -> tuple[date, date] | None:
         """The first and last clinical day of the store's events (a data-cut picker spans them)."""
-        rows = self.signals_db.query("SELECT MIN(occurred_at), MAX(occurred_at) FROM {t}signal_facts")
+        rows = self.signals_db.query("SELECT MIN(first), MAX(last) FROM {t}signal_span")
+        if not rows or rows[0][0] is None:  # projected before the span was kept
+            rows = self.signals_db.query("SELECT MIN(occurred_at), MAX(occurred_at) FROM {t}signal_facts")
         if not rows or rows[0][0] is None:
             return None
         return parse_time(str(rows[0][0]).replace("Z", "+00:00")).date(), parse_time(

@@ -43,6 +43,8 @@ class EfficacyModel:
                    " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
                    " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)"),
             db.sql("CREATE INDEX IF NOT EXISTS efficacy_facts_patient ON {t}efficacy_facts (source, patient_id, type)"),
+            # the patients with visit assessments and an intervention: the only ones scored
+            db.sql("CREATE INDEX IF NOT EXISTS efficacy_facts_type ON {t}efficacy_facts (type, source, patient_id)"),
         ]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
@@ -60,11 +62,13 @@ class EfficacyModel:
 
 
 def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, dict[str, Any]]]]:
-    """Amended facts of the patients that have visit assessments (the others have nothing to score)."""
+    """Amended facts of the patients that have visit assessments and an intervention (the others have
+    nothing to score; an amendment is always in its target's stream, and changes no message's type)."""
     rows = db.query(
-        "SELECT f.source, f.patient_id, f.message_id, f.type, f.occurred_at, f.data FROM {t}efficacy_facts f"
-        " WHERE EXISTS (SELECT 1 FROM {t}efficacy_facts v WHERE v.type = 'visit_assessment'"
-        " AND v.source = f.source AND v.patient_id = f.patient_id) ORDER BY f.notification_id")
+        "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}efficacy_facts"
+        " WHERE (source, patient_id) IN (SELECT source, patient_id FROM {t}efficacy_facts"
+        " WHERE type = 'visit_assessment') AND (source, patient_id) IN (SELECT source, patient_id FROM"
+        " {t}efficacy_facts WHERE type = 'intervention') ORDER BY notification_id")
     sl = db.sealer
     rows = [(source, sl.untoken(pid), sl.untoken(mid), typ, at, sl.unseal(data) or "")
             for source, pid, mid, typ, at, data in rows]

@@ -12,6 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -29,8 +30,10 @@ COLUMNS = ("notification_id", "source", "patient_id", "message_id", "type", "occ
 VERSION = "incidence-1"
 
 
+@lru_cache(maxsize=1 << 14)
 def utc_text(when: datetime) -> str:
-    """Fixed-width UTC text (``2015-10-26T14:10:00.000000Z``): text order is time order on both stores."""
+    """Fixed-width UTC text (``2015-10-26T14:10:00.000000Z``): text order is time order on both stores.
+    Remembered: the events of one batch share their recording time, written by every read model."""
     return when.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 

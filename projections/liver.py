@@ -8,6 +8,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from projections.db import ReadDB
 from projections.facts import history_from, patient_facts
 from projections.incidence import utc_text
@@ -32,9 +34,29 @@ POOLED = "All subjects"
 TABLE = "liver_views"
 
 
+#: the parts of a patient's view, each a column of its own (NULL where the patient has none): a question
+#: reads and decodes only the part it needs, of only the patients that have it
+PARTS = ("edish_on_treatment", "edish_every_value", "shifts")
+_decode = msgspec.json.Decoder().decode
+
+
 def create_statement(db: ReadDB) -> str:
     return db.sql(f"CREATE TABLE IF NOT EXISTS {{t}}{TABLE} (source TEXT NOT NULL, patient_id TEXT NOT NULL,"
-                  " rules TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (source, patient_id))")
+                  " rules TEXT NOT NULL, groups TEXT NOT NULL, edish_on_treatment TEXT, edish_every_value TEXT,"
+                  " shifts TEXT, PRIMARY KEY (source, patient_id))")
+
+
+def stored_row(source: str, patient_token: str, key: str, view: dict[str, Any], db: ReadDB) -> tuple[Any, ...]:
+    """A patient's view as a row of ``TABLE`` (each part sealed when encryption at rest is on)."""
+    seal = db.sealer.seal
+    groups = {k: view[k] for k in ("arm", "actual_arm", "drugs")}
+    return (source, patient_token, key, seal(json.dumps(groups)),
+            *(None if view[part] is None else seal(json.dumps(view[part])) for part in PARTS))
+
+
+UPSERT = (f"INSERT INTO {{t}}{TABLE} VALUES ({','.join(['{p}'] * 7)}) ON CONFLICT (source, patient_id)"
+          " DO UPDATE SET rules = excluded.rules, groups = excluded.groups, edish_on_treatment ="
+          " excluded.edish_on_treatment, edish_every_value = excluded.edish_every_value, shifts = excluded.shifts")
 
 
 def rules_key(config: LiverConfig) -> str:
@@ -78,23 +100,28 @@ def groups_of(view: dict[str, Any], by: str, arm_basis: str = "actual") -> list[
     return [view["actual_arm"] or view["arm"] or "(no arm)"]
 
 
-def _views(db: ReadDB, config: LiverConfig, as_of: datetime | None, data_cut: datetime | None,
-           any_rules: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
-    """Every patient's view, by patient: as stored when the question is about now under the rules the read
-    model applied (``any_rules``: the question reads no rule-dependent part), else computed from the facts
-    known at ``as_of`` with clinical time before ``data_cut``."""
+def _views(db: ReadDB, config: LiverConfig, part: str, as_of: datetime | None, data_cut: datetime | None,
+           any_rules: bool = False) -> list[tuple[str, str, dict[str, Any], Any]]:
+    """(source, patient, groups, ``part``) of every patient with that part, by patient: as stored when the
+    question is about now under the rules the read model applied (``any_rules``: the part depends on no
+    liver rule), else computed from the facts known at ``as_of`` with clinical time before ``data_cut``."""
     key, sl = rules_key(config), db.sealer
     if as_of is None and data_cut is None:
-        stored = db.query(f"SELECT source, patient_id, rules, data FROM {{t}}{TABLE}")
-        if stored and (any_rules or all(rules == key for *_, rules, _ in stored)):
-            return sorted((source, sl.untoken(pid), json.loads(sl.unseal(data) or "{}"))
-                          for source, pid, _, data in stored)
+        rules = db.query(f"SELECT DISTINCT rules FROM {{t}}{TABLE}")
+        if rules and (any_rules or rules == [(key,)]):
+            stored = db.query(f"SELECT source, patient_id, groups, {part} FROM {{t}}{TABLE} WHERE {part} IS NOT NULL")
+            return sorted((source, sl.untoken(pid), _decode(sl.unseal(groups) or "{}"), _decode(sl.unseal(value) or ""))
+                          for source, pid, groups, value in stored)
     facts = patient_facts(db, as_of)
     if data_cut is not None:
         cut = utc_text(data_cut)
         facts = {k: kept for k, rows in facts.items() if (kept := [r for r in rows if r[2] < cut])}
-    return [(source, pid, patient_view(history_from(source, pid, rows), config))
-            for (source, pid), rows in sorted(facts.items())]
+    out = []
+    for (source, pid), rows in sorted(facts.items()):
+        view = patient_view(history_from(source, pid, rows), config)
+        if view[part] is not None:
+            out.append((source, pid, view, view[part]))
+    return out
 
 
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
@@ -103,11 +130,10 @@ def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
     population): per test and group, N and the baseline × worst post-baseline grade matrix with a missing
     row and column, one grading scale (``safety.ctcae``; no liver rule is read)."""
     patients: list[tuple[str, dict[str, tuple[int | str, int | str]]]] = []
-    for _source, _pid, view in _views(db, load_liver_config(), as_of, data_cut, any_rules=True):
-        if view["shifts"] is None:
-            continue
-        shifts = {test: (pair[0], pair[1]) for test, pair in view["shifts"].items()}
-        patients += [(g, shifts) for g in groups_of(view, by, arm_basis)]
+    for _source, _pid, groups, grades in _views(db, load_liver_config(), "shifts", as_of, data_cut,
+                                                any_rules=True):
+        shifts = {test: (pair[0], pair[1]) for test, pair in grades.items()}
+        patients += [(g, shifts) for g in groups_of(groups, by, arm_basis)]
     matrices = shift_matrices(patients)
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "version": CTCAE_VERSION,
             "baseline": "the last result on or before the day of the first exposure",
@@ -145,14 +171,12 @@ def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datet
     treatment by default (results from the first exposure on, what a DSMB reads); ``after_first_exposure``
     False takes every value, screening included."""
     patients = []
-    for source, pid, view in _views(db, config, as_of, data_cut):
-        peaks = view["edish_on_treatment"] if after_first_exposure else view["edish_every_value"]
-        if peaks is None:
-            continue  # never exposed: no value on treatment
+    part = "edish_on_treatment" if after_first_exposure else "edish_every_value"  # never exposed: none on treatment
+    for source, pid, groups, peaks in _views(db, config, part, as_of, data_cut):
         if all(peaks[k] is None for k in ("peak_alt_xuln", "peak_ast_xuln", "peak_bili_xuln", "peak_alp_xuln")):
             continue
         patients += [{"source": source, "patient_id": pid, "group": g, **peaks}
-                     for g in groups_of(view, by, arm_basis)]
+                     for g in groups_of(groups, by, arm_basis)]
     return {"by": by, "arm_basis": arm_basis if by == "arm" else None, "rules_version": config.version,
             "after_first_exposure": after_first_exposure,
             "thresholds": {"transaminase_xuln": config.hy_transaminase_xuln,

@@ -28,8 +28,10 @@ from projections.incidence import utc_text
 from projections.live_detection import TABLES as DETECTION_TABLES
 from projections.live_detection import LiveDetection, covers
 from projections.liver import TABLE as LIVER_TABLE
+from projections.liver import UPSERT as LIVER_UPSERT
 from projections.liver import create_statement as liver_statement
 from projections.liver import patient_view, rules_key
+from projections.liver import stored_row as liver_row
 from projections.partitions import segment_of
 from safety.detection_signals import REGISTRY
 from safety.exposure import Subject
@@ -65,7 +67,7 @@ FACTS_INDEX = "CREATE INDEX IF NOT EXISTS signal_facts_patient ON {t}signal_fact
 class SignalsModel:
     name = "signals"
     tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
-                               LIVER_TABLE, *DETECTION_TABLES)
+                               "signal_span", LIVER_TABLE, *DETECTION_TABLES)
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -105,6 +107,10 @@ class SignalsModel:
             " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL,"
             " type TEXT NOT NULL, occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)",
             FACTS_INDEX,
+            # the first and last clinical time of the facts, per writer (one row, or one per segment: workers
+            # do not queue on one row), so the board's data-cut picker does not scan every fact
+            "CREATE TABLE IF NOT EXISTS {t}signal_span (writer TEXT PRIMARY KEY, first TEXT NOT NULL,"
+            " last TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {t}signal_dirty (source TEXT NOT NULL, patient_id TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL, PRIMARY KEY (source, patient_id))",
             "CREATE TABLE IF NOT EXISTS {t}signals (id TEXT PRIMARY KEY, source TEXT NOT NULL,"
@@ -141,6 +147,12 @@ class SignalsModel:
         p = db.placeholder
         if facts:
             cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)
+            least, most = ("MIN", "MAX") if db.kind == "sqlite" else ("LEAST", "GREATEST")
+            writer = "all" if self.partition is None else f"segment {self.partition[0]}"
+            cursor.execute(db.sql("INSERT INTO {t}signal_span VALUES ({p},{p},{p}) ON CONFLICT (writer) DO UPDATE"
+                                  f" SET first = {least}({{t}}signal_span.first, excluded.first),"
+                                  f" last = {most}({{t}}signal_span.last, excluded.last)"),
+                           (writer, min(f[5] for f in facts), max(f[5] for f in facts)))
             upsert = ("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT (source, patient_id)"
                       " DO UPDATE SET recorded_at = excluded.recorded_at")
             cursor.executemany(db.sql(upsert), [(s, pid, at) for (s, pid), at in dirty.items()])
@@ -236,15 +248,13 @@ class SignalsModel:
             history = history_from(key[0], sl.untoken(key[1]), facts)
             produced += [(sig, key[1], recorded_at, self.config.version)
                          for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
-            views.append((*key, liver_key, sl.seal(json.dumps(patient_view(history, self.liver)))))
+            views.append(liver_row(*key, liver_key, patient_view(history, self.liver), db))
             # a segment's worker cannot know which of its dirty patients another process marked (a new plan
             # marks them all): it derives every evaluated patient's share
             if self._exposure_dirty is None or self.partition is not None or key in self._exposure_dirty:
                 shares[key] = exposure_share(key, facts)
         self._store(cursor, db, produced, found)
-        cursor.executemany(db.sql(f"INSERT INTO {{t}}{LIVER_TABLE} VALUES ({{p}},{{p}},{{p}},{{p}}) ON CONFLICT"
-                                  " (source, patient_id) DO UPDATE SET rules = excluded.rules, data = excluded.data"),
-                           views)
+        cursor.executemany(db.sql(LIVER_UPSERT), views)
         return shares
 
     def _store(self, cursor: Any, db: ReadDB, produced: Sequence[tuple[Signal, str, str, str]],

@@ -271,3 +271,17 @@ def test_the_incidence_page_prepares_the_dsmb_report_for_either_session(demo_sto
     assert not at.exception, at.exception
     _, banner, form, body = at.session_state["dsmb_file"]
     assert banner == "Open session" and form == "PDF" and body.startswith(b"%PDF")
+
+
+def test_the_data_cut_picker_spans_every_fact_without_scanning_them(demo_store):
+    """Issue 28: the first and last clinical day come from the span the signals read model keeps as facts
+    arrive, equal to a scan of every fact; a store projected before the span was kept still answers."""
+    data = BoardData(Store.parse(demo_store))
+    db = data.signals_db
+    first, last = db.query("SELECT MIN(occurred_at), MAX(occurred_at) FROM {t}signal_facts")[0]
+    assert db.query("SELECT MIN(first), MAX(last) FROM {t}signal_span")[0] == (first, last)
+    span = data.clinical_range()
+    assert span is not None and (span[0].isoformat(), span[1].isoformat()) == (first[:10], last[:10])
+    with db.connect() as conn:
+        conn.cursor().execute(db.sql("DELETE FROM {t}signal_span"))
+    assert data.clinical_range() == span
