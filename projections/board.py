@@ -11,7 +11,7 @@ import pandas as pd
 from events.recorders import FEED_FAULTS_QUERY, feed_faults_from
 from events.store import Store
 from projections.audit import AuditModel, audit_log
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.delivery import Deliveries
 from projections.dsmb import Report, ReportOptions, ReportSources, build_report, render_html
 from projections.dsmb.content import rules_in_force
@@ -318,7 +318,7 @@ class BoardData:
         sl = self.signals_db.sealer
         sql = ("SELECT message_id, type, occurred_at, data FROM {t}signal_facts WHERE source = {p}"
                " AND patient_id = {p} ORDER BY notification_id")
-        rows = [(sl.untoken(m), t, parse_time(str(at).replace("Z", "+00:00")), json.loads(sl.unseal(d) or "{}"))
+        rows = [(sl.untoken(m), t, parse_time(str(at).replace("Z", "+00:00")), loads(sl.unseal(d) or "{}"))
                 for m, t, at, d in self.signals_db.query(sql, [source, sl.token(patient_id)])]
         amended: Amendments[str] = Amendments()
         for _m, t, _at, d in rows:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from events.sealing import sealer
 from events.store import Store
@@ -92,3 +95,15 @@ def open_columns(db: ReadDB, columns: Sequence[str], row: tuple[Any, ...], token
         return row
     return tuple(s.untoken(v) if c in tokens and v is not None else s.unseal(v) if c in sealed and v is not None
                  else v for c, v in zip(columns, row, strict=True))
+
+
+_strict = msgspec.json.Decoder().decode
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON as ``json.loads`` reads it, decoded in C (several times faster on the read side's hot paths);
+    what strict JSON refuses (NaN, Infinity, which ``json.dumps`` writes) goes to ``json.loads``."""
+    try:
+        return _strict(text)
+    except msgspec.DecodeError:
+        return json.loads(text)

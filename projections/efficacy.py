@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import Patient
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.incidence import parse_utc_text, utc_text
 from safety.amendments import Amendments
 from safety.efficacy import (
@@ -80,7 +80,7 @@ def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, d
     out: dict[tuple[str, str], list[tuple[str, str, datetime, dict[str, Any]]]] = defaultdict(list)
     for source, pid, mid, typ, at, data in rows:
         if amended.counts(typ, (source, mid)):
-            out[(source, pid)].append((mid, typ, parse_utc_text(at), amended.data((source, mid), json.loads(data))))
+            out[(source, pid)].append((mid, typ, parse_utc_text(at), amended.data((source, mid), loads(data))))
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ExpeditedSubmission, Patient
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.incidence import parse_utc_text, utc_text
 from safety.expedited import Case, Message, Submission, patient_cases, with_clock
 
@@ -70,7 +70,7 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
                                                                                params):
         histories[(source, s.untoken(pid))].append(Message(
             s.untoken(mid), typ, parse_utc_text(occurred), parse_utc_text(reported) if reported else None,
-            parse_utc_text(recorded), json.loads(s.unseal(data) or "{}")))
+            parse_utc_text(recorded), loads(s.unseal(data) or "{}")))
     sub_sql = "SELECT case_id, submitted_on, authority, by_user FROM {t}expedited_submissions"
     sub_params: list[Any] = []
     if as_of is not None:

@@ -3,13 +3,12 @@ rules read from them, amendments applied: shared by the signals, liver and DSMB 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.incidence import utc_text
 from safety.amendments import Amendments
 from safety.mas import Finding, History, Lab, SeriousEvent, Treatment
@@ -23,7 +22,7 @@ def parse_time(text: str) -> datetime:
 def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, str, str]]) -> History:
     """A patient's History from (message_id, type, occurred_at, data) rows, amendments applied."""
     amended: Amendments[str] = Amendments()
-    parsed = [(mid, typ, at, json.loads(data)) for mid, typ, at, data in rows]
+    parsed = [(mid, typ, at, loads(data)) for mid, typ, at, data in rows]
     for _mid, typ, _at, data in parsed:
         if amended.is_amendment(typ):
             amended.note(typ, data["target_message_id"], data.get("data"))

@@ -20,7 +20,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview, patient_uuid
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.detection import detection_rules
 from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
 from projections.facts import history_from, parse_time, patient_facts
@@ -304,7 +304,7 @@ def exposure_share(key: tuple[str, str],
                    facts: Sequence[tuple[str, str, str, str]]) -> tuple[Subject | None, date | None]:
     """A patient's subject as the exposure read model builds it (``projections.exposure.build_subjects``)
     from the signals model's facts, and its last clinical day: what its detection share is derived from."""
-    rows = [(0, key[0], key[1], mid, typ, at, "", *columns_of(typ, json.loads(data)))
+    rows = [(0, key[0], key[1], mid, typ, at, "", *columns_of(typ, loads(data)))
             for mid, typ, at, data in facts if typ in EXPOSURE_TYPES]
     if not rows:
         return None, None

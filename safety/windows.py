@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 
 def add_months(when: datetime, months: int) -> datetime:
@@ -48,8 +49,9 @@ class Window:
             return self
         return Window(self.start, max(self.start, stop))
 
-    @property
+    @cached_property
     def months(self) -> float:
+        """Calendar months observed (remembered: a cohort's summary asks each window once per category)."""
         return months_between(self.start, self.end)
 
 

@@ -160,3 +160,21 @@ def test_a_batch_shares_one_timestamp_but_not_a_stale_one():
     assert encoder.recorded(m, later) == plain.to_stored_event(event_for(m, later))
     other_zone = NOW.astimezone(timezone(timedelta(hours=1)))  # equal instant, different text
     assert encoder.recorded(m, other_zone) == plain.to_stored_event(event_for(m, other_zone))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_the_read_sides_json_reads_what_the_standard_library_reads(value: Any, ascii_only: bool):
+    """Issue 28: facts are read back with msgspec; whatever ``json.dumps`` wrote (NaN and infinities
+    included, which strict JSON refuses) reads as ``json.loads`` reads it."""
+    from projections.db import loads
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert repr(loads(text)) == repr(json.loads(text))
+    assert repr(loads(text.encode())) == repr(json.loads(text))
