@@ -146,8 +146,25 @@ def arms_of(stored: str) -> tuple[str | None, str | None]:
     return stored, stored
 
 
+#: the subjects loaded last, with what they were loaded for: the board's Arms and drugs page asks for the
+#: tables and then the drill-down of the same facts, the Signal detection page its screen and a pair's cases
+_LAST_LOADED: dict[tuple[Any, ...], Loaded] = {}
+
+
 def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
-    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only."""
+    """Every subject as known at ``as_of``, amendments applied, facts before ``data_cut`` only; the last
+    answer again while no fact was added (the facts are only ever appended; a rebuild adds them anew)."""
+    newest = db.query("SELECT MAX(notification_id), COUNT(*) FROM {t}exposure_facts")[0]
+    key = (db.store.url, str(db.sqlite_path), as_of, data_cut, *newest)
+    loaded = _LAST_LOADED.get(key)
+    if loaded is None:
+        loaded = _load_subjects(db, as_of, data_cut)
+        _LAST_LOADED.clear()
+        _LAST_LOADED[key] = loaded
+    return loaded
+
+
+def _load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
     sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}exposure_facts"
     params: list[Any] = []
     if as_of is not None:
