@@ -10,12 +10,10 @@ projection equals a rebuild by construction.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import Patient
-from projections.db import ReadDB, open_columns, seal_columns
+from projections.db import ReadDB, no_cycle_collection, open_columns, seal_columns
 from projections.incidence import utc_text
 from safety.ae_tables import (
     DISCONTINUATION,
@@ -252,19 +250,6 @@ def _hospitalise(s: Subject, hospitalisations: list[tuple[str, date, str, str]],
     s.events = [e._replace(serious=True) if e.message_id in linked else e for e in s.events]
     s.events += [unlinked_hospitalisation(mid, day, reason) for mid, day, reason, link in hospitalisations
                  if link not in ids and link not in retracted]
-
-
-@contextmanager
-def no_cycle_collection() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a table builds some hundred thousand small objects and no
-    cycles, and the collections their allocation sets off cost up to half the time (measured)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 POOLED = "All subjects"

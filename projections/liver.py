@@ -71,13 +71,14 @@ def patient_view(history: History, config: LiverConfig) -> dict[str, Any]:
     reads and counts."""
     enrolment = history.enrolment
     start = first_exposure(history)
+    measured = multiples(history.labs, config)
     results = [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
                for lab in history.labs if lab.analyte in GRADED]
     return {"arm": enrolment.get("arm"), "actual_arm": enrolment.get("actual_arm"),
             "drugs": sorted({t.drug for t in history.treatments if t.action == "start"}),
             "first_exposure": start.isoformat() if start else None,
-            "edish_on_treatment": edish(history, config, start) if start else None,
-            "edish_every_value": edish(history, config, None),
+            "edish_on_treatment": edish(history, config, start, measured) if start else None,
+            "edish_every_value": edish(history, config, None, measured),
             "shifts": shift(results, start) if start else None}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview, patient_uuid
-from projections.db import ReadDB, loads
+from projections.db import ReadDB, dumps, loads
 from projections.detection import detection_rules
 from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
 from projections.facts import history_from, parse_time, patient_facts
@@ -98,12 +98,14 @@ class SignalsModel:
 
     def create_statements(self, db: ReadDB) -> list[str]:
         serial = "INTEGER" if db.kind == "sqlite" else "BIGSERIAL"
+        integer = "INTEGER" if db.kind == "sqlite" else "BIGINT"
         return self.live.create_statements(db) + [liver_statement(db)] + [db.sql(s) for s in (
             # Each new signal at warning or alert, and each rise of one to such a level, once: the outbox
             # that notifications follow (committed with the signals it notes).
             f"CREATE TABLE IF NOT EXISTS {{t}}signal_raises (seq {serial} PRIMARY KEY, signal_id TEXT NOT NULL,"
             " level TEXT NOT NULL, raised_at TEXT NOT NULL, UNIQUE (signal_id, level))",
-            "CREATE TABLE IF NOT EXISTS {t}signal_facts (notification_id BIGINT PRIMARY KEY,"
+            # INTEGER on SQLite: the table's own row id, no index of its own to keep
+            f"CREATE TABLE IF NOT EXISTS {{t}}signal_facts (notification_id {integer} PRIMARY KEY,"
             " source TEXT NOT NULL, patient_id TEXT NOT NULL, message_id TEXT NOT NULL,"
             " type TEXT NOT NULL, occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, data TEXT NOT NULL)",
             FACTS_INDEX,
@@ -137,7 +139,7 @@ class SignalsModel:
                 pid = s.token(e.patient_id)
                 recorded = utc_text(e.timestamp)
                 facts.append((nid, e.source, pid, s.token(e.message_id), e.type, utc_text(e.occurred_at),
-                              recorded, s.seal(json.dumps(e.data))))
+                              recorded, s.seal(dumps(e.data))))
                 dirty[(e.source, pid)] = recorded
                 if e.type in EXPOSURE_TYPES and self._exposure_dirty is not None:
                     self._exposure_dirty.add((e.source, pid))

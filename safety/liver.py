@@ -222,10 +222,13 @@ def _bilirubin_priority(ms: list[Multiple], group: list[Multiple], config: Liver
 QUADRANTS = ("normal", "temple_corollary", "hyperbilirubinaemia", "hys_law_range")
 
 
-def edish(h: History, config: LiverConfig, after: datetime | None = None) -> dict[str, Any]:
+def edish(h: History, config: LiverConfig, after: datetime | None = None,
+          measured: list[Multiple] | None = None) -> dict[str, Any]:
     """A patient's peak ALT, AST, bilirubin and ALP as ULN multiples (from ``after`` when given), the
-    eDISH quadrant of the peaks, and whether the timed Hy's law rule is met (with the reason)."""
-    ms = [m for m in multiples(h.labs, config) if after is None or m.lab.at >= after]
+    eDISH quadrant of the peaks, and whether the timed Hy's law rule is met (with the reason).
+    ``measured``: the patient's ``multiples``, when the caller has them already."""
+    every = multiples(h.labs, config) if measured is None else measured
+    ms = [m for m in every if after is None or m.lab.at >= after]
     peaks = {a: max((m.xuln for m in ms if m.lab.analyte == a), default=None) for a in LIVER}
     transaminase = max((p for a in TRANSAMINASES if (p := peaks[a]) is not None), default=None)
     bili = peaks["BILI"]

@@ -170,11 +170,36 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(JSON_VALUES, st.booleans())
-def test_the_read_sides_json_reads_what_the_standard_library_reads(value: Any, ascii_only: bool):
+def test_the_read_sides_json_reads_and_writes_what_the_standard_library_does(value: Any, ascii_only: bool):
     """Issue 28: facts are read back with msgspec; whatever ``json.dumps`` wrote (NaN and infinities
     included, which strict JSON refuses) reads as ``json.loads`` reads it."""
-    from projections.db import loads
+    from projections.db import dumps, loads
 
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert repr(loads(text)) == repr(json.loads(text))
     assert repr(loads(text.encode())) == repr(json.loads(text))
+    # and what the read models write is what json writes, compact
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_projectors_lean_page_holds_what_the_librarys_notifications_hold(sqlite_url: str):
+    """Issue 28: on SQLite the projector reads its pages as plain tuples; every field equals eventsourcing's
+    own notifications, page after page, whatever topics are asked for."""
+    from events.ingest import Ingestor
+    from events.ledger import Ledger
+    from events.store import Store
+    from projections.incidence import IncidenceModel
+    from projections.signals import SignalsModel
+
+    ledger = Ledger(Store.parse(sqlite_url))
+    Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
+    fields = ("id", "originator_id", "originator_version", "topic", "state")
+    for topics in (SignalsModel.topics, IncidenceModel.topics):
+        start, pages = 0, 0
+        while lean := ledger.page(start, 7, topics):
+            library = ledger.notifications(start, 7, topics=topics)
+            assert [tuple(getattr(n, f) for f in fields) for n in lean] == \
+                   [tuple(getattr(n, f) for f in fields) for n in library]
+            assert vars(ledger.decode(lean[0])) == vars(ledger.decode(library[0]))
+            start, pages = lean[-1].id, pages + 1
+        assert pages > 3
