@@ -88,7 +88,7 @@ def incremental(ledger: Any, plan: str, exposure_db: Any, pairs: list[dict[str, 
     # made no-ops)
     with patch.object(LiveDetection, "update", lambda *_: None), patch.object(LiveDetection, "signals",
                                                                                lambda *_: None), \
-            patch("projections.signals.exposure_share", lambda *_: (None, None)):
+            patch("projections.evaluation.exposure_share", lambda *_: (None, None)):
         rebuild_plain = statistics.median([timed(projector.rebuild)[0] for _ in range(runs)])
     projector.rebuild()
     projector = Projector(ledger, SignalsModel(surveillance_plan=plan))

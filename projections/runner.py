@@ -238,6 +238,10 @@ class View:
         finish = getattr(model or self.model, "finish", None)
         if finish is None:
             return
+        prepare = getattr(model or self.model, "prepare", None)
+        if prepare is not None:  # committed first: what other connections of the model's work must see
+            with self.recorder.datastore.transaction(commit=True) as c:
+                prepare(c, self.db)
         try:
             with no_cycle_collection(), self.recorder.datastore.transaction(commit=True) as c:
                 finish(c, self.db)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview, patient_uuid
-from projections.db import ReadDB, dumps, loads
+from projections import evaluation
+from projections.db import ReadDB, dumps
 from projections.detection import detection_rules
-from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
+from projections.evaluation import Evaluated
+from projections.exposure import EXPOSURE_TYPES
 from projections.facts import history_from, parse_time, patient_facts
 from projections.incidence import utc_text
 from projections.live_detection import TABLES as DETECTION_TABLES
@@ -30,11 +31,9 @@ from projections.live_detection import LiveDetection, covers
 from projections.liver import TABLE as LIVER_TABLE
 from projections.liver import UPSERT as LIVER_UPSERT
 from projections.liver import create_statement as liver_statement
-from projections.liver import patient_view, rules_key
-from projections.liver import stored_row as liver_row
+from projections.liver import rules_key
 from projections.partitions import segment_of
 from safety.detection_signals import REGISTRY
-from safety.exposure import Subject
 from safety.liver import LiverConfig, evaluate_liver, load_liver_config
 from safety.mas import Config, Signal, evaluate
 from safety.notifications import rises
@@ -92,6 +91,8 @@ class SignalsModel:
         #: None until this process has derived the shares of the patients left dirty by an earlier one
         self._exposure_dirty: set[tuple[str, str]] | None = None
         self._liver_checked = False
+        #: whether the current evaluation may use worker processes (``finish``)
+        self.parallel = False
         #: the facts index is dropped for this deferred run (``FACTS_INDEX``); made if missing once a process
         self._bulk = False
         self._index_checked = False
@@ -164,13 +165,20 @@ class SignalsModel:
                 cursor.execute(db.sql("UPDATE {t}signals SET status = {p}, updated_at = {p} WHERE id = {p}"),
                                (status, at, signal_id))
         if not self.defer:
-            self.finish(cursor, db)
+            self.finish(cursor, db, parallel=False)  # this page's facts are not committed yet
 
-    def finish(self, cursor: Any, db: ReadDB) -> None:
-        """Evaluate every touched patient again and write their signals, then the registry-wide ones."""
-        if self._bulk or not self._index_checked:  # after a rebuild (or one interrupted) that went without it
+    def prepare(self, cursor: Any, db: ReadDB) -> None:
+        """The facts index, after a rebuild (or one interrupted) that went without it: committed before the
+        evaluation, whose worker processes read the facts over connections of their own."""
+        if self._bulk or not self._index_checked:
             cursor.execute(db.sql(FACTS_INDEX))
             self._bulk, self._index_checked = False, True
+
+    def finish(self, cursor: Any, db: ReadDB, parallel: bool = True) -> None:
+        """Evaluate every touched patient again and write their signals, then the registry-wide ones
+        (``parallel``: a large backlog in worker processes, which see only committed facts)."""
+        self.parallel = parallel
+        self.prepare(cursor, db)
         if self.live.stale(cursor, db) or self._liver_stale(cursor, db):  # every patient is evaluated again
             self._exposure_dirty = None
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
@@ -181,9 +189,7 @@ class SignalsModel:
         if not dirty and not self.live.pending:
             self._exposure_dirty = set()  # none left by an earlier process either
             return  # nothing to evaluate: no write, so the transaction commits nothing
-        shares: dict[tuple[str, str], Any] = {}
-        for start in range(0, len(dirty), 500):
-            shares.update(self._evaluate_patients(cursor, db, dirty[start:start + 500]))
+        shares = self._evaluate(cursor, db, dirty)
         if self.partition is None:
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
         else:
@@ -227,36 +233,38 @@ class SignalsModel:
         k, count = self.partition
         return [row for row in dirty if segment_of(patient_uuid(row[0], db.sealer.untoken(row[1])), count) == k]
 
-    def _evaluate_patients(self, cursor: Any, db: ReadDB, patients: Sequence[tuple[Any, ...]]
-                           ) -> dict[tuple[str, str], Any]:
-        """Evaluate and store these patients' signals; their detection shares, where they changed."""
-        keys = {(s, pid): at for s, pid, at in patients}
-        where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(keys))
-        params = [v for key in keys for v in key]
-        cursor.execute(db.sql("SELECT source, patient_id, message_id, type, occurred_at, data FROM"
-                              " {t}signal_facts WHERE " + where + " ORDER BY notification_id"), params)
-        rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
-        sl = db.sealer
-        for source, pid, mid, typ, at, data in db.fetch(cursor):
-            rows[(source, pid)].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
-        cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE " + where),
-                       params)
-        found = db.fetch(cursor)
-        produced: list[tuple[Signal, str, str, str]] = []
-        shares = {}
-        liver_key, views = rules_key(self.liver), []
-        for key, recorded_at in keys.items():
-            facts = rows.get(key, [])
-            history = history_from(key[0], sl.untoken(key[1]), facts)
-            produced += [(sig, key[1], recorded_at, self.config.version)
-                         for sig in evaluate(history, self.config) + evaluate_liver(history, self.liver)]
-            views.append(liver_row(*key, liver_key, patient_view(history, self.liver), db))
-            # a segment's worker cannot know which of its dirty patients another process marked (a new plan
-            # marks them all): it derives every evaluated patient's share
-            if self._exposure_dirty is None or self.partition is not None or key in self._exposure_dirty:
-                shares[key] = exposure_share(key, facts)
-        self._store(cursor, db, produced, found)
-        cursor.executemany(db.sql(LIVER_UPSERT), views)
+    def _evaluate(self, cursor: Any, db: ReadDB, dirty: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], Any]:
+        """Evaluate and store these patients' signals and liver views, a chunk at a time (in worker processes
+        for a large backlog read from committed facts: ``parallel``); their detection shares, where they
+        changed."""
+        # a segment's worker cannot know which of its dirty patients another process marked (a new plan
+        # marks them all): it derives every evaluated patient's share
+        all_shares = self._exposure_dirty is None or self.partition is not None
+        chunks = [dirty[start:start + evaluation.CHUNK] for start in range(0, len(dirty), evaluation.CHUNK)]
+        jobs = [([(s, pid) for s, pid, _ in chunk],
+                 None if all_shares else {(s, pid) for s, pid, _ in chunk} & (self._exposure_dirty or set()))
+                for chunk in chunks]
+        processes = evaluation.workers() if self.parallel and self.partition is None else 0
+        if processes and len(dirty) >= evaluation.PARALLEL_FROM:
+            results: Iterable[list[Evaluated]] = evaluation.in_workers(db, self.config, self.liver, jobs, processes)
+        else:
+            def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                cursor.execute(sql, params)
+                return db.fetch(cursor)
+
+            results = (evaluation.evaluate_chunk(fetch, db, keys, self.config, self.liver, wanted)
+                       for keys, wanted in jobs)
+        shares: dict[tuple[str, str], Any] = {}
+        for chunk, evaluated in zip(chunks, results, strict=True):
+            recorded = {(s, pid): at for s, pid, at in chunk}
+            where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(chunk))
+            cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE "
+                                  + where), [v for s, pid, _ in chunk for v in (s, pid)])
+            found = db.fetch(cursor)
+            self._store(cursor, db, [(sig, key[1], recorded[key], self.config.version)
+                                     for key, signals, _, _ in evaluated for sig in signals], found)
+            cursor.executemany(db.sql(LIVER_UPSERT), [view for _, _, view, _ in evaluated])
+            shares.update((key, share) for key, _, _, share in evaluated if share is not None)
         return shares
 
     def _store(self, cursor: Any, db: ReadDB, produced: Sequence[tuple[Signal, str, str, str]],
@@ -300,18 +308,6 @@ class SignalsModel:
         if raised:
             cursor.executemany(db.sql("INSERT INTO {t}signal_raises (signal_id, level, raised_at) VALUES ({p},{p},{p})"
                                       " ON CONFLICT (signal_id, level) DO NOTHING"), raised)
-
-
-def exposure_share(key: tuple[str, str],
-                   facts: Sequence[tuple[str, str, str, str]]) -> tuple[Subject | None, date | None]:
-    """A patient's subject as the exposure read model builds it (``projections.exposure.build_subjects``)
-    from the signals model's facts, and its last clinical day: what its detection share is derived from."""
-    rows = [(0, key[0], key[1], mid, typ, at, "", *columns_of(typ, loads(data)))
-            for mid, typ, at, data in facts if typ in EXPOSURE_TYPES]
-    if not rows:
-        return None, None
-    subjects, last_day = build_subjects(rows, None)
-    return (subjects[0], last_day) if subjects else (None, None)
 
 
 LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}
