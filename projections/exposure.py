@@ -162,6 +162,11 @@ def load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None)
     return loaded
 
 
+def forget_loaded() -> None:
+    """Drop the remembered subjects (a benchmark times a query as a fresh process answers it)."""
+    _LAST_LOADED.clear()
+
+
 def _load_subjects(db: ReadDB, as_of: datetime | None, data_cut: datetime | None) -> Loaded:
     sql = "SELECT " + ", ".join(COLUMNS) + " FROM {t}exposure_facts"
     params: list[Any] = []
