@@ -26,7 +26,12 @@ from projections.signals import SignalsModel
 
 #: where a function's own time is counted: the first matching part of its file's path
 AREAS = (("safety/mas", "MAS rules (safety/mas.py)"), ("safety/liver", "liver rules (safety/liver.py)"),
-         ("projections/signals", "signals model: facts to histories, storing signals"),
+         ("safety/ctcae", "liver views: CTCAE grades and shifts"), ("projections/liver", "liver views: the rows"),
+         ("projections/facts", "facts to histories (projections/facts.py)"),
+         ("projections/evaluation", "evaluating a chunk of patients (projections/evaluation.py)"),
+         ("projections/signals", "signals model: writing facts, storing signals"),
+         ("events/encoding", "decoding events (events/encoding.py)"), ("events/ledger", "reading pages (lean)"),
+         ("msgspec", "JSON (msgspec)"), ("projections/db", "JSON helpers (projections/db.py)"),
          ("projections/live_detection", "live detection shares"), ("safety/screening", "detection screen"),
          ("projections/exposure", "building subjects for detection"),
          ("eventsourcing", "eventsourcing: reading and decoding events"), ("json", "JSON (stdlib)"),
