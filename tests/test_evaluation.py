@@ -55,3 +55,36 @@ def test_worker_processes_evaluate_exactly_as_one_process(store_url: str, monkey
     Ingestor(ledger).ingest([RawMessage(extra.encode(), {})])
     projector.catch_up()
     assert used == [2]
+
+
+def test_with_encryption_at_rest_the_workers_answers_are_the_same(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The worker processes seal and unseal with the store's key as the projecting process does: every
+    answer read back (signals, eDISH, shift tables) equals the evaluation in one process."""
+    import base64
+    import os
+
+    from events.sealing import KEY_ENV
+    from projections.liver import edish_view, lab_shifts
+    from projections.signals import query_signals
+    from safety.liver import load_liver_config
+
+    monkeypatch.setenv(KEY_ENV, base64.b64encode(os.urandom(32)).decode())
+    ledger = Ledger(Store.parse(sqlite_url))
+    lines = list(generate(60, 2.0, seed=29, mas_share=0.15))
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for line in lines], batch_size=500)
+    projector = Projector(ledger, SignalsModel(), page=400)
+
+    def answers() -> list[Any]:
+        db = projector.view.db
+        signals = [{k: v for k, v in s.items() if k != "updated_at"} for s in query_signals(db)]
+        return [signals, edish_view(db, load_liver_config(), after_first_exposure=False), lab_shifts(db)]
+
+    monkeypatch.setattr(evaluation, "PARALLEL_FROM", 10**9)
+    projector.rebuild()
+    alone = answers()
+    assert alone[0] and alone[1]["patients"]
+    assert b"P000001" not in b"".join(str(r).encode() for r in projector.view.db.query("SELECT * FROM {t}liver_views"))
+    monkeypatch.setattr(evaluation, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(evaluation, "workers", lambda: 2)
+    projector.rebuild()
+    assert answers() == alone
