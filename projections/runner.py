@@ -239,7 +239,9 @@ class View:
         if finish is None:
             return
         prepare = getattr(model or self.model, "prepare", None)
-        if prepare is not None:  # committed first: what other connections of the model's work must see
+        if prepare is not None and not getattr(model or self.model, "prepared", False):
+            # committed first: what other connections of the model's work must see (no transaction when
+            # there is nothing to prepare: every live catch-up passes here)
             with self.recorder.datastore.transaction(commit=True) as c:
                 prepare(c, self.db)
         try:

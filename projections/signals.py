@@ -167,6 +167,11 @@ class SignalsModel:
         if not self.defer:
             self.finish(cursor, db, parallel=False)  # this page's facts are not committed yet
 
+    @property
+    def prepared(self) -> bool:
+        """Whether ``prepare`` has nothing to do."""
+        return not self._bulk and self._index_checked
+
     def prepare(self, cursor: Any, db: ReadDB) -> None:
         """The facts index, after a rebuild (or one interrupted) that went without it: committed before the
         evaluation, whose worker processes read the facts over connections of their own."""
