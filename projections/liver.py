@@ -49,7 +49,7 @@ def create_statement(db: ReadDB) -> str:
 def stored_row(source: str, patient_token: str, key: str, view: dict[str, Any], db: ReadDB) -> tuple[Any, ...]:
     """A patient's view as a row of ``TABLE`` (each part sealed when encryption at rest is on)."""
     seal = db.sealer.seal
-    groups = {k: view[k] for k in ("arm", "actual_arm", "drugs")}
+    groups = {k: view[k] for k in ("arm", "actual_arm", "drugs")}  # as _groups made them
     return (source, patient_token, key, seal(json.dumps(groups)),
             *(None if view[part] is None else seal(json.dumps(view[part])) for part in PARTS))
 
@@ -69,17 +69,24 @@ def patient_view(history: History, config: LiverConfig) -> dict[str, Any]:
     """A patient's part of every liver answer: groups, first exposure, eDISH peaks on treatment and over
     every value, and the shift grades. Computed once per change of the patient, so the Liver page only
     reads and counts."""
-    enrolment = history.enrolment
     start = first_exposure(history)
     measured = multiples(history.labs, config)
-    results = [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
-               for lab in history.labs if lab.analyte in GRADED]
-    return {"arm": enrolment.get("arm"), "actual_arm": enrolment.get("actual_arm"),
-            "drugs": sorted({t.drug for t in history.treatments if t.action == "start"}),
-            "first_exposure": start.isoformat() if start else None,
+    return {**_groups(history), "first_exposure": start.isoformat() if start else None,
             "edish_on_treatment": edish(history, config, start, measured) if start else None,
             "edish_every_value": edish(history, config, None, measured),
-            "shifts": shift(results, start) if start else None}
+            "shifts": shift(_graded(history), start) if start else None}
+
+
+def _groups(history: History) -> dict[str, Any]:
+    """What ``groups_of`` groups a patient by: the planned and actual arms, the drugs started."""
+    return {"arm": history.enrolment.get("arm"), "actual_arm": history.enrolment.get("actual_arm"),
+            "drugs": sorted({t.drug for t in history.treatments if t.action == "start"})}
+
+
+def _graded(history: History) -> list[Result]:
+    """The patient's results of the tests CTCAE grades, with their reference ranges."""
+    return [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
+            for lab in history.labs if lab.analyte in GRADED]
 
 
 def first_exposure(history: History) -> datetime | None:
@@ -153,15 +160,12 @@ def lab_outliers(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None, 
         start = first_exposure(history)
         if start is None:
             continue
-        results = [Result(lab.analyte, lab.value, lab.reference_low, lab.reference_high, lab.at, lab.unit)
-                   for lab in history.labs if lab.analyte in GRADED]
-        view = {"arm": history.enrolment.get("arm"), "actual_arm": history.enrolment.get("actual_arm"),
-                "drugs": sorted({t.drug for t in history.treatments if t.action == "start"})}
-        for r in outliers(results, start, min_grade):
+        groups = groups_of(_groups(history), by, arm_basis)
+        for r in outliers(_graded(history), start, min_grade):
             out += [{"patient_id": pid, "group": g, "test": r.test, "term": term_of(r.test),
                      "date": r.at.date().isoformat(), "value": r.value, "unit": r.unit,
                      "xuln": round(r.value / r.high, 2) if r.high else None,
-                     "grade": grade(r.test, r.value, r.low, r.high)} for g in groups_of(view, by, arm_basis)]
+                     "grade": grade(r.test, r.value, r.low, r.high)} for g in groups]
     return sorted(out, key=lambda row: (row["group"], row["patient_id"], row["test"], row["date"]))
 
 
