@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -60,20 +60,28 @@ class LiveDetection:
             "CREATE TABLE IF NOT EXISTS {t}detection_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )]
 
-    def stale(self, cursor: Any, db: Any) -> bool:
-        """True (once) when the shares were derived under other settings (a new plan or live level or lag,
-        or none: a read model from before detection): the caller then derives every patient's share
-        again. The new settings are noted."""
-        cursor.execute(db.sql("SELECT value FROM {t}detection_state WHERE key = 'settings'"))
-        found = db.fetch(cursor)
-        if found and found[0][0] == self.settings:
+    def stale(self, cursor: Any, db: Any, writer: str | None = None,
+              patients: Callable[[], Sequence[Key]] | None = None) -> bool:
+        """True when the shares were derived under other settings (a new plan or live level or lag, or
+        none: a read model from before detection): the caller then derives the share of every patient
+        again, or of every one of ``patients`` for one segment's ``writer``, whose shares are forgotten
+        here. The new settings are noted, for the segment alone: the workers of the other segments note
+        theirs, so no two transactions touch one patient's rows (a global note and mark deadlocked them)."""
+        key = "settings" if writer is None else f"settings/{writer}"
+        cursor.execute(db.sql("SELECT key, value FROM {t}detection_state WHERE key IN ('settings', {p})"), (key,))
+        noted = dict(db.fetch(cursor))
+        if noted.get(key, noted.get("settings")) == self.settings:  # a segment goes on from a single process
             return False
-        cursor.execute(db.sql("DELETE FROM {t}detection_state WHERE key = 'settings'"))
-        cursor.execute(db.sql("INSERT INTO {t}detection_state VALUES ('settings', {p})"), (self.settings,))
+        cursor.execute(db.sql("DELETE FROM {t}detection_state WHERE key = {p}"), (key,))
+        cursor.execute(db.sql("INSERT INTO {t}detection_state VALUES ({p}, {p})"), (key, self.settings))
         self._pairs_changed = True
         self._plan_changed = {p.name for p in self.plan} | {"*"}  # "*": pairs no longer planned go too
         for table in ("detection_spans", "detection_onsets"):
-            cursor.execute(db.sql(f"DELETE FROM {{t}}{table}"))
+            if patients is None:
+                cursor.execute(db.sql(f"DELETE FROM {{t}}{table}"))
+            else:
+                cursor.executemany(db.sql(f"DELETE FROM {{t}}{table} WHERE source = {{p}} AND patient_id = {{p}}"),
+                                   list(patients()))
         return True
 
     def update(self, cursor: Any, db: Any, shares: Mapping[Key, tuple[Subject | None, date | None]]) -> None:

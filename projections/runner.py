@@ -11,6 +11,7 @@ follow by polling (``follow``), which works on both stores.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,6 +128,13 @@ def position_in(db: ReadDB, model: str) -> int:
     return int(rows[0][0] or 0)
 
 
+#: what PostgreSQL and eventsourcing say when another process made a tracking table at the same moment
+#: (the library's migration row is inserted by one of them only)
+_CREATION_RACES = ("already exists", "concurrently", "Failed to record tracking for __migration__")
+#: the relation a read model's statement makes (``View._missing``)
+_CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS ([\w.\"]+)")
+
+
 class View:
     """A read model's database and tracking position."""
 
@@ -148,20 +156,32 @@ class View:
                     self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
                     break
                 except (IntegrityError, OperationalError) as exc:
-                    if attempt == 4 or not any(s in str(exc) for s in ("already exists", "concurrently")):
+                    if attempt == 4 or not any(s in str(exc) for s in _CREATION_RACES):
                         raise
                     time.sleep(0.1 * (attempt + 1))
         self._create_tables()
 
     def _create_tables(self) -> None:
+        statements = [*self.model.create_statements(self.db), self.db.sql(
+            "CREATE TABLE IF NOT EXISTS {t}read_model_stops (model TEXT PRIMARY KEY, position BIGINT NOT NULL,"
+            " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)")]
+        if self.store.kind == "postgresql" and not self._missing(statements):
+            return  # nothing to make, and nothing locked: CREATE INDEX IF NOT EXISTS locks its table first,
+            # which deadlocked a starting worker with one writing
         with self.recorder.datastore.transaction(commit=True) as c:
             if self.store.kind == "postgresql":  # processes starting together would race in the catalogue
                 c.execute("SELECT pg_advisory_xact_lock(hashtext('safety-monitor/create-tables'))")
-            for statement in self.model.create_statements(self.db):
+            for statement in statements:
                 c.execute(statement)
-            c.execute(self.db.sql(
-                "CREATE TABLE IF NOT EXISTS {t}read_model_stops (model TEXT PRIMARY KEY, position BIGINT NOT NULL,"
-                " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)"))
+
+    def _missing(self, statements: Sequence[str]) -> list[str]:
+        """The tables and indexes these statements make that the store's schema lacks (PostgreSQL)."""
+        names = [m.group(1).rpartition(".")[2].strip('"') for m in map(_CREATED.match, statements) if m]
+        with self.recorder.datastore.transaction(commit=False) as c:
+            c.execute("SELECT relname FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace"
+                      " WHERE nspname = %s AND relname = ANY(%s)", (self.store.schema, names))
+            found = {row["relname"] for row in c.fetchall()}
+        return [n for n in names if n not in found] if len(names) == len(statements) else ["(unnamed)"]
 
     def close(self) -> None:
         """Close the recorder's connections (a caller that only wanted the tables and the database)."""

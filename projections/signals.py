@@ -176,19 +176,30 @@ class SignalsModel:
         """The facts index, after a rebuild (or one interrupted) that went without it: committed before the
         evaluation, whose worker processes read the facts over connections of their own."""
         if self._bulk or not self._index_checked:
-            cursor.execute(db.sql(FACTS_INDEX))
+            if db.kind == "sqlite" or not self._facts_index_exists(cursor, db):  # made with the table there:
+                cursor.execute(db.sql(FACTS_INDEX))  # even IF NOT EXISTS locks the table, waiting for writers
             self._bulk, self._index_checked = False, True
+
+    @staticmethod
+    def _facts_index_exists(cursor: Any, db: ReadDB) -> bool:
+        cursor.execute("SELECT to_regclass(%s)", (f'"{db.store.schema}".signal_facts_patient',))
+        return db.fetch(cursor)[0][0] is not None
 
     def finish(self, cursor: Any, db: ReadDB, parallel: bool = True) -> None:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones
         (``parallel``: a large backlog in worker processes, which see only committed facts)."""
         self.parallel = parallel
         self.prepare(cursor, db)
-        if self.live.stale(cursor, db) or self._liver_stale(cursor, db):  # every patient is evaluated again
+        if self._stale(cursor, db):  # every patient (of this segment) is evaluated again
             self._exposure_dirty = None
-            cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
-            cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
-                                  " FROM {t}signal_facts GROUP BY source, patient_id"))
+            if self.partition is None:
+                cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
+                cursor.execute(db.sql("INSERT INTO {t}signal_dirty SELECT source, patient_id, MAX(recorded_at)"
+                                      " FROM {t}signal_facts GROUP BY source, patient_id"))
+            else:  # only this segment's rows: no other segment's transaction touches them
+                cursor.executemany(db.sql("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT"
+                                          " (source, patient_id) DO UPDATE SET recorded_at = excluded.recorded_at"),
+                                   self._everyone(cursor, db))
         cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
         dirty = self._of_partition(db, db.fetch(cursor))
         if not dirty and not self.live.pending:
@@ -219,17 +230,35 @@ class SignalsModel:
             version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
             self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
 
+    def _stale(self, cursor: Any, db: ReadDB) -> bool:
+        """Whether every patient (of this segment) is to be evaluated again: the detection settings
+        changed, or evaluated patients lack their liver view."""
+        if self.partition is None:
+            return self.live.stale(cursor, db) or self._liver_stale(cursor, db)
+        return (self.live.stale(cursor, db, f"segment {self.partition[0]}",
+                                lambda: [(s, pid) for s, pid, _ in self._everyone(cursor, db)])
+                or self._liver_stale(cursor, db))
+
+    def _everyone(self, cursor: Any, db: ReadDB) -> list[tuple[Any, ...]]:
+        """Every patient of this segment, with the time their last fact was recorded."""
+        cursor.execute(db.sql("SELECT source, patient_id, MAX(recorded_at) FROM {t}signal_facts"
+                              " GROUP BY source, patient_id"))
+        return self._of_partition(db, db.fetch(cursor))
+
     def _liver_stale(self, cursor: Any, db: ReadDB) -> bool:
-        """Whether patients lack their liver view, or have one made under other liver rules (a store from
-        before the views, or a rules change): asked once per process."""
+        """Whether evaluated patients (of this segment) lack their liver view, or have one made under other
+        liver rules (a store from before the views, or a rules change): asked once per process. Patients
+        waiting in ``signal_dirty`` get theirs when they are evaluated."""
         if self._liver_checked:
             return False
         self._liver_checked = True
-        cursor.execute(db.sql("SELECT 1 FROM (SELECT DISTINCT source, patient_id FROM {t}signal_facts) f"
-                              " WHERE NOT EXISTS (SELECT 1 FROM"
+        cursor.execute(db.sql("SELECT source, patient_id FROM (SELECT DISTINCT source, patient_id FROM"
+                              " {t}signal_facts) f WHERE NOT EXISTS (SELECT 1 FROM"
                               f" {{t}}{LIVER_TABLE} v WHERE v.source = f.source AND v.patient_id = f.patient_id"
-                              f" AND v.rules = {{p}}) LIMIT 1"), (rules_key(self.liver),))
-        return bool(db.fetch(cursor))
+                              " AND v.rules = {p}) AND NOT EXISTS (SELECT 1 FROM {t}signal_dirty d"
+                              " WHERE d.source = f.source AND d.patient_id = f.patient_id)"
+                              + (" LIMIT 1" if self.partition is None else "")), (rules_key(self.liver),))
+        return bool(self._of_partition(db, db.fetch(cursor)))
 
     def _of_partition(self, db: ReadDB, dirty: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The dirty patients of this instance's segment (all of them when it projects every segment)."""

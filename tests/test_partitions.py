@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,7 +100,7 @@ def test_every_answer_with_n_workers_equals_the_single_process_answer(pg_url: st
     assert f"{workers} worker process" in done.stderr and "6 segments" in done.stderr
     assert answers(pg_url) == answers(second_pg_url)
     # every segment's position is the ledger's: nothing left behind, and the store says it is partitioned
-    status = json.loads(CliRunner().invoke(app, ["status", "--format", "json", "--store", pg_url]).stdout)
+    status = status_of(pg_url)
     assert len(status["segments"]) == 6 and all(not any(s["behind"].values()) for s in status["segments"])
     assert all(m["behind"] == 0 for m in status["read_models"])
     from projections.board import BoardData
@@ -112,6 +114,13 @@ def test_every_answer_with_n_workers_equals_the_single_process_answer(pg_url: st
     for url in (pg_url, second_pg_url):
         Ingestor(Ledger(Store.parse(url))).ingest([RawMessage(json.dumps(more).encode(), {})])
     assert answers(pg_url) == answers(second_pg_url)
+
+
+def status_of(url: str) -> dict[str, Any]:
+    """What ``status --format json`` says of a store (its error, if it fails)."""
+    result = CliRunner().invoke(app, ["status", "--format", "json", "--store", url])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return dict(json.loads(result.stdout))
 
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -135,15 +144,16 @@ def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease_and_nothing_is_lost_or_doubled(
-        pg_url: str, second_pg_url: str):
+        pg_url: str, second_pg_url: str, tmp_path: Path):
     for url in (pg_url, second_pg_url):
         fill(url, patients=600)
     for model in read_models():
         Projector(Ledger(Store.parse(second_pg_url)), model).catch_up()
     options = ["--follow", "--workers", "1", "--segments", "8", "--lease-seconds", "3", "--interval", "0.2"]
     cmd = [sys.executable, "-m", "safety.cli", "project", "--store", pg_url, *options]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    errors = [tmp_path / "first.err", tmp_path / "second.err"]  # what a worker that failed said
+    first, second = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=path.open("w"), start_new_session=True)
+                     for path in errors)
     db = ReadDB(Store.parse(pg_url))
     owners: set[str] = set()
     try:
@@ -152,18 +162,18 @@ def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease_and_nothing_is_
             time.sleep(0.2)
             if db.table_exists("projection_segments"):
                 owners = {lease.owner for lease in Partitions(db).leases() if lease.owner}
-        assert len(owners) == 2, owners
+        assert len(owners) == 2, (owners, *(path.read_text()[-3000:] for path in errors))
         os.killpg(first.pid, signal.SIGKILL)  # the worker process and its parent, mid-batch
         first.wait()
         ledger = Ledger(Store.parse(pg_url))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status = json.loads(CliRunner().invoke(app, ["status", "--format", "json", "--store", pg_url]).stdout)
+            status = status_of(pg_url)
             if all(m["behind"] == 0 for m in status["read_models"]):
                 break
             time.sleep(0.5)
         live = {s["owner"] for s in status["segments"]}
-        assert len(live) == 1 and None not in live, live  # the survivor holds every segment now
+        assert len(live) == 1 and None not in live, (live, errors[1].read_text()[-3000:])  # the survivor holds all
         assert ledger.position() > 0
     finally:
         for proc in (first, second):
@@ -171,6 +181,71 @@ def test_a_worker_killed_mid_batch_is_taken_over_after_its_lease_and_nothing_is_
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
     assert table_rows(pg_url) == table_rows(second_pg_url)
+
+
+def test_a_starting_worker_waits_for_no_writer(pg_url: str):
+    """A worker starting on a store whose tables exist locks none of them: ``CREATE INDEX IF NOT EXISTS``
+    takes its table's lock before it looks for the index, and a worker starting beside one writing
+    deadlocked with it (the writer then waited on the starter's lock on the detection tables)."""
+    import psycopg
+
+    fill(pg_url, patients=3)
+    for model in read_models():
+        Projector(Ledger(Store.parse(pg_url)), model).catch_up()
+    late = {"schema_version": 1, "message_id": "late-0", "source": "registry-1", "patient_id": "P000002",
+            "type": "lab_result", "occurred_at": "2023-05-01",
+            "data": {"analyte": "WBC", "value": 3.1, "unit": "10^9/L"}}
+    Ingestor(Ledger(Store.parse(pg_url))).ingest([RawMessage(json.dumps(late).encode(), {})])
+    schema = Store.parse(pg_url).schema
+    done: list[str] = []
+
+    def start() -> None:  # what a starting worker does: its views, then a first catch-up
+        for model in read_models():
+            Projector(Ledger(Store.parse(pg_url)), model).catch_up()
+            done.append(model.name)
+
+    with psycopg.connect(pg_url.split("?")[0]) as writer:  # a worker of another segment, mid-page
+        writer.execute(f'LOCK TABLE "{schema}".signal_facts, "{schema}".detection_pairs,'
+                       f' "{schema}".incidence_facts IN ROW EXCLUSIVE MODE')
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        starter.join(timeout=30)
+        started_beside_the_writer = not starter.is_alive()
+        writer.rollback()
+    starter.join(timeout=60)
+    assert started_beside_the_writer, f"the starting worker waited on the writer's tables after {done}"
+    assert done == [m.name for m in read_models()]
+
+
+def test_a_new_plan_on_a_partitioned_store_derives_every_segments_shares_again(pg_url: str, second_pg_url: str):
+    """Each segment notes the detection settings it derived its patients' shares under, and derives them
+    again itself when they change (a global note and mark made the workers of two segments deadlock on
+    each other's patients): with a plan added, the segments' signals equal a single-process rebuild's."""
+    from tests.messages import message, raw
+    from tests.test_live_detection import comparable
+    from tests.test_surveillance import PLAN, registry
+
+    first, late = registry()
+    for url in (pg_url, second_pg_url):
+        Ingestor(Ledger(Store.parse(url))).ingest([raw(m, i) for i, m in enumerate(first + late)])
+    ledger = Ledger(Store.parse(pg_url))
+    unplanned = Projector(ledger, SignalsModel())
+    Partitions(ReadDB(ledger.store)).enable(4, ["signals"], ledger.name)
+    unplanned.catch_up()
+    planned = Projector(ledger, SignalsModel(surveillance_plan=PLAN))
+    lab = message("P001-lab", type="lab_result", patient_id="P001", occurred_at="2024-06-01",
+                  data={"analyte": "WBC", "value": 6.1, "unit": "10^9/L"})
+    Ingestor(ledger).ingest([raw(lab, 0)])
+    planned.catch_up()
+    fresh_ledger = Ledger(Store.parse(second_pg_url))
+    Ingestor(fresh_ledger).ingest([raw(lab, 0)])
+    fresh = Projector(fresh_ledger, SignalsModel(surveillance_plan=PLAN))
+    fresh.rebuild()
+    assert [s for s in comparable(planned) if s[1] == "sequential"]
+    assert comparable(planned) == comparable(fresh)
+    noted = dict(planned.view.db.query("SELECT key, value FROM {t}detection_state"))
+    assert {f"settings/segment {k}" for k in range(4)} <= set(noted)
+    assert {noted[f"settings/segment {k}"] for k in range(4)} == {SignalsModel(surveillance_plan=PLAN).live.settings}
 
 
 def test_sqlite_says_it_projects_in_one_process(sqlite_url: str):
