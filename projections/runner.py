@@ -336,24 +336,30 @@ class Projector:
             if not retry:
                 return 0
             self.view.clear_stop()
-        self.view.finish(self.model)  # work left by an interrupted run
         start = self.view.position(upstream)
+        head = self.ledger.position()
+        if head == start:  # nothing new; work left by an interrupted run (each page's write does it too)
+            self.view.finish(self.model)
+            return 0
         model = self.model
-        deferring = hasattr(model, "defer") and self.ledger.position() - start > self.page
+        deferring = hasattr(model, "defer") and head - start > self.page
         if deferring:
             model.defer = True  # type: ignore[attr-defined]
         try:
-            return self._pages(start, upstream, on_page)
+            return self._pages(start, upstream, on_page, head)
         finally:
             if deferring:
                 model.defer = False  # type: ignore[attr-defined]
                 self.view.finish(self.model)
 
-    def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None) -> int:
+    def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None,
+               head: int | None) -> int:
+        """Write page after page from ``start``; ``head``, the ledger's position if the caller just read it."""
         processed = 0
         topics = self.model.topics
         while True:
-            head = self.ledger.position()
+            if head is None:
+                head = self.ledger.position()
             if self.segment is None:
                 notes = self.ledger.page(start, self.page, topics)
             else:  # only this segment's streams, filtered in the database
@@ -365,25 +371,31 @@ class Projector:
                         # does not scan the same events again (it would, for a model whose topics are rare).
                         self.view.write([], Tracking(upstream, head), after=start, model=self.model)
                     return processed
+                # a short page is the last: its position is the head read before it (nothing of the
+                # model's topics up to there is left), which spares the next poll a scan and this one a read
+                last = max(head, notes[-1].id) if len(notes) < self.page else notes[-1].id
                 with no_cycle_collection():  # a page's objects hold no cycles: the collector's passes cost half
-                    self._write_page(notes, upstream, start, notes[-1].id)
+                    self._write_page(notes, upstream, start, last)
             except (PageTaken, OperationalError, InterfaceError, IntegrityError) as exc:
                 moved = self.view.position(upstream)
                 if moved == start:
                     raise  # not a rival projector: a real failure
                 log.info("%s: another projector got to %d first (%s); going on from there",
                          self.model.name, moved, exc)
-                start = moved
+                start, head = moved, None
                 continue
             except _EventRefused as refused:
                 processed += refused.applied
                 stop = self.view.record_stop(refused.notification_id, refused.reason, upstream)
                 log.error("%s; the other read models go on", stop.sentence())
                 return processed
-            start = notes[-1].id
+            start = last
             processed += len(notes)
             if on_page:
                 on_page(len(notes), start)
+            if len(notes) < self.page:
+                return processed
+            head = None
 
     def _write_page(self, notes: Sequence[Any], upstream: str, start: int, last: int) -> None:
         """Write a page (its position ``last``); if the store or the model refuses it, once more with text
