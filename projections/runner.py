@@ -208,17 +208,33 @@ class View:
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
 
     def segment_count(self) -> int | None:
-        """The store's segment count when its projections are partitioned (PostgreSQL), else None: asked
-        over the view's pooled connection, since every catch-up asks it."""
+        """The store's segment count when its projections are partitioned (PostgreSQL), else None."""
         if self.store.kind != "postgresql":
             return None
         with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
-            if c.fetchone()["found"] is None:
-                return None
-            c.execute(self.db.sql("SELECT value FROM {t}projection_config WHERE key = 'segments'"))
-            row = c.fetchone()
+            return self._segment_count(c)
+
+    def _segment_count(self, c: Any) -> int | None:
+        c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
+        if c.fetchone()["found"] is None:
+            return None
+        c.execute(self.db.sql("SELECT value FROM {t}projection_config WHERE key = 'segments'"))
+        row = c.fetchone()
         return int(row["value"]) if row else None
+
+    def opening(self, upstream: str, segments: bool) -> tuple[Stop | None, int, int | None]:
+        """What every catch-up asks first, in one transaction over the view's pooled connection (on
+        PostgreSQL each transaction costs round trips): the recorded stop, the tracked position of
+        ``upstream``, and with ``segments`` the store's segment count when it is partitioned."""
+        table = "tracking" if self.store.kind == "sqlite" else f'{{t}}"{self.model.name}_tracking"'
+        with self.recorder.datastore.transaction(commit=False) as c:
+            count = self._segment_count(c) if segments and self.store.kind == "postgresql" else None
+            c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
+            stops = self.db.fetch(c)
+            c.execute(self.db.sql(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}"),
+                      (upstream,))
+            position = self.db.fetch(c)[0][0] or 0
+        return (Stop(*stops[0]) if stops else None), int(position), count
 
     def position(self, upstream: str) -> int:
         return self.recorder.max_tracking_id(upstream) or 0
@@ -310,15 +326,13 @@ class Projector:
         self.upstream = ledger.name if segment is None else f"{ledger.name}#{segment[0]}"
         self._segments: Any = None  # on a partitioned store, the projector of each segment
 
-    def _partitioned(self) -> Any:
-        """On a partitioned PostgreSQL store, the projectors of its segments (None otherwise)."""
-        if self.segment is not None or self.ledger.store.kind != "postgresql":
-            return None
+    def _segment_projectors(self, count: int) -> Any:
+        """On a partitioned PostgreSQL store, the projectors of its ``count`` segments."""
         if self._segments is None:
             from projections.workers import SegmentProjectors
 
-            self._segments = SegmentProjectors.of(self)
-        return self._segments or None
+            self._segments = SegmentProjectors(self, count)
+        return self._segments
 
     def catch_up(self, on_page: Callable[[int, int], None] | None = None, *, retry: bool = False) -> int:
         """Process every ledger event after the tracked position; returns how many it processed.
@@ -328,15 +342,15 @@ class Projector:
         ``rebuild``). With a backlog of more than one page, models that can defer per-patient work
         (signals) do it once at the end instead of after every page; what is deferred is noted durably.
         """
-        segments = self._partitioned()
-        if segments is not None:
-            return int(segments.catch_up(on_page, retry=retry))
         upstream = self.upstream
-        if self.view.stopped() is not None:
+        whole = self.segment is None and self.ledger.store.kind == "postgresql"  # partitioned since?
+        stop, start, count = self.view.opening(upstream, segments=whole)
+        if count is not None:
+            return int(self._segment_projectors(count).catch_up(on_page, retry=retry))
+        if stop is not None:
             if not retry:
                 return 0
             self.view.clear_stop()
-        start = self.view.position(upstream)
         head = self.ledger.position()
         if head == start:  # nothing new; work left by an interrupted run (each page's write does it too)
             self.view.finish(self.model)

@@ -24,11 +24,6 @@ class SegmentProjectors:
         self.parent, self.count = parent, count
         self.projectors: dict[int, Projector] = {}
 
-    @classmethod
-    def of(cls, parent: Projector) -> SegmentProjectors | None:
-        count = parent.view.segment_count()
-        return None if count is None else cls(parent, count)
-
     def projector(self, segment: int) -> Projector:
         found = self.projectors.get(segment)
         if found is None:
