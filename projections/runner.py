@@ -207,14 +207,8 @@ class View:
         with self.recorder.datastore.transaction(commit=True) as c:
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
 
-    def segment_count(self) -> int | None:
-        """The store's segment count when its projections are partitioned (PostgreSQL), else None."""
-        if self.store.kind != "postgresql":
-            return None
-        with self.recorder.datastore.transaction(commit=False) as c:
-            return self._segment_count(c)
-
     def _segment_count(self, c: Any) -> int | None:
+        """The store's segment count when its projections are partitioned (PostgreSQL), else None."""
         c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
         if c.fetchone()["found"] is None:
             return None

@@ -91,6 +91,7 @@ class SignalsModel:
         #: None until this process has derived the shares of the patients left dirty by an earlier one
         self._exposure_dirty: set[tuple[str, str]] | None = None
         self._liver_checked = False
+        self._segment_patients: list[tuple[Any, ...]] | None = None  # ``_everyone``, within one finish
         #: whether the current evaluation may use worker processes (``finish``)
         self.parallel = False
         #: the facts index is dropped for this deferred run (``FACTS_INDEX``); made if missing once a process
@@ -189,6 +190,7 @@ class SignalsModel:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones
         (``parallel``: a large backlog in worker processes, which see only committed facts)."""
         self.parallel = parallel
+        self._segment_patients = None
         self.prepare(cursor, db)
         if self._stale(cursor, db):  # every patient (of this segment) is evaluated again
             self._exposure_dirty = None
@@ -240,10 +242,13 @@ class SignalsModel:
                 or self._liver_stale(cursor, db))
 
     def _everyone(self, cursor: Any, db: ReadDB) -> list[tuple[Any, ...]]:
-        """Every patient of this segment, with the time their last fact was recorded."""
-        cursor.execute(db.sql("SELECT source, patient_id, MAX(recorded_at) FROM {t}signal_facts"
-                              " GROUP BY source, patient_id"))
-        return self._of_partition(db, db.fetch(cursor))
+        """Every patient of this segment, with the time their last fact was recorded (looked up once per
+        ``finish``: forgetting their shares and marking them both need it)."""
+        if self._segment_patients is None:
+            cursor.execute(db.sql("SELECT source, patient_id, MAX(recorded_at) FROM {t}signal_facts"
+                                  " GROUP BY source, patient_id"))
+            self._segment_patients = self._of_partition(db, db.fetch(cursor))
+        return self._segment_patients
 
     def _liver_stale(self, cursor: Any, db: ReadDB) -> bool:
         """Whether evaluated patients (of this segment) lack their liver view, or have one made under other
