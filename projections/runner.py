@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
+from eventsourcing.persistence import DatabaseError, IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
@@ -155,7 +155,7 @@ class View:
                 try:
                     self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
                     break
-                except (IntegrityError, OperationalError) as exc:
+                except DatabaseError as exc:  # IntegrityError, OperationalError, ProgrammingError
                     if attempt == 4 or not any(s in str(exc) for s in _CREATION_RACES):
                         raise
                     time.sleep(0.1 * (attempt + 1))

@@ -261,3 +261,4 @@ def test_a_patients_events_all_fall_in_one_segment():
     assert {segment_of(stream, 8) for _ in range(3)} == {(stream.int & 0xFFFFFFFF) % 8}
     spread = {segment_of(patient_uuid("r", f"P{i}"), 8) for i in range(200)}
     assert spread == set(range(8))
+
