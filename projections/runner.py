@@ -129,8 +129,10 @@ def position_in(db: ReadDB, model: str) -> int:
 
 
 #: what PostgreSQL and eventsourcing say when another process made a tracking table at the same moment
-#: (the library's migration row is inserted by one of them only)
-_CREATION_RACES = ("already exists", "concurrently", "Failed to record tracking for __migration__")
+#: (a relation or its row type "already exists", or the catalogue's unique index says so; the library's
+#: migration row is inserted by one of them only)
+_CREATION_RACES = ("already exists", "concurrently", "pg_type_typname_nsp_index", "pg_class_relname_nsp_index",
+                   "Failed to record tracking for __migration__")
 #: the relation a read model's statement makes (``View._missing``)
 _CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS ([\w.\"]+)")
 
