@@ -81,7 +81,8 @@ def incremental(ledger: Any, plan: str, exposure_db: Any, pairs: list[dict[str, 
     import uuid
     from unittest.mock import patch
 
-    from events.ingest import Ingestor, RawMessage
+    from events.admission import RawMessage
+    from events.ingest import Ingestor
     from projections.detection import pair_cases
     from projections.live_detection import LiveDetection
 

@@ -36,10 +36,11 @@ from benchmarks.report import write_section
 from benchmarks.stores import PG, drop, fresh_store
 from benchmarks.synthetic import feed_lines
 from events import contract
+from events.admission import RawMessage, prepare
 from events.contract import parse_message
 from events.domain import EVENT_CLASS, Patient
 from events.encoding import StateEncoder
-from events.ingest import Ingestor, RawMessage, prepare
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.recorders import hex_id
 from events.store import Store

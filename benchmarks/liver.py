@@ -20,8 +20,9 @@ from pathlib import Path
 from unittest import mock
 
 from benchmarks import report
+from events.admission import RawMessage
 from events.generator import generate
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections import signals as signals_module

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.stores import fresh_store
+from events.admission import RawMessage
 from events.generator import generate
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from projections.runner import Projector
 from projections.signals import SignalsModel

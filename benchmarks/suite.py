@@ -28,8 +28,9 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.stores import drop, fresh_store
+from events.admission import RawMessage
 from events.generator import Truth, generate
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.db import no_cycle_collection
@@ -291,7 +292,7 @@ class Suite:
     def kafka(self, count: int) -> str:
         from kafka import KafkaConsumer, TopicPartition
 
-        from events.kafka import publish
+        from events.publisher import publish
         from tests.broker import Broker
 
         broker = Broker().start()

@@ -38,7 +38,7 @@ from msgspec import UNSET, UnsetType
 from pydantic import AfterValidator, BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
-from events import contract
+from events import contract, contract_models, strict_json
 from safety import vocabulary as vocab
 
 _DAY = timedelta(days=1)
@@ -70,9 +70,9 @@ def _meta(metadata: list[Any]) -> tuple[dict[str, Any], str | None]:
         elif getattr(m, "pattern", None) is not None:  # pydantic's general metadata
             pattern: str = m.pattern
             constraints["pattern"] = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
-        elif isinstance(m, BeforeValidator) and m.func is contract._timestamp_input:
+        elif isinstance(m, BeforeValidator) and m.func is contract_models.timestamp_input:
             after = TIMESTAMP
-        elif isinstance(m, AfterValidator) and m.func is contract._finite:
+        elif isinstance(m, AfterValidator) and m.func is contract_models.finite:
             after = FINITE
         elif type(m).__name__ == "WithJsonSchema":
             continue
@@ -146,7 +146,8 @@ class _Generator:
                 else:  # absent and an explicit null differ for the rules across fields
                     fields.append((name, typ | None | UnsetType, UNSET))
             struct = msgspec.defstruct(model.__name__ + "Fast", fields, forbid_unknown_fields=True, kw_only=True)
-            self.specs[model] = _Spec(struct, post, contract.CROSS_FIELD_RULES.get(contract.TYPE_OF.get(model, "")))
+            rule = contract_models.CROSS_FIELD_RULES.get(contract_models.TYPE_OF.get(model, ""))
+            self.specs[model] = _Spec(struct, post, rule)
         return self.specs[model]
 
 
@@ -160,9 +161,9 @@ class FastContract:
     def __init__(self) -> None:
         generator = _Generator()
         self.specs = generator.specs
-        self.envelope = generator.spec(contract.Envelope, raw_fields=("data",))
+        self.envelope = generator.spec(contract_models.Envelope, raw_fields=("data",))
         self.envelope_decoder = msgspec.json.Decoder(self.envelope.struct)
-        self.data = {name: generator.spec(model) for name, model in contract.DATA_MODELS.items()}
+        self.data = {name: generator.spec(model) for name, model in contract_models.DATA_MODELS.items()}
         self.data_decoders = {name: msgspec.json.Decoder(spec.struct) for name, spec in self.data.items()}
 
     def parse(self, raw: bytes, now: datetime) -> contract.Message | None:
@@ -177,9 +178,9 @@ class FastContract:
             env: Any = self.envelope_decoder.decode(raw)
             if env.schema_version != vocab.SCHEMA_VERSION or env.type not in self.data:
                 return None
-            occurred_at = contract.parse_timestamp(env.occurred_at)
+            occurred_at = contract_models.parse_timestamp(env.occurred_at)
             reported = env.reported_at
-            reported_at = None if reported is None or reported is UNSET else contract.parse_timestamp(reported)
+            reported_at = None if reported is None or reported is UNSET else contract_models.parse_timestamp(reported)
             if occurred_at > now + _DAY:
                 return None
             # the fields the message sent, nested ones included, and whether a float is written otherwise
@@ -196,7 +197,7 @@ class FastContract:
         return contract.Message(
             message_id=env.message_id, source=env.source, patient_id=env.patient_id, type=env.type,
             occurred_at=occurred_at, reported_at=reported_at, data=data,
-            content_hash=_content_hash(raw) if not counted[1] else contract.content_hash(contract._loads(raw)),
+            content_hash=_content_hash(raw) if not counted[1] else strict_json.content_hash(strict_json.loads(raw)),
             raw=raw)
 
     def _values(self, spec: _Spec, sent: dict[str, Any], counted: list[int]) -> dict[str, Any]:
@@ -209,7 +210,7 @@ class FastContract:
             if value is None:
                 continue
             if treat is TIMESTAMP:
-                sent[name] = _utc_text(contract.parse_timestamp(value))
+                sent[name] = _utc_text(contract_models.parse_timestamp(value))
             elif treat is FINITE or treat is FLOAT:
                 if not math.isfinite(value):
                     raise _Refer
@@ -262,7 +263,7 @@ def _written_otherwise(x: float) -> bool:
 
 
 def _content_hash(raw: bytes) -> str:
-    """``contract.content_hash`` of the message, with msgspec writing the canonical JSON: the same bytes
+    """``strict_json.content_hash`` of the message, with msgspec writing the canonical JSON: the same bytes
     for the values this path accepts (sorted keys, no spaces, text unescaped, floats in
     ``_SAME_FLOAT_TEXT``; tests/test_contract_fast.py)."""
     return hashlib.sha256(msgspec.json.encode(msgspec.json.decode(raw), order="sorted")).hexdigest()[:32]

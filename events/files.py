@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from events.ingest import RawMessage
+from events.admission import RawMessage
 
 
 def read_ndjson(path: str) -> Iterator[RawMessage]:

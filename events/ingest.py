@@ -10,48 +10,30 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
 import random
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
 
-from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
-from events.contract import ContractViolation, Message, parse_message, storable, validate_data
+from events.admission import Prepared, RawMessage, Rejected, prepare
+from events.contract import ContractViolation, validate_data
 from events.domain import Patient, patient_hex, patient_uuid
 from events.encoding import StateEncoder
 from events.ledger import Ledger
+from events.parsers import ParserPool
 from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow, refusal
+from events.strict_json import storable
 from safety.vocabulary import AMENDMENT_TYPES
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_SOURCE = "(unknown)"
 PATIENT_TOPIC = get_topic(Patient)
-
-
-class RawMessage(NamedTuple):
-    """Bytes as received, and where they came from (file and line, or topic/partition/offset).
-    A tuple: one is made per message on the hot path, and a frozen dataclass is slow to build.
-
-    ``refused`` is set by an inbound adapter that could not make a message of what it read (an SDTM
-    record without USUBJID): the bytes go to the quarantine with that reason, never to the ledger."""
-
-    raw: bytes
-    position: dict[str, Any]
-    refused: Rejected | None = None
-    #: the adapter's own parse of ``raw`` (``parse_message(raw)``), so that ingest does not parse it again
-    parsed: Message | None = None
 
 
 @dataclass
@@ -71,47 +53,6 @@ class IngestCounts:
 
     def as_dict(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "quarantined": self.quarantined}
-
-
-class Prepared(NamedTuple):
-    """A valid message, ready to store: its keys and its event's serialised state.
-
-    Amendments keep the message itself: they are judged and encoded once their target is known.
-    A tuple, because batches of them cross from the parser processes (cheap to pickle).
-    """
-
-    key: str
-    source: str
-    message_id: str
-    patient_id: str
-    type: str
-    content_hash: str
-    target_key: str | None
-    topic: str
-    state: bytes
-    message: Message | None
-
-
-class Rejected(NamedTuple):
-    """A message that broke the contract (a picklable stand-in for ContractViolation)."""
-
-    reason: str
-    source: str | None
-    message_id: str | None
-
-
-def prepare(raw: bytes, now: datetime, encoder: StateEncoder, parsed: Message | None = None) -> Prepared | Rejected:
-    """Parse, validate and serialise one message: the part of ingest that needs no database."""
-    try:
-        m = parsed or parse_message(raw, now=now)
-    except ContractViolation as exc:
-        return Rejected(exc.reason, exc.source, exc.message_id)
-    if m.type in AMENDMENT_TYPES:
-        return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
-                        m.target_key, "", b"", m)
-    stored = encoder.recorded(m, now)
-    return Prepared(m.key, m.source, m.message_id, m.patient_id, m.type, m.content_hash,
-                    None, stored.topic, stored.state, None)
 
 
 @dataclass
@@ -441,74 +382,6 @@ class Ingestor:
             found = self.ledger.tables.patient_versions(missing)
             for oid in missing:
                 self._versions[oid] = found.get(oid, 0)
-
-
-# --- parsing in worker processes ---------------------------------------------------------------
-
-_worker_encoder: StateEncoder | None = None
-
-
-def _init_worker(settings: dict[str, str]) -> None:
-    global _worker_encoder
-    _worker_encoder = StateEncoder(Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **settings}).mapper)
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
-
-
-def _exit_with_parent() -> None:
-    """A parser whose parent was killed (SIGKILL leaves no time to shut the pool) ends too."""
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(0)
-
-
-def _ready() -> None:
-    """A task that only waits for its process to be up."""
-
-
-def _prepare_chunk(lines: list[bytes], now: datetime) -> list[Prepared | Rejected]:
-    assert _worker_encoder is not None
-    return [prepare(line, now, _worker_encoder) for line in lines]
-
-
-class ParserPool:
-    """Processes that parse and serialise messages (the CPU-heavy part that needs no database), for a
-    caller that stores batch by batch (the Kafka consumer): each batch is split between them, and
-    the next batch can be parsing while this process stores the last. They are spawned, so they import
-    the caller's ``__main__`` (as multiprocessing does): a script must guard its work with
-    ``if __name__ == "__main__"``."""
-
-    #: below this, the round trip to the processes costs more than it saves
-    min_batch = 200
-
-    def __init__(self, workers: int, ledger: Ledger):
-        self.workers = workers
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(ledger.mapper_settings(),))
-
-    def start(self) -> None:
-        """Start every process now (they start on demand otherwise, delaying the first batches)."""
-        wait(self._start())
-
-    def starting(self) -> Callable[[], bool]:
-        """Start every process; call the result to know whether they are all up."""
-        futures = self._start()
-        return lambda: all(f.done() for f in futures)
-
-    def _start(self) -> list[Future[None]]:
-        return [self.pool.submit(_ready) for _ in range(self.workers)]
-
-    def submit(
-        self, raws: list[bytes], now: datetime, *, split: bool = True
-    ) -> Callable[[], list[Prepared | Rejected]]:
-        """Parse ``raws`` (split between the processes, or whole in one when the caller keeps several
-        batches in flight); call the result to wait for the items, in order."""
-        size = max(1, -(-len(raws) // self.workers) if split else len(raws))
-        futures = [self.pool.submit(_prepare_chunk, raws[i : i + size], now) for i in range(0, len(raws), size)]
-        return lambda: [item for future in futures for item in future.result()]
-
-    def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
 
 
 def _chunks(items: Iterable[RawMessage], size: int) -> Iterator[list[RawMessage]]:

@@ -1,4 +1,5 @@
-"""Kafka adapter for registry feeds: the exactly-once consumer, the dead-letter topic, the publisher.
+"""Kafka adapter for registry feeds: the exactly-once consumer and the dead-letter topic (the publisher
+is ``events.publisher``).
 
 Offsets live in the ledger, not in the broker: each partition's records of a poll are appended in
 one transaction with an eventsourcing ``Tracking`` row (``kafka:TOPIC:TOPIC_ID:PARTITION`` ->
@@ -16,7 +17,7 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +28,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
-from events.contract import ContractViolation, parse_message
-from events.ingest import IngestCounts, Ingestor, ParserPool, Prepared, RawMessage, Rejected
+from events.admission import Prepared, RawMessage, Rejected
+from events.ingest import IngestCounts, Ingestor
 from events.ledger import Ledger
+from events.parsers import ParserPool
 
 log = logging.getLogger(__name__)
 
@@ -448,46 +450,6 @@ class FeedConsumer:
             self.stats.dead_letters += len(pending)
             self._dead_letter_mark = pending[-1]["id"]
         return len(pending)
-
-
-# --- publishing -----------------------------------------------------------------------------------
-
-
-@dataclass
-class PublishCounts:
-    sent: int = 0
-    invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)
-
-
-def publish(
-    messages: Iterable[RawMessage],
-    bootstrap: str,
-    topic: str = DEFAULT_TOPIC,
-    client: dict[str, Any] | None = None,
-    compression: str = "none",
-) -> PublishCounts:
-    """Validate, then send each message keyed ``source/patient_id`` with the idempotent producer,
-    compressed with ``compression`` (one of ``COMPRESSION_TYPES``)."""
-    if compression not in COMPRESSION_TYPES:
-        raise ValueError(f"compression {compression!r}: use one of {', '.join(COMPRESSION_TYPES)}")
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
-        batch_size=1 << 20, compression_type=None if compression == "none" else compression, **(client or {}),
-    )
-    out = PublishCounts()
-    try:
-        for item in messages:
-            try:
-                m = parse_message(item.raw)
-            except ContractViolation as exc:
-                out.invalid.append((item.position, exc.reason))
-                continue
-            producer.send(topic, key=f"{m.source}/{m.patient_id}".encode(), value=item.raw)
-            out.sent += 1
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
-    return out
 
 
 def partition_lag(bootstrap: str, topic: str, stored: dict[str, int],

@@ -12,7 +12,7 @@ from typing import Any
 
 def in_clinical_order(messages: list[Any]) -> list[Any]:
     """The study as it happened: by occurred_at (stable, so same-day messages keep the file's order)."""
-    from events.contract import parse_timestamp
+    from events.contract_models import parse_timestamp
     from safety.vocabulary import AMENDMENT_TYPES
 
     def when(m: Any) -> tuple[datetime, int]:

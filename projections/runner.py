@@ -23,10 +23,10 @@ from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
-from events.contract import storable
 from events.ledger import Ledger
 from events.recorders import is_conflict
 from events.store import Store
+from events.strict_json import storable
 from projections.db import ReadDB, no_cycle_collection
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class ReadModelStopped(Exception):
 
 
 class _StorableText:
-    """A cursor whose text parameters are made storable (``events.contract.storable``): the second try
+    """A cursor whose text parameters are made storable (``events.strict_json.storable``): the second try
     of a page that the store refused, so any event the ledger accepted can be projected."""
 
     def __init__(self, cursor: Any):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from events.ingest import RawMessage
+from events.admission import RawMessage
 
 
 def message(message_id: str = "m1", *, type: str = "lab_result", patient_id: str = "P1",

@@ -205,7 +205,8 @@ def test_feed_health_shows_dead_letters_waiting_per_topic(demo_store):
     beside the topic's partitions, and leave the count once sent."""
     from eventsourcing.persistence import Tracking
 
-    from events.ingest import Ingestor, RawMessage
+    from events.admission import RawMessage
+    from events.ingest import Ingestor
 
     ledger = Ledger(Store.parse(demo_store))
     where = [{"topic": "pv.events", "partition": 0, "offset": n} for n in (0, 1)]

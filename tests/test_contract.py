@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.contract import ContractViolation, json_schema, parse_message
+from events.contract import ContractViolation, parse_message
+from events.contract_models import json_schema
 from safety.vocabulary import MESSAGE_TYPES
 from tests.messages import message
 

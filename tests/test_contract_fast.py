@@ -193,8 +193,8 @@ def test_msgspec_writes_floats_in_the_hashed_range_and_any_text_as_pythons_json_
     """The fast path's content hash is the reference's only if both write the same canonical JSON."""
     import msgspec
 
-    from events.contract import content_hash
     from events.contract_fast import _content_hash
+    from events.strict_json import content_hash
 
     obj = {"b": x, "a": [text, {"z": True, "y": None, "x": 7}]}
     assert msgspec.json.encode(obj, order="sorted").decode() == json.dumps(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from events.admission import RawMessage
 from events.files import read_ndjson
 from events.history import patient_history
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.sealing import KEY_ENV, CipherKeyError, configured_key
 from events.store import Store

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.synthetic import feed_lines
-from events.ingest import Ingestor, RawMessage
+from events.admission import RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.runner import Projector

@@ -12,8 +12,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from events.admission import RawMessage
 from events.contract import ContractViolation, parse_message
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from safety.vocabulary import ANALYTES, MESSAGE_TYPES

@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.ingest import Ingestor, RawMessage
+from events.admission import RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.board import BoardData

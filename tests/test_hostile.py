@@ -14,11 +14,14 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from events.contract import ContractViolation, Message, content_hash, parse_message, parse_timestamp
+from events.admission import Prepared, RawMessage
+from events.contract import ContractViolation, Message, parse_message
+from events.contract_models import parse_timestamp
 from events.files import read_ndjson
-from events.ingest import Ingestor, Prepared, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
+from events.strict_json import content_hash
 from projections.board import BoardData
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector, View
@@ -225,7 +228,8 @@ def test_a_batch_refused_for_no_single_message_fails_whole_as_before(sqlite_url:
 
 @pytest.mark.kafka
 def test_the_consumer_quarantines_a_refused_message_and_keeps_running(broker: Any, store: Store):
-    from events.kafka import FeedConsumer, publish
+    from events.kafka import FeedConsumer
+    from events.publisher import publish
     from tests.test_kafka import accepted, run_until, topic_name
 
     topic = topic_name()

@@ -10,8 +10,9 @@ import pytest
 
 from events.files import read_ndjson
 from events.history import patient_history
-from events.ingest import Ingestor, ParserPool
+from events.ingest import Ingestor
 from events.ledger import Ledger
+from events.parsers import ParserPool
 from events.store import Store
 from safety.cli import demo_feed_path
 from tests.messages import message, raw

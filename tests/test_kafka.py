@@ -21,10 +21,12 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
+from events.admission import RawMessage
 from events.files import read_ndjson
-from events.ingest import Ingestor, RawMessage
-from events.kafka import FeedConsumer, publish
+from events.ingest import Ingestor
+from events.kafka import FeedConsumer
 from events.ledger import Ledger
+from events.publisher import publish
 from events.store import Store
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from events.admission import RawMessage
 from events.generator import generate
-from events.ingest import Ingestor, RawMessage
+from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.db import ReadDB

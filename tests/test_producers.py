@@ -18,8 +18,9 @@ from kafka.protocol.consumer.offsets import IsolationLevel
 
 from events.files import read_ndjson
 from events.ingest import Ingestor
-from events.kafka import COMPRESSION_TYPES, FeedConsumer, decode_fix, publish
+from events.kafka import COMPRESSION_TYPES, FeedConsumer, decode_fix
 from events.ledger import Ledger
+from events.publisher import publish
 from events.store import Store
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
+from events.admission import RawMessage, Rejected
 from events.contract import ContractViolation, parse_message
-from events.ingest import RawMessage, Rejected
 from events.sdtm.mapping import CONTEXT, IDENTITY, Mapped, Refusal, context_from, identity_base, map_domain
 from events.sdtm.readers import Dataset
 

@@ -204,7 +204,7 @@ def publish(
     """Validate NDJSON messages and publish the valid ones, keyed source/patient_id (acks=all, idempotent)."""
     from events.files import read_ndjson
     from events.kafka import COMPRESSION_TYPES
-    from events.kafka import publish as send
+    from events.publisher import publish as send
 
     if compression not in COMPRESSION_TYPES:
         raise fail(f"--compression {compression!r}: use one of {', '.join(COMPRESSION_TYPES)}")

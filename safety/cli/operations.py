@@ -311,6 +311,6 @@ def _run_board(store_url: str, port: int) -> None:
 
 def schema() -> None:
     """Print the JSON Schema of the registry-feed contract v1."""
-    from events.contract import json_schema
+    from events.contract_models import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))

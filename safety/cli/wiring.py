@@ -273,7 +273,7 @@ def as_of_time(value: str | None) -> datetime | None:
     """``--as-of``: a knowledge time (ISO 8601, UTC when no offset)."""
     if value is None:
         return None
-    from events.contract import parse_timestamp
+    from events.contract_models import parse_timestamp
 
     try:
         return parse_timestamp(value)
