@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import DatabaseError, IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
+from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
 from events.ledger import Ledger
@@ -137,6 +137,18 @@ _CREATION_RACES = ("already exists", "concurrently", "pg_type_typname_nsp_index"
 _CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS ([\w.\"]+)")
 
 
+class _DerivedPool(SQLiteConnectionPool):
+    """Connections to a read model's own SQLite file, which wait for the disk at checkpoints instead of at
+    every commit (``synchronous=NORMAL`` in WAL mode). A read model is derived: a power cut can undo its
+    last commits, never half of one, and its tracked position goes back with them, so the next catch-up
+    projects those events again from the ledger (which keeps syncing every commit)."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+
 class View:
     """A read model's database and tracking position."""
 
@@ -147,7 +159,10 @@ class View:
             path = store.sibling(model.name)
             self.db = ReadDB(store, sqlite_path=path)
             env = Environment(name=model.name, env={"SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "30"})
-            self.recorder: Any = SQLiteFactory(env).tracking_recorder(SQLiteTrackingRecorder)
+            factory = SQLiteFactory(env)
+            factory.datastore.pool.close()  # unused yet: its connections would sync every commit
+            factory.datastore.pool = _DerivedPool(db_name=str(path), lock_timeout=30)
+            self.recorder: Any = factory.tracking_recorder(SQLiteTrackingRecorder)
         else:
             self.db = ReadDB(store)
             settings = store.eventsourcing_env("")

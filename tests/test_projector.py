@@ -51,3 +51,19 @@ def test_a_catch_up_reads_each_page_once_and_tracks_the_head(store: Store, monke
     fresh.rebuild()
     rows = "SELECT notification_id, type, patient_id FROM {t}incidence_facts ORDER BY 1"
     assert projector.view.db.query(rows) == fresh.view.db.query(rows) and len(projector.view.db.query(rows)) == 3
+
+
+def test_a_read_model_file_syncs_at_checkpoints_and_the_ledger_at_every_commit(tmp_path):
+    """A read model on SQLite is derived (a power cut undoes whole commits and its position with them):
+    its file does not wait for the disk at each commit; the ledger, the record itself, does."""
+    store = Store.parse(f"sqlite:///{tmp_path}/ledger.db")
+    ledger = Ledger(store)
+    Ingestor(ledger).ingest([raw(message("e1", type="enrolment"))])
+    projector = Projector(ledger, IncidenceModel())
+    projector.catch_up()
+    with projector.view.recorder.datastore.transaction(commit=False) as c:
+        c.execute("PRAGMA synchronous")
+        assert c.fetchall()[0][0] == 1  # NORMAL
+    with ledger.recorder.datastore.transaction(commit=False) as c:
+        c.execute("PRAGMA synchronous")
+        assert c.fetchall()[0][0] == 2  # FULL
