@@ -13,6 +13,7 @@ from projections.incidence import utc_text
 from safety.amendments import Amendments
 from safety.mas import Finding, History, Lab, SeriousEvent, Treatment
 from safety.seriousness import contradiction, criteria, fatal, serious
+from safety.vocabulary import AMENDMENT_TYPES
 
 
 def parse_time(text: str) -> datetime:
@@ -23,22 +24,27 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
     """A patient's History from (message_id, type, occurred_at, data) rows, amendments applied."""
     amended: Amendments[str] = Amendments()
     parsed = [(mid, typ, at, loads(data)) for mid, typ, at, data in rows]
+    any_amendment = False
     for _mid, typ, _at, data in parsed:
-        if amended.is_amendment(typ):
+        if typ in AMENDMENT_TYPES:
             amended.note(typ, data["target_message_id"], data.get("data"))
+            any_amendment = True
     retracted = amended.retracted
     h = History(source, patient_id)
-    adverse_events = {mid for mid, typ, _, _ in parsed if typ == "adverse_event" and mid not in retracted}
+    adverse_events: set[str] | None = None  # made when a hospitalisation needs it
+    append_lab = h.labs.append
     for mid, typ, at_text, data in parsed:
-        if not amended.counts(typ, mid):
-            continue
-        data = amended.data(mid, data)
-        at = parse_time(at_text)
-        if typ == "lab_result":
+        if any_amendment:
+            if not amended.counts(typ, mid):
+                continue
+            data = amended.data(mid, data)
+        if typ == "lab_result":  # most facts: the rest of the chain is not asked
             if data.get("standardised", True):  # tests outside the analyte table feed no rule
-                h.labs.append(Lab(mid, data["analyte"], float(data["value"]), data["unit"], at,
-                                  data.get("reference_high"), data.get("reference_low")))
-        elif typ == "clinical_finding":
+                append_lab(Lab(mid, data["analyte"], float(data["value"]), data["unit"], parse_time(at_text),
+                               data.get("reference_high"), data.get("reference_low")))
+            continue
+        at = parse_time(at_text)
+        if typ == "clinical_finding":
             h.findings.append(Finding(at, data))
         elif typ == "enrolment":
             h.diagnosis, h.mas_history = data.get("diagnosis"), data.get("mas_history")
@@ -51,12 +57,15 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
         elif typ == "withdrawal" and data.get("death"):
             h.serious_events.append(SeriousEvent(mid, f"death: {data.get('reason') or 'reported at withdrawal'}", at,
                                                  ("death",), fatal=True))
-        elif typ == "hospitalisation" and data.get("adverse_event_message_id") not in adverse_events:
+        elif typ == "hospitalisation":
+            if adverse_events is None:
+                adverse_events = {m for m, t, _, _ in parsed if t == "adverse_event" and m not in retracted}
+            if data.get("adverse_event_message_id") in adverse_events:
+                continue
             if data.get("adverse_event_message_id") in retracted:
                 continue
             h.serious_events.append(SeriousEvent(mid, f"hospitalisation: {data['reason']}", at, ("hospitalisation",)))
     return h
-
 
 
 def patient_facts(db: ReadDB, as_of: datetime | None = None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:

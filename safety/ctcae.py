@@ -101,10 +101,13 @@ def shift(results: list[Result], first_exposure: datetime | None) -> dict[str, t
     baseline is the last result on or before the day of the first exposure (without an exposure date, the
     first result); post-baseline, every later result. Both on one scale (``SHIFT_SCALE``)."""
     out: dict[str, tuple[int | str, int | str]] = {}
+    by_test: dict[str, list[Result]] = {}
+    for r in results:
+        by_test.setdefault(r.test, []).append(r)
     for test in GRADED:
-        series = sorted((r for r in results if r.test == test), key=lambda r: r.at)
-        if not series:
+        if test not in by_test:
             continue
+        series = sorted(by_test[test], key=lambda r: r.at)
         base: Result | None
         if first_exposure is None:
             base, later = series[0], series[1:]

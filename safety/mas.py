@@ -33,6 +33,8 @@ MS_COEFFICIENTS = {
     "cns_involvement": 2.44, "haemorrhage": 1.54, "active_arthritis": -1.30,
     "PLT": -0.003, "LDH": 0.001, "FIBRINOGEN_mg_dl": -0.004, "FERRITIN": 0.0001,
 }
+#: the clinical inputs of the MS score, from findings
+MS_FINDINGS = ("cns_involvement", "haemorrhage", "active_arthritis")
 BLUNTING_NOTE = (
     "on tocilizumab or within weeks of stopping it, fever and ferritin may be blunted "
     "(Shimizu 2020; Schulert 2018): the criteria may miss MAS"
@@ -340,7 +342,7 @@ def ms_score(h: History, at: datetime, config: Config, labs: LabIndex | None = N
             missing.append(analyte)
         else:
             values[analyte] = lab.value
-    for flag in ("cns_involvement", "haemorrhage", "active_arthritis"):
+    for flag in MS_FINDINGS:
         known = [f.data[flag] for f in sorted(h.findings, key=lambda f: f.at)
                  if at - window <= f.at <= at and flag in f.data]
         if known:
@@ -399,6 +401,20 @@ def mas_applies(h: History, config: Config) -> bool:
     return any(re.search(p, condition, re.IGNORECASE) for p in config.population_conditions) if condition else False
 
 
+def _ferritin_above(labs: LabIndex, at: datetime, config: Config) -> bool:
+    """Whether the mandatory criterion can hold at ``at``: ``criteria_2016`` says met only if it does."""
+    ferritin = labs.latest("FERRITIN", at, config.criteria_window)
+    return ferritin is not None and ferritin.value > FERRITIN_ABOVE
+
+
+def _ms_findings_known(h: History, at: datetime, config: Config) -> bool:
+    """Whether every clinical input of the MS score is known at ``at``: ``ms_score`` computes (and may flag)
+    a score only then. Most patients have no such findings, so most moments end here."""
+    window = config.criteria_window
+    known = {flag for f in h.findings if at - window <= f.at <= at for flag in MS_FINDINGS if flag in f.data}
+    return len(known) == len(MS_FINDINGS)
+
+
 def evaluate(h: History, config: Config) -> list[Signal]:
     """Every signal the patient's history raises, in clinical order (MAS signals only where the MAS rules
     apply: ``mas_applies``)."""
@@ -411,12 +427,14 @@ def evaluate(h: History, config: Config) -> list[Signal]:
         level = _level(core, config)
         if level:
             trend.append((at, (core, level, evidence)))
-        c = criteria_2016(h, at, config, labs)
-        if c["met"]:
-            criteria.append((at, c))
-        s = ms_score(h, at, config, labs)
-        if s.get("flagged"):
-            ms.append((at, s))
+        if _ferritin_above(labs, at, config):  # the criteria are met only then: asked only then
+            c = criteria_2016(h, at, config, labs)
+            if c["met"]:
+                criteria.append((at, c))
+        if _ms_findings_known(h, at, config):  # a score is flagged only when it can be computed
+            s = ms_score(h, at, config, labs)
+            if s.get("flagged"):
+                ms.append((at, s))
         r = ferritin_esr_ratio(h, at, config, labs)
         if r.get("flagged"):
             ratio.append((at, r))

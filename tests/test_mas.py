@@ -8,6 +8,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.files import read_ndjson
 from events.ingest import Ingestor
@@ -17,7 +19,16 @@ from events.workflow import act_on_signal
 from projections.runner import Projector
 from projections.signals import SignalsModel, load_config, query_signals, signal_actions
 from safety.cli import demo_feed_path
-from safety.mas import Finding, History, Lab, criteria_2016, ms_score
+from safety.mas import (
+    Finding,
+    History,
+    Lab,
+    LabIndex,
+    _ferritin_above,
+    _ms_findings_known,
+    criteria_2016,
+    ms_score,
+)
 from tests.messages import message, raw
 
 CONFIG = load_config()
@@ -198,6 +209,34 @@ def test_ms_score_worked_examples(plt, ldh, fib_mg_dl, ferritin, expected, flagg
 def test_ms_score_names_missing_inputs():
     assert ms_score(history(fever=True, PLT=100), T0, CONFIG)["missing"] == [
         "LDH", "FIBRINOGEN", "FERRITIN", "cns_involvement", "haemorrhage", "active_arthritis"]
+
+
+# --- the evaluation asks the criteria and the score only where they can hold -------------------------
+
+#: each analyte over a range that crosses its thresholds (canonical units)
+_RANGES = {"FERRITIN": 4000, "PLT": 500, "AST": 200, "TG": 5, "FIBRINOGEN": 6, "LDH": 2000, "ESR": 100}
+_LAB = st.sampled_from(sorted(_RANGES)).flatmap(
+    lambda a: st.tuples(st.just(a), st.floats(0, _RANGES[a]), st.integers(0, 3)))
+_FINDING = st.tuples(st.integers(0, 3), st.fixed_dictionaries({}, optional={
+    "fever": st.booleans(), "temperature_c": st.floats(35, 41), "cns_involvement": st.booleans(),
+    "haemorrhage": st.booleans(), "active_arthritis": st.booleans()}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(labs=st.lists(_LAB, min_size=4, max_size=20), findings=st.lists(_FINDING, min_size=1, max_size=4))
+def test_the_moments_skipped_are_those_where_neither_the_criteria_nor_the_score_can_flag(labs, findings):
+    """``evaluate`` asks ``criteria_2016`` only where ferritin is above 684 and ``ms_score`` only where every
+    clinical input is known: at every moment of a random history, a met criteria or a flagged score
+    implies the guard let it through, so no signal is lost to the shortcut."""
+    h = History("s", "p", diagnosis="systemic")
+    h.labs.extend(Lab(f"m{i}", a, v, "u", T0 + timedelta(days=d)) for i, (a, v, d) in enumerate(labs))
+    h.findings.extend(Finding(T0 + timedelta(days=d), data) for d, data in findings)
+    index = LabIndex(h.labs)
+    for at in sorted({lab.at for lab in h.labs} | {f.at for f in h.findings}):
+        if criteria_2016(h, at, CONFIG, index)["met"]:
+            assert _ferritin_above(index, at, CONFIG)
+        if ms_score(h, at, CONFIG, index).get("flagged"):
+            assert _ms_findings_known(h, at, CONFIG)
 
 
 # --- the workflow ----------------------------------------------------------------------------
