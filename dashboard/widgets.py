@@ -107,41 +107,48 @@ def render_signal(s: dict[str, Any], user: User, deliveries: list[dict[str, Any]
         reasons = (s.get("details") or {}).get("priority_reasons") or []
         if s["priority"] == "high":
             head += " · :red[high priority]"
-        st.markdown(head)
+        # one block of text per card: each element is drawn on its own in the browser, and a page of fifty
+        # cards of a dozen elements each took most of the Signals page's time (issue 28)
+        lines = [head]
         if reasons:
-            st.caption("High priority: " + "; ".join(reasons))
-        st.caption(f"occurred {when(s['occurred_at'])} · first raised {when(s['raised_at'])} · id {s['id']}")
-        for e in s["evidence"]:
-            st.markdown(f"- {evidence_sentence(e)}")
+            lines.append(_small("High priority: " + "; ".join(reasons)))
+        lines.append(_small(f"occurred {when(s['occurred_at'])} · first raised {when(s['raised_at'])} · id {s['id']}"))
+        lines.append("\n".join(f"- {evidence_sentence(e)}" for e in s["evidence"]))
         if s.get("criteria_2016") and s["kind"] not in ("serious_adverse_event", "death", "data_query"):
-            st.markdown(criteria_sentence(s["criteria_2016"]))
+            lines.append(criteria_sentence(s["criteria_2016"]))
             if s["criteria_2016"].get("note"):
-                st.caption("Note: " + s["criteria_2016"]["note"])
+                lines.append(_small("Note: " + s["criteria_2016"]["note"]))
+        if s["context"]:
+            lines.append(_small("Context: " + "; ".join(s["context"])))
+        st.markdown("\n\n".join(line for line in lines if line))
         if s["kind"] == "data_query" and s.get("details"):
             st.warning("Data query for the sender: " + str(s["details"].get("query", "")))
-        if s["context"]:
-            st.caption("Context: " + "; ".join(s["context"]))
         if deliveries:
             st.caption("Notified: " + delivery_sentence(deliveries))
         last = fresh or s["last_action"]
         if last:
             st.caption("Last action: " + action_sentence(last))
-        cols = st.columns(4)
+        row = st.container(horizontal=True)
         if not s["patient_id"]:  # a registry-wide signal: its pair is on the Signal detection page
-            if cols[0].button("Open signal detection", key=f"open-{s['id']}"):
+            if row.button("Open signal detection", key=f"open-{s['id']}"):
                 st.switch_page(st.session_state["pages"]["detection"])
-        elif cols[0].button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
+        elif row.button("Open patient", key=f"open-{s['kind']}-{s['patient_id']}-{s['id']}"):
             st.session_state["patient"] = (s["source"], s["patient_id"])
             st.switch_page(st.session_state["pages"]["patient"])
         current = fresh["status_code"] if fresh else s["status"]
         if user.role == "safety_physician" and current != "closed":
-            for column, action in zip(cols[1:], ("ack", "review", "close"), strict=True):
+            for action in ("ack", "review", "close"):
                 allowed = current in ALLOWED_FROM[WORKFLOW[action]]  # the workflow's own transitions
-                if allowed and column.button(f"{ACTIONS[action][0]}…", key=f"{action}-{s['id']}"):
+                if allowed and row.button(f"{ACTIONS[action][0]}…", key=f"{action}-{s['id']}"):
                     st.session_state["confirm"] = {"signal": s, "action": action}
                     if position is not None:
                         st.session_state.setdefault("pinned", {})[s["id"]] = position
                     st.rerun()
+
+
+def _small(text: str) -> str:
+    """Caption-like text inside a markdown block (grey, small)."""
+    return f":small[:gray[{text}]]"
 
 
 def _fresh_action(s: dict[str, Any]) -> dict[str, Any] | None:
@@ -212,7 +219,13 @@ def as_of_input(label: str, key: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@st.cache_data(ttl=30, max_entries=32, show_spinner="Computing the adverse-event tables…")
+#: how long the board keeps an answer keyed by its read model's position: a new event gives a new key, so
+#: this only bounds how long an unused answer stays in memory (at 30 s, a physician coming back after a
+#: pause waited for the whole answer again: 1-2 s on the Arms and drugs page at 15,000 patients)
+KEPT_SECONDS = 3600
+
+
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Computing the adverse-event tables…")
 def cached_ae_table(url: str, settings: TableSettings, as_of: datetime | None, position: int) -> dict[str, Any]:
     """The tables for these controls at this ledger position (a new event gives a new position)."""
     from dashboard.state import board_data

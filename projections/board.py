@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -16,16 +17,17 @@ from projections.delivery import Deliveries
 from projections.dsmb import Report, ReportOptions, ReportSources, build_report, render_html
 from projections.dsmb.content import rules_in_force
 from projections.efficacy import EfficacyModel, efficacy
-from projections.expedited import ExpeditedModel, expedited_cases
+from projections.expedited import ExpeditedModel, clocked, expedited_position, known_cases
 from projections.exposure import ExposureModel, ae_cases, ae_tables
 from projections.exposure import Settings as TableSettings
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.liver import edish_view, lab_shifts, liver_panel
-from projections.runner import Stop, read_model_dbs, read_model_states, stop_in
+from projections.runner import Stop, positions_in, read_model_dbs, read_model_states, stop_in
 from projections.signals import SignalsModel, load_config, parse_time, query_signals, signal_actions
 from projections.transfers import TransfersModel, transfer_changes
+from safety.expedited import Case
 from safety.incidence import Settings
 from safety.liver import load_liver_config
 
@@ -194,9 +196,24 @@ class BoardData:
         rows = liver_panel(self.signals_db, self.liver, source, patient_id)
         return pd.DataFrame(rows, columns=["at", "test", "xuln", "value", "unit", "uln", "uln_source"])
 
-    def expedited(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[dict[str, Any]]:
-        """The SUSAR cases with their clock (``projections.expedited``)."""
-        return expedited_cases(self.dbs["expedited"], rsi, as_of)
+    def expedited(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None,
+                  known: Sequence[Case] | None = None) -> list[dict[str, Any]]:
+        """The SUSAR cases with their clock read now (``projections.expedited``); ``known``: the cases as the
+        board kept them (``expedited_known``) while the read model has not changed."""
+        cases = known if known is not None else self.expedited_known(rsi, as_of)
+        return clocked(cases, as_of or datetime.now(UTC))
+
+    def expedited_known(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
+        return known_cases(self.dbs["expedited"], rsi, as_of)
+
+    def expedited_position(self) -> int:
+        """The last ledger notification the expedited read model holds (its cases change only with it)."""
+        return expedited_position(self.dbs["expedited"])
+
+    def signals_position(self) -> tuple[int, ...]:
+        """The signals read model's tracked position, each segment's on a partitioned store: its liver views
+        change only when it moves."""
+        return positions_in(self.signals_db, "signals")
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every notification delivery (per signal, level and channel) with its status and last error."""

@@ -58,6 +58,19 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
                     now: datetime | None = None) -> list[dict[str, Any]]:
     """The SUSAR cases as known at ``as_of`` (knowledge time; default: everything), their clock read at
     ``as_of`` or ``now``."""
+    return clocked(known_cases(db, rsi, as_of), as_of or now or datetime.now(UTC))
+
+
+def expedited_position(db: ReadDB) -> int:
+    """The last ledger notification the model holds (facts or submissions): the cases change only with it."""
+    rows = db.query("SELECT MAX(n) FROM (SELECT MAX(notification_id) AS n FROM {t}expedited_facts UNION ALL"
+                    " SELECT MAX(notification_id) FROM {t}expedited_submissions) AS latest")
+    return int(rows[0][0] or 0)
+
+
+def known_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
+    """The SUSAR cases as known at ``as_of``, before their clock is read: the part of the answer that
+    changes only with the read model (``expedited_position``), so the board keeps it between visits."""
     s = db.sealer
     sql = ("SELECT source, patient_id, message_id, type, occurred_at, reported_at, recorded_at, data"
            " FROM {t}expedited_facts")
@@ -82,7 +95,11 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
     cases: list[Case] = []
     for (source, pid), history in sorted(histories.items()):
         cases += patient_cases(source, pid, history, rsi, submitted)
-    clock = as_of or now or datetime.now(UTC)
+    return cases
+
+
+def clocked(cases: Sequence[Case], clock: datetime) -> list[dict[str, Any]]:
+    """The cases with their clock read at ``clock``: status, days left or late."""
     return [{"case": c.case, "source": c.source, "patient_id": c.patient_id, "term": c.term,
              "fatal_or_life_threatening": c.fatal_or_life_threatening, "aware_at": c.aware_at.isoformat(),
              "due_at": c.due_at.isoformat(), "clock_days": c.clock_days, "status": c.status,
@@ -90,7 +107,7 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
              "submitted": _submitted_text(c.submissions), "submissions": [s.as_dict() for s in c.submissions],
              "days_late": c.days_late, "onset": c.onset.isoformat() if c.onset else None,
              "relatedness": c.relatedness, "clock_reason": c.clock_reason}
-            for c in with_clock(cases, clock)]
+            for c in with_clock(list(cases), clock)]
 
 
 def _submitted_text(submissions: list[Submission]) -> str | None:

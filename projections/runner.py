@@ -117,15 +117,21 @@ def stop_in(db: ReadDB, model: str) -> Stop | None:
 def position_in(db: ReadDB, model: str) -> int:
     """A read model's tracked ledger position, read over a plain connection: on a partitioned store the
     least of its segments' (everything before it is projected in every segment)."""
+    return min(positions_in(db, model))
+
+
+def positions_in(db: ReadDB, model: str) -> tuple[int, ...]:
+    """A read model's tracked position, or each segment's on a partitioned store: what moves whenever any
+    part of the read model changes (a key for answers kept between visits)."""
     from projections.partitions import partitions_of, segment_positions
 
     count = partitions_of(db)
     if count is not None:
         positions = segment_positions(db, model, Ledger.name)
-        return min(positions.get(k, 0) for k in range(count))
+        return tuple(positions.get(k, 0) for k in range(count))
     table = "tracking" if db.kind == "sqlite" else f'{{t}}"{model}_tracking"'
     rows = db.query(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}", [Ledger.name])
-    return int(rows[0][0] or 0)
+    return (int(rows[0][0] or 0),)
 
 
 #: what PostgreSQL and eventsourcing say when another process made a tracking table at the same moment

@@ -20,7 +20,7 @@ closes it with the reason.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -222,8 +222,8 @@ def patient_cases(source: str, patient_id: str, history: list[Message], rsi: dic
 
 
 def with_clock(cases: list[Case], now: datetime) -> list[Case]:
-    """Open cases past their due date at ``now`` become ``overdue``; by due date, most urgent first."""
-    for case in cases:
-        if case.status == "open" and now > case.due_at:
-            case.status = "overdue"
-    return sorted(cases, key=lambda c: (c.status == "closed", c.status.startswith("submitted"), c.due_at))
+    """The cases read at ``now``: open ones past their due date as ``overdue`` (copies: the cases given are
+    kept as they are, to be read again later); by due date, most urgent first."""
+    read = [replace(case, status="overdue") if case.status == "open" and now > case.due_at else case
+            for case in cases]
+    return sorted(read, key=lambda c: (c.status == "closed", c.status.startswith("submitted"), c.due_at))

@@ -286,3 +286,43 @@ def test_the_data_cut_picker_spans_every_fact_without_scanning_them(demo_store):
     with db.connect() as conn:
         conn.cursor().execute(db.sql("DELETE FROM {t}signal_span"))
     assert data.clinical_range() == span
+
+
+def test_the_expedited_and_liver_pages_keep_their_answers_until_their_read_model_moves(demo_store):
+    """Issue 28: the SUSAR cases and the liver views are kept between visits, keyed by their read model's
+    position (counting them took most of these pages' time): a new case or liver result shows at the next
+    visit, and the clock is read at every visit."""
+    from events.ingest import Ingestor
+    from projections.expedited import ExpeditedModel
+    from projections.runner import Projector
+    from projections.signals import SignalsModel
+    from tests.messages import message, raw
+
+    expedited, liver = page("expedited"), page("liver")
+    liver.checkbox(key="edish_all").check().run()
+    assert any("No SUSAR case" in i.value for i in expedited.info)
+    assert any("No patient has a liver test" in i.value for i in liver.info)
+    expedited.run()
+    liver.run()  # visited again, nothing new: the same answers
+    assert any("No SUSAR case" in i.value for i in expedited.info)
+    assert any("No patient has a liver test" in i.value for i in liver.info)
+    source, patient = "umcu-msc-jia", "MSC-01"
+    ledger = Ledger(Store.parse(demo_store))
+    Ingestor(ledger).ingest([raw(m, i) for i, m in enumerate([
+        message("new-ae", type="adverse_event", source=source, patient_id=patient, occurred_at="2014-04-01",
+                reported_at="2014-04-02T09:00:00Z",
+                data={"term": "Hepatitis", "severity": "severe", "serious": True, "relatedness": "probable"}),
+        message("new-alt", source=source, patient_id=patient, occurred_at="2014-04-01",
+                data={"analyte": "ALT", "value": 400, "unit": "U/L", "reference_high": 40}),
+        message("new-bili", source=source, patient_id=patient, occurred_at="2014-04-01",
+                data={"analyte": "BILI", "value": 60, "unit": "umol/L", "reference_high": 21}),
+    ])])
+    for model in (ExpeditedModel(), SignalsModel()):
+        Projector(ledger, model).catch_up()
+    expedited.run()
+    liver.run()
+    assert not expedited.exception and not liver.exception
+    [card] = [m.value for m in expedited.markdown if "Hepatitis" in m.value]
+    assert patient in card and "OVERDUE" in card  # due in 2014, read now
+    assert not any("No patient has a liver test" in i.value for i in liver.info)
+    assert patient in set(liver.dataframe[-1].value["patient_id"])  # in the Hy's law range

@@ -177,3 +177,17 @@ def test_impossible_submissions_are_refused_and_every_submission_is_listed(store
                                "--authority", "EMA", "--rsi", str(rsi), "--store", store_url]).exit_code == 0
     late_case = next(c for c in cases(store_url, rsi) if c["case"] == "reg-a/A-ae2")
     assert late_case["status"] == "submitted_late" and late_case["days_late"] == 14
+
+
+def test_reading_the_clock_leaves_the_cases_as_they_were():
+    """The board keeps the cases between visits and reads their clock at each: reading it must not turn
+    the kept cases overdue (an earlier ``as_of`` would then see them overdue too)."""
+    from datetime import timedelta
+
+    from safety.expedited import Case, with_clock
+
+    due = datetime(2024, 1, 18, 9, tzinfo=UTC)
+    case = Case("c1", "reg-a", "P1", "Pneumonia", True, due - timedelta(days=7), due)
+    [late] = with_clock([case], due + timedelta(hours=1))
+    [in_time] = with_clock([case], due - timedelta(hours=1))
+    assert late.status == "overdue" and in_time.status == "open" and case.status == "open"

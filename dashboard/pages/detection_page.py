@@ -12,7 +12,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.widgets import cut_time, data_context, data_cut_input, keep, restore, stopped_banner
+from dashboard.widgets import KEPT_SECONDS, cut_time, data_context, data_cut_input, keep, restore, stopped_banner
 from projections.board import BoardData
 
 SETTINGS = ("detect_level", "detect_lag", "detect_min", "detect_method", "detect_drug", "detect_term")
@@ -20,7 +20,7 @@ MEASURE_AXIS = {"ic": ("ic025", "IC025 (log2; signal above 0)"), "ror": ("log_ro
                 "prr": ("prr", "PRR"), "ebgm": ("eb05", "EB05")}
 
 
-@st.cache_data(ttl=30, max_entries=16, show_spinner="Screening every drug-event pair…")
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Screening every drug-event pair…")
 def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any, position: int) -> dict[str, Any]:
     from dashboard.state import board_data
 

@@ -6,11 +6,21 @@ import streamlit as st
 
 from dashboard.auth import User
 from dashboard.widgets import (
+    KEPT_SECONDS,
     data_context,
     stopped_banner,
     when,
 )
 from projections.board import BoardData
+from safety.expedited import Case
+
+
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the SUSAR cases…")
+def cached_cases(url: str, rsi: dict[str, frozenset[str]], position: int) -> list[Case]:
+    """The cases at this position of the expedited read model (their clock is read on every visit)."""
+    from dashboard.state import board_data
+
+    return board_data().expedited_known(rsi)
 
 
 def expedited_page(data: BoardData, user: User) -> None:
@@ -26,7 +36,7 @@ def expedited_page(data: BoardData, user: User) -> None:
     if not given:
         st.warning("No reference safety information (SAFETY_MONITOR_RSI): every serious related event is taken as "
                    "unexpected.")
-    cases = data.expedited(rsi)
+    cases = data.expedited(rsi, known=cached_cases(data.store.url, rsi, data.expedited_position()))
     if not cases:
         st.info("No SUSAR case.")
         return

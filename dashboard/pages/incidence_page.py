@@ -14,6 +14,7 @@ import streamlit as st
 from dashboard.auth import User
 from dashboard.state import record_download
 from dashboard.widgets import (
+    KEPT_SECONDS,
     anchor_input,
     as_of_input,
     cut_time,
@@ -26,7 +27,7 @@ from projections.report import incidence_csv
 from safety.incidence import CATEGORIES, Settings
 
 
-@st.cache_data(ttl=30, max_entries=32, show_spinner="Computing incidence…")
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Computing incidence…")
 def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetime | None,
                      as_of: datetime | None, position: int) -> dict[str, Any]:
     """The answer for these controls at this ledger position (a new event gives a new position)."""

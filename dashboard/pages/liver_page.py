@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboard.widgets import (
+    KEPT_SECONDS,
     data_context,
     stopped_banner,
 )
 from projections.board import BoardData
+
+
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the liver views…")
+def cached_liver(url: str, by: str, on_treatment: bool, basis: str,
+                 position: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The eDISH answer and the shift tables at this position of the signals read model, whose liver views
+    they count (issue 28: counting every patient's view took most of the page's server time)."""
+    from dashboard.state import board_data
+
+    data = board_data()
+    return data.edish(by, on_treatment, basis), data.lab_shifts(by, basis)
 
 
 def liver_page(data: BoardData) -> None:
@@ -24,7 +38,7 @@ def liver_page(data: BoardData) -> None:
                           "randomised arm (SDTM ARM)")
     every = c3.checkbox("Every value, screening included", key="edish_all",
                         help="by default the peaks are on treatment: from each patient's first exposure")
-    answer = data.edish(by, not every, basis)
+    answer, shifts = cached_liver(data.store.url, by, not every, basis, data.signals_position())
     t = answer["thresholds"]
     st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
                f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
@@ -60,7 +74,6 @@ def liver_page(data: BoardData) -> None:
     counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
     st.subheader("Patients by quadrant")
     st.dataframe(counts)
-    shifts = data.lab_shifts(by, basis)
     if shifts["matrices"]:
         st.subheader(f"Laboratory shifts ({shifts['version']})")
         st.caption(f"Subjects by baseline grade (rows) and worst post-baseline grade (columns); baseline: "
