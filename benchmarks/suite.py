@@ -459,17 +459,23 @@ def partitioned(suite: Suite) -> str:
 
 
 def board_render(suite: Suite) -> str:
-    from benchmarks.board import render_times
+    from benchmarks.board import SIGN_IN, render_times
 
     ledger = suite.ledger("sqlite")
     for model in (IncidenceModel(), SignalsModel()):
         Projector(ledger, model).catch_up()
     times = render_times(ledger.store.url, runs=suite.runs)
-    rows = ["| page | first render (median) | re-render after navigation (median) | target |", "|---|---:|---:|---:|"]
-    for page, (first, again) in times.items():
-        rows.append(f"| {page} | {first:.2f} s | {again:.2f} s | 1 s |")  # issue 28
-    return "\n".join(rows) + (f"\n\nSQLite store with {suite.patients:,} patients; timed in headless Chromium "
-                              "(Playwright) from the click to the page's marker text being visible.\n")
+    rows = ["| page | first visit (median) | visit after the others (median) | slowest visit | target |",
+            "|---|---:|---:|---:|---:|"]
+    for page, (first, again, slowest) in times.items():
+        target = "–" if page == SIGN_IN else "1 s"  # issue 28: each page from the click
+        rows.append(f"| {page} | {first:.2f} s | {again:.2f} s | {slowest:.2f} s | {target} |")
+    return "\n".join(rows) + (
+        f"\n\nSQLite store with {suite.patients:,} patients; timed in headless Chromium (Playwright) from the "
+        f"click to the page's marker text being visible, medians of {suite.runs} browser sessions. Signing in "
+        "is timed to the landing page's content; the pages are then visited once it has drawn, each reached "
+        "from another page (the landing page last). The slowest visit is the first one after the board "
+        "started, when its kept answers are still to be computed.\n")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def liver_page(data: BoardData) -> None:
         st.switch_page(st.session_state["pages"]["patient"])
     counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
     st.subheader("Patients by quadrant")
-    st.dataframe(counts)
+    st.table(counts)  # a few cells: a plain table draws at once, a data grid takes its own set-up
     if shifts["matrices"]:
         st.subheader(f"Laboratory shifts ({shifts['version']})")
         st.caption(f"Subjects by baseline grade (rows) and worst post-baseline grade (columns); baseline: "
@@ -82,8 +82,8 @@ def liver_page(data: BoardData) -> None:
         grades = [str(g) for g in shifts["grades"]]
         for m in (m for m in shifts["matrices"] if m["term"] == test):
             st.markdown(f"**{m['group']}** (N = {m['N']})")
-            st.dataframe(pd.DataFrame(m["matrix"], index=[f"baseline {g}" for g in grades],
-                                      columns=[f"worst {g}" for g in grades]), width="stretch")
+            st.table(pd.DataFrame(m["matrix"], index=[f"baseline {g}" for g in grades],
+                                  columns=[f"worst {g}" for g in grades]))
     flagged = frame[(frame["quadrant"] == "hys_law_range") | frame["potential_hys_law"]]
     if not flagged.empty:
         st.subheader("In the Hy's law range")
