@@ -326,3 +326,30 @@ def test_the_expedited_and_liver_pages_keep_their_answers_until_their_read_model
     assert patient in card and "OVERDUE" in card  # due in 2014, read now
     assert not any("No patient has a liver test" in i.value for i in liver.info)
     assert patient in set(liver.dataframe[-1].value["patient_id"])  # in the Hy's law range
+
+
+def test_the_signals_page_draws_the_most_urgent_cards_first_and_more_on_request(demo_store):
+    """Twenty cards at first (the browser draws each before the page shows), the rest a click away."""
+    from dashboard.pages.signals_page import CARDS_PER_PAGE
+    from events.ingest import Ingestor
+    from projections.runner import Projector
+    from projections.signals import SignalsModel
+    from tests.messages import message, raw
+
+    ledger = Ledger(Store.parse(demo_store))
+    Ingestor(ledger).ingest([raw(message(f"sae-{i}", type="adverse_event", patient_id=f"P{i:02d}"), i)
+                             for i in range(CARDS_PER_PAGE + 5)])
+    Projector(ledger, SignalsModel()).catch_up()
+    total = len(BoardData(Store.parse(demo_store)).signals())
+    assert total > CARDS_PER_PAGE
+
+    def cards(at: AppTest) -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith(":") and "-background[**" in m.value]
+
+    at = page("signals")
+    assert len(cards(at)) == CARDS_PER_PAGE
+    assert any(f"{total} signals (showing the first {CARDS_PER_PAGE})" in c.value for c in at.caption)
+    assert "**ALERT**" in cards(at)[0]  # the most urgent first
+    at.button(key="more_signals").click().run()
+    assert not at.exception
+    assert len(cards(at)) == min(total, 2 * CARDS_PER_PAGE)
