@@ -20,7 +20,6 @@ from dashboard.widgets import (
 from events.domain import SIGNAL_STATUSES
 from projections.board import BoardData
 
-
 #: cards drawn at first, and added by each "Show more": the most urgent come first, and the browser draws
 #: every card before the page shows (50 cards took a third of the time from signing in to the page)
 CARDS_PER_PAGE = 20
