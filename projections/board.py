@@ -12,12 +12,12 @@ import pandas as pd
 from events.recorders import FEED_FAULTS_QUERY, feed_faults_from
 from events.store import Store
 from projections.audit import AuditModel, audit_log
-from projections.db import ReadDB, loads
+from projections.db import ReadDB, loads, written
 from projections.delivery import Deliveries
 from projections.dsmb import Report, ReportOptions, ReportSources, build_report, render_html
 from projections.dsmb.content import rules_in_force
 from projections.efficacy import EfficacyModel, efficacy
-from projections.expedited import ExpeditedModel, clocked, expedited_position, known_cases
+from projections.expedited import ExpeditedModel, clocked, known_cases
 from projections.exposure import ExposureModel, ae_cases, ae_tables
 from projections.exposure import Settings as TableSettings
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
@@ -169,10 +169,9 @@ class BoardData:
 
         return surveillance(self.dbs["exposure"], plan_text, data_cut=data_cut)
 
-    def exposure_position(self) -> int:
-        """The last ledger notification the exposure read model holds (changes when data arrives)."""
-        rows = self.dbs["exposure"].query("SELECT MAX(notification_id) FROM {t}exposure_facts")
-        return int(rows[0][0] or 0)
+    def exposure_version(self) -> tuple[int, ...]:
+        """What the exposure read model's facts hold: moves when data arrives (``projections.db.written``)."""
+        return written(self.dbs["exposure"], "exposure_facts")
 
     def dsmb_report(self, options: ReportOptions) -> tuple[Report, str]:
         """The DSMB report for these options, and its HTML (``projections.dsmb``)."""
@@ -206,11 +205,11 @@ class BoardData:
     def expedited_known(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
         return known_cases(self.dbs["expedited"], rsi, as_of)
 
-    def expedited_position(self) -> int:
-        """The last ledger notification the expedited read model holds (its cases change only with it)."""
-        return expedited_position(self.dbs["expedited"])
+    def expedited_version(self) -> tuple[int, ...]:
+        """What the expedited read model holds: its cases change only when this moves."""
+        return written(self.dbs["expedited"], "expedited_facts", "expedited_submissions")
 
-    def signals_position(self) -> tuple[int, ...]:
+    def signals_version(self) -> tuple[int, ...]:
         """The signals read model's tracked position, each segment's on a partitioned store: its liver views
         change only when it moves."""
         return positions_in(self.signals_db, "signals")
@@ -278,10 +277,9 @@ class BoardData:
         raw = self.ledger_db.sealer.unseal_bytes(bytes(rows[0][0])) if rows else b""
         return raw.decode("utf-8", errors="replace")
 
-    def position(self) -> int:
-        """The last ledger notification the incidence read model holds (changes when data arrives)."""
-        rows = self.incidence_db.query("SELECT MAX(notification_id) FROM {t}incidence_facts")
-        return int(rows[0][0] or 0)
+    def incidence_version(self) -> tuple[int, ...]:
+        """What the incidence read model's facts hold: moves when data arrives (``projections.db.written``)."""
+        return written(self.incidence_db, "incidence_facts")
 
     def sources(self) -> list[str]:
         return [r[0] for r in self.ledger_db.query("SELECT source FROM {t}ledger_feed_counts ORDER BY source")]

@@ -61,16 +61,9 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
     return clocked(known_cases(db, rsi, as_of), as_of or now or datetime.now(UTC))
 
 
-def expedited_position(db: ReadDB) -> int:
-    """The last ledger notification the model holds (facts or submissions): the cases change only with it."""
-    rows = db.query("SELECT MAX(n) FROM (SELECT MAX(notification_id) AS n FROM {t}expedited_facts UNION ALL"
-                    " SELECT MAX(notification_id) FROM {t}expedited_submissions) AS latest")
-    return int(rows[0][0] or 0)
-
-
 def known_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
     """The SUSAR cases as known at ``as_of``, before their clock is read: the part of the answer that
-    changes only with the read model (``expedited_position``), so the board keeps it between visits."""
+    changes only with the read model's rows, so the board keeps it between visits."""
     s = db.sealer
     sql = ("SELECT source, patient_id, message_id, type, occurred_at, reported_at, recorded_at, data"
            " FROM {t}expedited_facts")

@@ -84,7 +84,7 @@ def arms_page(data: BoardData) -> None:
                          help="actual: the arm of the treatment started (SDTM ACTARM, the safety convention); "
                               "planned: the randomised arm (SDTM ARM)") if by == "arm" else "actual"
     settings = TableSettings(by, None, lag, float(min_percent), cut_at, arm_basis)
-    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
+    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_version())
     groups = [g["name"] for g in answer["groups"]]
     if not groups:
         st.info("No subject was exposed: the tables need arms with first exposures, or treatment starts.")
@@ -95,7 +95,7 @@ def arms_page(data: BoardData) -> None:
     if (None if control == "(none)" else control) != answer["control"]:
         settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at,
                                  arm_basis)
-        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_position())
+        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_version())
     basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)"
              if arm_basis == "actual" else "each subject's planned arm (the randomised arm; SDTM ARM)",
              "drug": "each drug a subject started", "drug_class": "each drug class a subject started (placebo "

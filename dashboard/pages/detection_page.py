@@ -21,7 +21,7 @@ MEASURE_AXIS = {"ic": ("ic025", "IC025 (log2; signal above 0)"), "ror": ("log_ro
 
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Screening every drug-event pair…")
-def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any, position: int) -> dict[str, Any]:
+def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any, version: tuple[int, ...]) -> dict[str, Any]:
     from dashboard.state import board_data
 
     return board_data().disproportionality(level, lag, min_count, cut_time(cut))
@@ -40,7 +40,7 @@ def detection_page(data: BoardData) -> None:
                           format_func=str.upper)
     cut = data_cut_input(data, "detection")
     data_context(data, cut)
-    answer = cached_screen(data.store.url, level, lag, min_count, cut, data.exposure_position())
+    answer = cached_screen(data.store.url, level, lag, min_count, cut, data.exposure_version())
     keep(*SETTINGS)
     st.caption(f"Unit: {answer['unit']}. N = {answer['N']} pairs · fingerprint **{answer['fingerprint']}** · "
                f"rules {answer['rules']['version']} (signals raised by {answer['rules']['method'].upper()})")

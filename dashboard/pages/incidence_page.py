@@ -29,8 +29,8 @@ from safety.incidence import CATEGORIES, Settings
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Computing incidence…")
 def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetime | None,
-                     as_of: datetime | None, position: int) -> dict[str, Any]:
-    """The answer for these controls at this ledger position (a new event gives a new position)."""
+                     as_of: datetime | None, version: tuple[int, ...]) -> dict[str, Any]:
+    """The answer for these controls at this version of the read model (a new event gives a new one)."""
     from dashboard.state import board_data
 
     return board_data().incidence(Settings(anchor, pre, post, cut_at), as_of)
@@ -52,7 +52,7 @@ def incidence_page(data: BoardData) -> None:
     if anchor is None:
         st.info("No intervention is recorded in this store: incidence before and after needs one (an anchor).")
         return
-    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.position())
+    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.incidence_version())
     st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
                f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")
     if answer["patients"] == 0:

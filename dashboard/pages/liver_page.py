@@ -18,8 +18,8 @@ from projections.board import BoardData
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the liver views…")
 def cached_liver(url: str, by: str, on_treatment: bool, basis: str,
-                 position: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The eDISH answer and the shift tables at this position of the signals read model, whose liver views
+                 version: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The eDISH answer and the shift tables at this version of the signals read model, whose liver views
     they count (issue 28: counting every patient's view took most of the page's server time)."""
     from dashboard.state import board_data
 
@@ -38,7 +38,7 @@ def liver_page(data: BoardData) -> None:
                           "randomised arm (SDTM ARM)")
     every = c3.checkbox("Every value, screening included", key="edish_all",
                         help="by default the peaks are on treatment: from each patient's first exposure")
-    answer, shifts = cached_liver(data.store.url, by, not every, basis, data.signals_position())
+    answer, shifts = cached_liver(data.store.url, by, not every, basis, data.signals_version())
     t = answer["thresholds"]
     st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
                f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
