@@ -460,9 +460,10 @@ def partitioned(suite: Suite) -> str:
 
 def board_render(suite: Suite) -> str:
     from benchmarks.board import SIGN_IN, render_times
+    from safety.cli.wiring import read_models
 
     ledger = suite.ledger("sqlite")
-    for model in (IncidenceModel(), SignalsModel()):
+    for model in read_models():  # every page's read model up to date: the board's follower has nothing to do
         Projector(ledger, model).catch_up()
     times = render_times(ledger.store.url, runs=suite.runs)
     rows = ["| page | first visit (median) | visit after the others (median) | slowest visit | target |",
