@@ -9,8 +9,9 @@ from typing import Any
 
 from benchmarks.suite import timed
 from projections.exposure import ExposureModel
-from projections.runner import Projector, View
+from projections.runner import Projector
 from projections.signals import SignalsModel
+from projections.view import View
 
 
 def detection_section(suite: Any) -> str:

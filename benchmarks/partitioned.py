@@ -12,7 +12,7 @@ from typing import Any
 
 def _reset(ledger: Any) -> None:
     """Empty every read model and forget its positions (all segments' too)."""
-    from projections.runner import View
+    from projections.view import View
     from safety.cli.wiring import read_models
 
     for model in read_models():

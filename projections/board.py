@@ -24,9 +24,10 @@ from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.liver import edish_view, lab_shifts, liver_panel
-from projections.runner import Stop, positions_in, read_model_dbs, read_model_states, stop_in
+from projections.runner import read_model_dbs, read_model_states
 from projections.signals import SignalsModel, load_config, parse_time, query_signals, signal_actions
 from projections.transfers import TransfersModel, transfer_changes
+from projections.view import Stop, positions_in, stop_in
 from safety.expedited import Case
 from safety.incidence import Settings
 from safety.liver import load_liver_config

@@ -1,324 +1,33 @@
 """Projections: read models that follow the ledger, each with its own tracked position.
 
 Built on eventsourcing's tracking recorders: a batch of rows and the tracking position of its last
-ledger notification commit in one transaction, so a projection resumes where it stopped and never
-counts an event twice. On SQLite each read model lives in its own file next to the ledger (the
-library's SQLite tracking table is not namespaced); on PostgreSQL in ``<name>_tracking`` and its
-tables in the store's schema. eventsourcing's SQLite recorder has no subscriptions, so projectors
-follow by polling (``follow``), which works on both stores.
+ledger notification commit in one transaction (``projections.view.View``), so a projection resumes where
+it stopped and never counts an event twice. eventsourcing's SQLite recorder has no subscriptions, so
+projectors follow by polling (``follow``), which works on both stores.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from eventsourcing.persistence import DatabaseError, IntegrityError, InterfaceError, OperationalError, Tracking
-from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory, SQLiteTrackingRecorder
-from eventsourcing.utils import Environment
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
 
 from events.ledger import Ledger
-from events.recorders import is_conflict
 from events.store import Store
-from events.strict_json import storable
 from projections.db import ReadDB, no_cycle_collection
+from projections.view import (
+    PageTaken,
+    ReadModel,
+    Stop,
+    View,
+    not_the_data,
+    position_in,
+    stop_in,
+)
 
 log = logging.getLogger(__name__)
-
-
-class ReadModel(Protocol):
-    """What a projection writes: its tables, and rows for a page of ledger events."""
-
-    name: str
-    topics: tuple[str, ...]
-    tables: tuple[str, ...]
-
-    def create_statements(self, db: ReadDB) -> list[str]: ...
-
-    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None: ...
-
-
-class PageTaken(Exception):
-    """Another projector of the same read model moved its position first."""
-
-    def __init__(self, upstream: str, expected: int, found: int):
-        super().__init__(f"{upstream}: position is {found}, not {expected}")
-
-
-@dataclass(frozen=True)
-class Stop:
-    """A read model that could not apply an event: it holds everything before ``notification_id``."""
-
-    model: str
-    position: int  #: the last ledger notification applied
-    notification_id: int  #: the event it could not apply
-    reason: str
-    stopped_at: str
-
-    def sentence(self) -> str:
-        return (f"the {self.model} read model stopped at ledger position {self.position}: event "
-                f"{self.notification_id} could not be applied ({self.reason})")
-
-
-class ReadModelStopped(Exception):
-    """A query needs a read model that has stopped: its answer would silently miss events."""
-
-    def __init__(self, stop: Stop):
-        super().__init__(f"{stop.sentence()}; its answers would miss that event and every later one, so none "
-                         "is given. Fix the cause, then run safety-monitor project (it tries again) or rebuild")
-        self.stop = stop
-
-
-class _StorableText:
-    """A cursor whose text parameters are made storable (``events.strict_json.storable``): the second try
-    of a page that the store refused, so any event the ledger accepted can be projected."""
-
-    def __init__(self, cursor: Any):
-        self._cursor = cursor
-
-    @staticmethod
-    def _clean(params: Any) -> Any:
-        if isinstance(params, dict):
-            return {k: storable(v) if isinstance(v, str) else v for k, v in params.items()}
-        return [storable(v) if isinstance(v, str) else v for v in params]
-
-    def execute(self, sql: Any, params: Any = ()) -> Any:
-        return self._cursor.execute(sql, self._clean(params))
-
-    def executemany(self, sql: Any, rows: Any) -> Any:
-        return self._cursor.executemany(sql, [self._clean(r) for r in rows])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
-def not_the_data(exc: BaseException) -> bool:
-    """A write that failed for a rival projector or a lost connection, not for what it wrote."""
-    return isinstance(exc, (PageTaken, OperationalError, InterfaceError)) or (
-        isinstance(exc, IntegrityError) and is_conflict(exc))
-
-
-_STOP_QUERY = ("SELECT model, position, notification_id, reason, stopped_at FROM {t}read_model_stops"
-               " WHERE model = {p}")
-
-
-def stop_in(db: ReadDB, model: str) -> Stop | None:
-    """A read model's recorded stop, read over a plain connection (for readers that keep no pool open)."""
-    rows = db.query(_STOP_QUERY, [model]) if db.table_exists("read_model_stops") else []
-    return Stop(*rows[0]) if rows else None
-
-
-def position_in(db: ReadDB, model: str) -> int:
-    """A read model's tracked ledger position, read over a plain connection: on a partitioned store the
-    least of its segments' (everything before it is projected in every segment)."""
-    return min(positions_in(db, model))
-
-
-def positions_in(db: ReadDB, model: str) -> tuple[int, ...]:
-    """A read model's tracked position, or each segment's on a partitioned store: what moves whenever any
-    part of the read model changes (a key for answers kept between visits)."""
-    from projections.partitions import partitions_of, segment_positions
-
-    count = partitions_of(db)
-    if count is not None:
-        positions = segment_positions(db, model, Ledger.name)
-        return tuple(positions.get(k, 0) for k in range(count))
-    table = "tracking" if db.kind == "sqlite" else f'{{t}}"{model}_tracking"'
-    rows = db.query(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}", [Ledger.name])
-    return (int(rows[0][0] or 0),)
-
-
-#: what PostgreSQL and eventsourcing say when another process made a tracking table at the same moment
-#: (a relation or its row type "already exists", or the catalogue's unique index says so; the library's
-#: migration row is inserted by one of them only)
-_CREATION_RACES = ("already exists", "concurrently", "pg_type_typname_nsp_index", "pg_class_relname_nsp_index",
-                   "Failed to record tracking for __migration__")
-#: the relation a read model's statement makes (``View._missing``)
-_CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS ([\w.\"]+)")
-
-
-class _DerivedPool(SQLiteConnectionPool):
-    """Connections to a read model's own SQLite file, which wait for the disk at checkpoints instead of at
-    every commit (``synchronous=NORMAL`` in WAL mode). A read model is derived: a power cut can undo its
-    last commits, never half of one, and its tracked position goes back with them, so the next catch-up
-    projects those events again from the ledger (which keeps syncing every commit)."""
-
-    def _create_connection(self) -> SQLiteConnection:
-        connection = super()._create_connection()
-        connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
-        return connection
-
-
-class View:
-    """A read model's database and tracking position."""
-
-    def __init__(self, store: Store, model: ReadModel):
-        self.store = store
-        self.model = model
-        if store.kind == "sqlite":
-            path = store.sibling(model.name)
-            self.db = ReadDB(store, sqlite_path=path)
-            env = Environment(name=model.name, env={"SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "30"})
-            factory = SQLiteFactory(env)
-            factory.datastore.pool.close()  # unused yet: its connections would sync every commit
-            factory.datastore.pool = _DerivedPool(db_name=str(path), lock_timeout=30)
-            self.recorder: Any = factory.tracking_recorder(SQLiteTrackingRecorder)
-        else:
-            self.db = ReadDB(store)
-            settings = store.eventsourcing_env("")
-            settings.pop("PROCESS_RECORDER_TOPIC")
-            env = Environment(name=model.name, env=settings)
-            for attempt in range(5):  # processes starting together race to make the tracking table
-                try:
-                    self.recorder = PostgresFactory(env).tracking_recorder(PostgresTrackingRecorder)
-                    break
-                except DatabaseError as exc:  # IntegrityError, OperationalError, ProgrammingError
-                    if attempt == 4 or not any(s in str(exc) for s in _CREATION_RACES):
-                        raise
-                    time.sleep(0.1 * (attempt + 1))
-        self._create_tables()
-
-    def _create_tables(self) -> None:
-        statements = [*self.model.create_statements(self.db), self.db.sql(
-            "CREATE TABLE IF NOT EXISTS {t}read_model_stops (model TEXT PRIMARY KEY, position BIGINT NOT NULL,"
-            " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)")]
-        if self.store.kind == "postgresql" and not self._missing(statements):
-            return  # nothing to make, and nothing locked: CREATE INDEX IF NOT EXISTS locks its table first,
-            # which deadlocked a starting worker with one writing
-        with self.recorder.datastore.transaction(commit=True) as c:
-            if self.store.kind == "postgresql":  # processes starting together would race in the catalogue
-                c.execute("SELECT pg_advisory_xact_lock(hashtext('safety-monitor/create-tables'))")
-            for statement in statements:
-                c.execute(statement)
-
-    def _missing(self, statements: Sequence[str]) -> list[str]:
-        """The tables and indexes these statements make that the store's schema lacks (PostgreSQL)."""
-        names = [m.group(1).rpartition(".")[2].strip('"') for m in map(_CREATED.match, statements) if m]
-        with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute("SELECT relname FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace"
-                      " WHERE nspname = %s AND relname = ANY(%s)", (self.store.schema, names))
-            found = {row["relname"] for row in c.fetchall()}
-        return [n for n in names if n not in found] if len(names) == len(statements) else ["(unnamed)"]
-
-    def close(self) -> None:
-        """Close the recorder's connections (a caller that only wanted the tables and the database)."""
-        self.recorder.datastore.close()
-
-    def stopped(self) -> Stop | None:
-        """The recorded stop of this read model, if it has stopped."""
-        with self.recorder.datastore.transaction(commit=False) as c:  # pooled: asked before every catch-up
-            c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
-            rows = self.db.fetch(c)
-        return Stop(*rows[0]) if rows else None
-
-    def record_stop(self, notification_id: int, reason: str, upstream: str | None = None) -> Stop:
-        stop = Stop(self.model.name, self.position(upstream or self.LEDGER), notification_id, storable(reason),
-                    datetime.now(UTC).isoformat(timespec="seconds"))
-        with self.recorder.datastore.transaction(commit=True) as c:
-            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (stop.model,))
-            c.execute(self.db.sql("INSERT INTO {t}read_model_stops VALUES ({p},{p},{p},{p},{p})"),
-                      (stop.model, stop.position, stop.notification_id, stop.reason, stop.stopped_at))
-        return stop
-
-    def clear_stop(self) -> None:
-        with self.recorder.datastore.transaction(commit=True) as c:
-            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
-
-    def _segment_count(self, c: Any) -> int | None:
-        """The store's segment count when its projections are partitioned (PostgreSQL), else None."""
-        c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
-        if c.fetchone()["found"] is None:
-            return None
-        c.execute(self.db.sql("SELECT value FROM {t}projection_config WHERE key = 'segments'"))
-        row = c.fetchone()
-        return int(row["value"]) if row else None
-
-    def opening(self, upstream: str, segments: bool) -> tuple[Stop | None, int, int | None]:
-        """What every catch-up asks first, in one transaction over the view's pooled connection (on
-        PostgreSQL each transaction costs round trips): the recorded stop, the tracked position of
-        ``upstream``, and with ``segments`` the store's segment count when it is partitioned."""
-        table = "tracking" if self.store.kind == "sqlite" else f'{{t}}"{self.model.name}_tracking"'
-        with self.recorder.datastore.transaction(commit=False) as c:
-            count = self._segment_count(c) if segments and self.store.kind == "postgresql" else None
-            c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
-            stops = self.db.fetch(c)
-            c.execute(self.db.sql(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}"),
-                      (upstream,))
-            position = self.db.fetch(c)[0][0] or 0
-        return (Stop(*stops[0]) if stops else None), int(position), count
-
-    def position(self, upstream: str) -> int:
-        return self.recorder.max_tracking_id(upstream) or 0
-
-    #: the upstream name of the ledger in tracking rows
-    LEDGER = Ledger.name
-
-    def write(self, events: Sequence[tuple[int, Any]], tracking: Tracking, after: int, *,
-              storable_text: bool = False, model: ReadModel | None = None) -> None:
-        """Rows for ``events`` and the tracking position, in one transaction, provided the position is
-        still ``after``: another projector of the same read model may have written them meanwhile.
-        ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL); ``model``, a
-        segment's own instance of the read model (``projections.partitions``)."""
-        with self.recorder.datastore.transaction(commit=True) as c:
-            self._claim(c, tracking.application_name, after)
-            (model or self.model).write(_StorableText(c) if storable_text else c, self.db, events)
-            self.recorder._insert_tracking(c, tracking)
-
-    def _claim(self, c: Any, upstream: str, after: int) -> None:
-        """Raise PageTaken unless the tracked position is ``after``. On PostgreSQL the row lock makes a
-        rival wait and then see the new position; on SQLite a rival's commit after this read makes
-        this transaction's first write fail (WAL snapshot), so neither writes a page twice."""
-        if self.store.kind == "sqlite":
-            c.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (upstream,))
-            row = c.fetchone()
-            current = row[0] if row else 0
-        else:
-            c.execute(self.db.sql(f'SELECT notification_id FROM {{t}}"{self.model.name}_tracking" '
-                                  "WHERE application_name = %s FOR UPDATE"), (upstream,))
-            row = c.fetchone()
-            current = row["notification_id"] if row else 0
-        if (current or 0) != after:
-            raise PageTaken(upstream, after, current or 0)
-
-    def finish(self, model: ReadModel | None = None) -> None:
-        """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
-        finish = getattr(model or self.model, "finish", None)
-        if finish is None:
-            return
-        prepare = getattr(model or self.model, "prepare", None)
-        if prepare is not None and not getattr(model or self.model, "prepared", False):
-            # committed first: what other connections of the model's work must see (no transaction when
-            # there is nothing to prepare: every live catch-up passes here)
-            with self.recorder.datastore.transaction(commit=True) as c:
-                prepare(c, self.db)
-        try:
-            with no_cycle_collection(), self.recorder.datastore.transaction(commit=True) as c:
-                finish(c, self.db)
-        except Exception as exc:
-            if not_the_data(exc):
-                raise
-            with self.recorder.datastore.transaction(commit=True) as c:  # once more, text escaped
-                finish(_StorableText(c), self.db)
-
-    def reset(self) -> None:
-        """Empty the read model and forget its position (for a rebuild from zero)."""
-        with self.recorder.datastore.transaction(commit=True) as c:
-            for table in self.model.tables:
-                c.execute(self.db.sql(f"DELETE FROM {{t}}{table}"))
-            c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
-            if self.store.kind == "sqlite":
-                c.execute("DELETE FROM tracking WHERE application_name != '__migration__'")
-            else:
-                c.execute(
-                    self.db.sql(f'DELETE FROM {{t}}"{self.model.name}_tracking" '
-                                "WHERE application_name != '__migration__'")
-                )
 
 
 class _EventRefused(Exception):

@@ -12,7 +12,8 @@ from typing import Any
 
 from events.ledger import Ledger
 from projections.partitions import Partitions, new_owner
-from projections.runner import Projector, ReadModel, View
+from projections.runner import Projector
+from projections.view import ReadModel, View
 
 
 class SegmentProjectors:

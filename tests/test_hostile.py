@@ -24,8 +24,9 @@ from events.store import Store
 from events.strict_json import content_hash
 from projections.board import BoardData
 from projections.incidence import IncidenceModel, incidence
-from projections.runner import Projector, View
+from projections.runner import Projector
 from projections.signals import SignalsModel
+from projections.view import View
 from safety.cli import app, demo_feed_path, read_models
 from safety.incidence import Settings
 from tests.messages import message, raw

@@ -225,8 +225,8 @@ def test_shift_matrices_of_the_pilot_equal_an_independent_count(sqlite_url: str,
     # the laboratory outlier listing (issue 27): every post-baseline result of grade 3 or more
     from events.store import Store
     from projections.liver import lab_outliers
-    from projections.runner import View
     from projections.signals import SignalsModel
+    from projections.view import View
 
     listed = lab_outliers(View(Store.parse(sqlite_url), SignalsModel()).db)
     after = frame[frame["USUBJID"].isin(list(first)) & (frame["LBDTC"].str[:10] > frame["USUBJID"].map(first))]
@@ -241,8 +241,8 @@ def test_the_laboratory_outlier_listing_of_the_pilot_equals_an_independent_count
     bilirubin above 3×ULN, ALP above 5×ULN."""
     from events.store import Store
     from projections.liver import lab_outliers
-    from projections.runner import View
     from projections.signals import SignalsModel
+    from projections.view import View
 
     dm, lb = rows_of("dm"), rows_of("lb")
     liver = [r for r in lb if r["LBTESTCD"] in ("ALT", "AST", "BILI", "ALP")]

@@ -60,7 +60,7 @@ def project(
 
     ledger = open_ledger(store)
     if workers is not None:
-        from projections.runner import ReadModelStopped
+        from projections.view import ReadModelStopped
 
         try:
             stops = project_in_workers(ledger, workers, segments, lease_seconds, follow, interval)
@@ -93,7 +93,8 @@ def project(
 
 def rebuild(store: StoreOption = None) -> None:
     """Replay every read model from the start of the ledger."""
-    from projections.runner import Projector, ReadModelStopped
+    from projections.runner import Projector
+    from projections.view import ReadModelStopped
 
     ledger = open_ledger(store)
     stopped = False

@@ -162,8 +162,8 @@ def report_sources(ledger: Any) -> Any:
     from projections.efficacy import EfficacyModel
     from projections.exposure import ExposureModel
     from projections.incidence import IncidenceModel
-    from projections.runner import View
     from projections.transfers import TransfersModel
+    from projections.view import View
 
     signals = signals_model()
     models = (IncidenceModel(), ExposureModel(), signals, EfficacyModel(), TransfersModel())
@@ -237,8 +237,8 @@ def catch_up(ledger: Any, *models: Any, retry: bool = False, required: bool = Tr
     """Bring read models up to date, with a progress bar each (``projections.runner.catch_up``); when the
     answer needs them (``required``), a stopped one fails the command with its position and reason,
     since its answers would silently miss events."""
-    from projections.runner import ReadModelStopped
     from projections.runner import catch_up as project
+    from projections.view import ReadModelStopped
 
     with progress_steps() as steps:
         stops = project(ledger, models, retry=retry, step=steps)
@@ -252,7 +252,7 @@ def catch_up(ledger: Any, *models: Any, retry: bool = False, required: bool = Tr
 
 def view_db(ledger: Any, model: Any) -> Any:
     """The database of a read model (brought up to date first), for a question's answer."""
-    from projections.runner import View
+    from projections.view import View
 
     catch_up(ledger, model)
     return View(ledger.store, model).db
@@ -350,7 +350,7 @@ def notifier(ledger: Any, *, all_pending: bool, delivery_timeout: float = 10.0) 
     """A notify round over the ledger's signals, by the configured channels: each call sends what is due
     (every pending delivery with ``all_pending``, else those past their back-off), until its deadline."""
     from projections.delivery import Deliveries, notify_once
-    from projections.runner import View
+    from projections.view import View
 
     channels = transports(delivery_timeout)
     if not channels:
