@@ -34,6 +34,7 @@ from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.db import no_cycle_collection
+from projections.efficacy import EfficacyModel
 from projections.exposure import ExposureModel, ae_tables, forget_loaded
 from projections.exposure import Settings as TableSettings
 from projections.incidence import IncidenceModel, incidence
@@ -88,7 +89,7 @@ class Suite:
                 "|---|---|---:|---:|---:|---:|---:|---:|"]
         for kind in self.kinds:
             ledger = self.ledger(kind)
-            for model_class in (IncidenceModel, SignalsModel, ExposureModel):
+            for model_class in (IncidenceModel, SignalsModel, ExposureModel, EfficacyModel):
                 model = model_class()
                 times, decode_times, n = [], [], 0
                 for _ in range(self.runs):

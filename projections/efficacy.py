@@ -33,6 +33,8 @@ COMPARED = ("vas_wellbeing", "vas_pain", "physician_global", "active_joints", "j
 class EfficacyModel:
     name = "efficacy"
     tables: tuple[str, ...] = ("efficacy_facts",)
+    #: made at the end of a bulk load (``projections.view.View.deferred_indexes``): writes only insert
+    deferred_indexes = ("efficacy_facts_patient", "efficacy_facts_type")
     topics: tuple[str, ...] = tuple(get_topic(c) for c in (
         Patient.Enrolment, Patient.Intervention, Patient.Treatment, Patient.VisitAssessment, Patient.LabResult,
         Patient.Retraction, Patient.Correction))

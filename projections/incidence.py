@@ -68,6 +68,8 @@ def _data(row: dict[str, Any]) -> dict[str, Any]:
 class IncidenceModel:
     name = "incidence"
     tables: tuple[str, ...] = ("incidence_facts",)
+    #: made at the end of a bulk load (``projections.view.View.deferred_indexes``): writes only insert
+    deferred_indexes = ("incidence_facts_recorded", "incidence_facts_type", "incidence_facts_patient")
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Intervention, Patient.Treatment, Patient.AdverseEvent,

@@ -85,12 +85,32 @@ class Projector:
         deferring = hasattr(model, "defer") and head - start > self.page
         if deferring:
             model.defer = True  # type: ignore[attr-defined]
+        indexes = self._bulk_load(start, head)
         try:
             return self._pages(start, upstream, on_page, head)
         finally:
+            if indexes:  # before the deferred work, which may read by them
+                self._make_indexes(indexes)
             if deferring:
                 model.defer = False  # type: ignore[attr-defined]
                 self.view.finish(self.model)
+
+    def _bulk_load(self, start: int, head: int) -> list[str]:
+        """On SQLite, a read model filled from nothing with more than a page to do goes without the indexes
+        it lets a bulk load make at its end (``View.deferred_indexes``): their statements, dropped now."""
+        if self.ledger.store.kind != "sqlite" or start != 0 or head - start <= self.page:
+            return []
+        indexes = self.view.deferred_indexes()
+        self.view.drop_indexes([name for name, _ in indexes])
+        return [statement for _, statement in indexes]
+
+    def _make_indexes(self, statements: list[str]) -> None:
+        """The dropped indexes, made once; an error is logged, not raised over the one that ended the pages
+        (the next process to open the view makes them: SQLite views run every create statement)."""
+        try:
+            self.view.make(statements)
+        except Exception:
+            log.exception("%s: could not make its indexes after a bulk load", self.model.name)
 
     def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None,
                head: int | None) -> int:

@@ -58,8 +58,8 @@ def with_priority(s: Any) -> dict[str, Any] | None:
 
 
 #: the facts by patient: what evaluation reads. A rebuild into an empty table on SQLite goes without it
-#: and makes it at the end, once: kept while the facts arrive in ledger order, every page rewrote a leaf
-#: of it per patient (three quarters of the time of writing the facts)
+#: and makes it at the end, once (``deferred_indexes``): kept while the facts arrive in ledger order, every
+#: page rewrote a leaf of it per patient (three quarters of the time of writing the facts)
 FACTS_INDEX = "CREATE INDEX IF NOT EXISTS signal_facts_patient ON {t}signal_facts (source, patient_id)"
 
 
@@ -67,6 +67,8 @@ class SignalsModel:
     name = "signals"
     tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
                                "signal_span", LIVER_TABLE, *DETECTION_TABLES)
+    #: made at the end of a bulk load (``projections.view.View.deferred_indexes``), before the evaluation
+    deferred_indexes = ("signal_facts_patient",)
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -94,8 +96,7 @@ class SignalsModel:
         self._segment_patients: list[tuple[Any, ...]] | None = None  # ``_everyone``, within one finish
         #: whether the current evaluation may use worker processes (``finish``)
         self.parallel = False
-        #: the facts index is dropped for this deferred run (``FACTS_INDEX``); made if missing once a process
-        self._bulk = False
+        #: the facts index is made if missing once a process (``prepare``)
         self._index_checked = False
 
     def create_statements(self, db: ReadDB) -> list[str]:
@@ -131,11 +132,6 @@ class SignalsModel:
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
         facts, dirty, actions = [], {}, []
         s = db.sealer
-        if self.defer and db.kind == "sqlite" and not self._bulk:
-            cursor.execute(db.sql("SELECT 1 FROM {t}signal_facts LIMIT 1"))
-            if not db.fetch(cursor):  # a rebuild: the index is made once, when the patients are evaluated
-                cursor.execute(db.sql("DROP INDEX IF EXISTS {t}signal_facts_patient"))
-                self._bulk = True
         for nid, e in events:
             if isinstance(e, Patient.Recorded):
                 pid = s.token(e.patient_id)
@@ -171,15 +167,15 @@ class SignalsModel:
     @property
     def prepared(self) -> bool:
         """Whether ``prepare`` has nothing to do."""
-        return not self._bulk and self._index_checked
+        return self._index_checked
 
     def prepare(self, cursor: Any, db: ReadDB) -> None:
-        """The facts index, after a rebuild (or one interrupted) that went without it: committed before the
-        evaluation, whose worker processes read the facts over connections of their own."""
-        if self._bulk or not self._index_checked:
+        """The facts index, if missing, once a process: committed before the evaluation, whose worker
+        processes read the facts over connections of their own."""
+        if not self._index_checked:
             if db.kind == "sqlite" or not self._facts_index_exists(cursor, db):  # made with the table there:
                 cursor.execute(db.sql(FACTS_INDEX))  # even IF NOT EXISTS locks the table, waiting for writers
-            self._bulk, self._index_checked = False, True
+            self._index_checked = True
 
     @staticmethod
     def _facts_index_exists(cursor: Any, db: ReadDB) -> bool:

@@ -193,6 +193,25 @@ class View:
             for statement in statements:
                 c.execute(statement)
 
+    def deferred_indexes(self) -> list[tuple[str, str]]:
+        """(name, statement) of the indexes the model lets a bulk load make at its end (``deferred_indexes``:
+        nothing its writes do reads them). Filled in notification order, an index takes a leaf far from
+        the last one for every row, and each page's commit wrote most of those leaves again."""
+        names = set(getattr(self.model, "deferred_indexes", ()))
+        found = ((m.group(1).rpartition(".")[2].strip('"'), s)
+                 for s in self.model.create_statements(self.db) if (m := _CREATED.match(s)))
+        return [(name, statement) for name, statement in found if name in names]
+
+    def drop_indexes(self, names: Sequence[str]) -> None:
+        with self.recorder.datastore.transaction(commit=True) as c:
+            for name in names:
+                c.execute(self.db.sql(f"DROP INDEX IF EXISTS {{t}}{name}"))
+
+    def make(self, statements: Sequence[str]) -> None:
+        with self.recorder.datastore.transaction(commit=True) as c:
+            for statement in statements:
+                c.execute(statement)
+
     def _missing(self, statements: Sequence[str]) -> list[str]:
         """The tables and indexes these statements make that the store's schema lacks (PostgreSQL)."""
         names = [m.group(1).rpartition(".")[2].strip('"') for m in map(_CREATED.match, statements) if m]

@@ -11,8 +11,10 @@ import pytest
 from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
+from projections.efficacy import EfficacyModel
 from projections.incidence import IncidenceModel
 from projections.runner import Projector
+from projections.signals import SignalsModel
 from tests.messages import message, raw
 
 
@@ -67,3 +69,39 @@ def test_a_read_model_file_syncs_at_checkpoints_and_the_ledger_at_every_commit(t
     with ledger.recorder.datastore.transaction(commit=False) as c:
         c.execute("PRAGMA synchronous")
         assert c.fetchall()[0][0] == 2  # FULL
+
+
+@pytest.mark.parametrize("model_class", [IncidenceModel, EfficacyModel, SignalsModel])
+def test_a_bulk_load_on_sqlite_makes_its_indexes_once_at_the_end(tmp_path, model_class):
+    """Issue 28: a read model filled from nothing goes without the indexes its writes do not read (each
+    page's commit rewrote most of their leaves) and has them all at the end, with the rows the same
+    events give when they arrive one at a time."""
+    store = Store.parse(f"sqlite:///{tmp_path}/ledger.db")
+    ledger = Ledger(store)
+    messages = ([message(f"e{p}", type="enrolment", patient_id=f"P{p}") for p in range(4)]
+                + [message(f"i{p}", type="intervention", patient_id=f"P{p}") for p in range(4)]
+                + [message(f"ae{p}", type="adverse_event", patient_id=f"P{p}") for p in range(4)]
+                + [message(f"esr{p}", patient_id=f"P{p}", data={"analyte": "ESR", "value": 30, "unit": "mm/h"})
+                   for p in range(4)])
+    model = model_class()
+    projector = Projector(ledger, model, page=3)
+    names = {name for name, _ in projector.view.deferred_indexes()}
+    assert names == set(model.deferred_indexes)
+
+    def indexes() -> set[str]:
+        rows = projector.view.db.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {r[0] for r in rows} & names
+
+    for i, m in enumerate(messages):  # one at a time: never a bulk load
+        Ingestor(ledger).ingest([raw(m, i)])
+        projector.catch_up()
+        assert indexes() == names
+    rows = f"SELECT * FROM {{t}}{model.tables[0]} ORDER BY 1"
+    arrived = projector.view.db.query(rows)
+    during: list[set[str]] = []
+    write = model.write
+    model.write = lambda cursor, db, events: (during.append(indexes()), write(cursor, db, events))[1]
+    projector.rebuild()
+    assert len(during) > 1 and all(seen == set() for seen in during)  # every page went without them
+    assert indexes() == names
+    assert projector.view.db.query(rows) == arrived and arrived
