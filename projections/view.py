@@ -139,6 +139,12 @@ _CREATION_RACES = ("already exists", "concurrently", "pg_type_typname_nsp_index"
 _CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS ([\w.\"]+)")
 
 
+def _made(statement: str) -> str | None:
+    """The name of the table or index a create statement makes (without its schema), or None."""
+    m = _CREATED.match(statement)
+    return m.group(1).rpartition(".")[2].strip('"') if m else None
+
+
 class _DerivedPool(SQLiteConnectionPool):
     """Connections to a read model's own SQLite file, which wait for the disk at checkpoints instead of at
     every commit (``synchronous=NORMAL`` in WAL mode). A read model is derived: a power cut can undo its
@@ -198,9 +204,8 @@ class View:
         nothing its writes do reads them). Filled in notification order, an index takes a leaf far from
         the last one for every row, and each page's commit wrote most of those leaves again."""
         names = set(getattr(self.model, "deferred_indexes", ()))
-        found = ((m.group(1).rpartition(".")[2].strip('"'), s)
-                 for s in self.model.create_statements(self.db) if (m := _CREATED.match(s)))
-        return [(name, statement) for name, statement in found if name in names]
+        made = ((_made(s), s) for s in self.model.create_statements(self.db))
+        return [(name, s) for name, s in made if name is not None and name in names]
 
     def drop_indexes(self, names: Sequence[str]) -> None:
         with self.recorder.datastore.transaction(commit=True) as c:
@@ -214,7 +219,7 @@ class View:
 
     def _missing(self, statements: Sequence[str]) -> list[str]:
         """The tables and indexes these statements make that the store's schema lacks (PostgreSQL)."""
-        names = [m.group(1).rpartition(".")[2].strip('"') for m in map(_CREATED.match, statements) if m]
+        names = [name for name in map(_made, statements) if name is not None]
         with self.recorder.datastore.transaction(commit=False) as c:
             c.execute("SELECT relname FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace"
                       " WHERE nspname = %s AND relname = ANY(%s)", (self.store.schema, names))
