@@ -121,17 +121,19 @@ class Ledger(Application):
             start=start, limit=limit, stop=stop, topics=topics, inclusive_of_start=False
         )
 
-    def page(self, start: int, limit: int, topics: Sequence[str]) -> Sequence[Notification] | Sequence[Note]:
-        """A projector's page: the notifications of ``topics`` after ``start``. On SQLite read lean (plain
-        tuples, each patient's stream id converted once): eventsourcing's frozen Notification costs as much
-        to make as reading the rows (issue 28)."""
+    def page(self, start: int, limit: int, topics: Sequence[str], stop: int | None = None,
+             ) -> Sequence[Notification] | Sequence[Note]:
+        """A projector's page: the notifications of ``topics`` after ``start`` (up to ``stop`` inclusive). On
+        SQLite read lean (plain tuples, each patient's stream id converted once): eventsourcing's frozen
+        Notification costs as much to make as reading the rows (issue 28)."""
         if self.store.kind != "sqlite" or not topics:
-            return self.notifications(start, limit, topics=topics)
+            return self.notifications(start, limit, stop, topics=topics)
         rec: Any = self.recorder
+        bound = "" if stop is None else " AND rowid<=?"
         statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {rec.events_table_name}"
-                     f" WHERE rowid>? AND topic IN ({','.join('?' * len(topics))}) ORDER BY rowid LIMIT ?")
+                     f" WHERE rowid>?{bound} AND topic IN ({','.join('?' * len(topics))}) ORDER BY rowid LIMIT ?")
         with rec.datastore.transaction(commit=False) as c:
-            c.execute(statement, [start, *topics, limit])
+            c.execute(statement, [start, *([] if stop is None else [stop]), *topics, limit])
             rows = c.fetchall()
         ids = self._stream_ids
         if len(ids) > 1_000_000:

@@ -50,6 +50,14 @@ class EfficacyModel:
         ]
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
+        self.write_rows(cursor, db, self.rows(db, events))
+
+    def write_rows(self, cursor: Any, db: ReadDB, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cursor.executemany(db.sql("INSERT INTO {t}efficacy_facts VALUES ({p},{p},{p},{p},{p},{p},{p},{p})"), rows)
+
+    def rows(self, db: ReadDB, events: Sequence[tuple[int, Any]]) -> list[tuple[Any, ...]]:
+        """A page's facts (``projections.view.PageRows``: pure)."""
         rows = []
         for nid, e in events:
             if not isinstance(e, Patient.Recorded):
@@ -59,8 +67,7 @@ class EfficacyModel:
             s = db.sealer
             rows.append((nid, e.source, s.token(e.patient_id), s.token(e.message_id), e.type,
                          utc_text(e.occurred_at), utc_text(e.timestamp), s.seal(json.dumps(e.data))))
-        if rows:
-            cursor.executemany(db.sql("INSERT INTO {t}efficacy_facts VALUES ({p},{p},{p},{p},{p},{p},{p},{p})"), rows)
+        return rows
 
 
 def _facts(db: ReadDB) -> dict[tuple[str, str], list[tuple[str, str, datetime, dict[str, Any]]]]:

@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 
 from events.ledger import Ledger
 from events.store import Store
+from projections import bulk
 from projections.db import ReadDB, no_cycle_collection
 from projections.view import (
     PageTaken,
@@ -87,7 +88,10 @@ class Projector:
             model.defer = True  # type: ignore[attr-defined]
         indexes = self._bulk_load(start, head)
         try:
-            return self._pages(start, upstream, on_page, head)
+            applied = 0
+            if bulk.applies(self, start, head):  # read and decoded in worker processes
+                applied, start = bulk.load(self, start, head, upstream, on_page)
+            return applied + self._pages(start, upstream, on_page, None if applied else head)
         finally:
             if indexes:  # before the deferred work, which may read by them
                 self._make_indexes(indexes)

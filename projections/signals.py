@@ -63,6 +63,11 @@ def with_priority(s: Any) -> dict[str, Any] | None:
 FACTS_INDEX = "CREATE INDEX IF NOT EXISTS signal_facts_patient ON {t}signal_facts (source, patient_id)"
 
 
+#: a page as rows (``SignalsModel.rows``): facts, touched patients with the time of their last fact, workflow
+#: actions, and the patients whose exposure facts it holds
+FactRows = tuple[list[tuple[Any, ...]], dict[tuple[str, str], str], list[tuple[Any, ...]], list[tuple[str, str]]]
+
+
 class SignalsModel:
     name = "signals"
     tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
@@ -129,8 +134,9 @@ class SignalsModel:
             " note TEXT NOT NULL, reason TEXT, at TEXT NOT NULL)",
         )]
 
-    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
-        facts, dirty, actions = [], {}, []
+    def rows(self, db: ReadDB, events: Sequence[tuple[int, Any]]) -> FactRows:
+        """A page's facts, the patients it touched, and its workflow actions (``PageRows``: pure)."""
+        facts, dirty, actions, exposure = [], {}, [], []
         s = db.sealer
         for nid, e in events:
             if isinstance(e, Patient.Recorded):
@@ -139,11 +145,20 @@ class SignalsModel:
                 facts.append((nid, e.source, pid, s.token(e.message_id), e.type, utc_text(e.occurred_at),
                               recorded, s.seal(dumps(e.data))))
                 dirty[(e.source, pid)] = recorded
-                if e.type in EXPOSURE_TYPES and self._exposure_dirty is not None:
-                    self._exposure_dirty.add((e.source, pid))
+                if e.type in EXPOSURE_TYPES:
+                    exposure.append((e.source, pid))
             elif isinstance(e, SignalReview.Action):
                 actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
                                 s.seal(e.note), getattr(e, "reason", None), utc_text(e.timestamp)))
+        return facts, dirty, actions, exposure
+
+    def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
+        self.write_rows(cursor, db, self.rows(db, events))
+
+    def write_rows(self, cursor: Any, db: ReadDB, rows: FactRows) -> None:
+        facts, dirty, actions, exposure = rows
+        if self._exposure_dirty is not None:
+            self._exposure_dirty.update(exposure)
         p = db.placeholder
         if facts:
             cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 from eventsourcing.persistence import DatabaseError, IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
@@ -38,6 +38,17 @@ class ReadModel(Protocol):
     def create_statements(self, db: ReadDB) -> list[str]: ...
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None: ...
+
+
+@runtime_checkable
+class PageRows(Protocol):
+    """A read model whose pages can be turned into rows apart from writing them: ``rows`` is pure (no I/O,
+    nothing of the instance changed), so a bulk load runs it in worker processes (``projections.bulk``);
+    ``write`` is ``write_rows`` of ``rows``."""
+
+    def rows(self, db: ReadDB, events: Sequence[tuple[int, Any]]) -> Any: ...
+
+    def write_rows(self, cursor: Any, db: ReadDB, rows: Any) -> None: ...
 
 
 class PageTaken(Exception):
@@ -285,9 +296,19 @@ class View:
         still ``after``: another projector of the same read model may have written them meanwhile.
         ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL); ``model``, a
         segment's own instance of the read model (``projections.partitions``)."""
+        m = model or self.model
+        self._commit(tracking, after, lambda c: m.write(_StorableText(c) if storable_text else c, self.db, events))
+
+    def write_rows(self, rows: Any, tracking: Tracking, after: int) -> None:
+        """As ``write``, with the rows the model already made of a page (``PageRows.rows``, in a worker
+        process during a bulk load: ``projections.bulk``)."""
+        model = cast(PageRows, self.model)
+        self._commit(tracking, after, lambda c: model.write_rows(c, self.db, rows))
+
+    def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None]) -> None:
         with self.recorder.datastore.transaction(commit=True) as c:
             self._claim(c, tracking.application_name, after)
-            (model or self.model).write(_StorableText(c) if storable_text else c, self.db, events)
+            write(c)
             self.recorder._insert_tracking(c, tracking)
 
     def _claim(self, c: Any, upstream: str, after: int) -> None:

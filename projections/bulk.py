@@ -1,0 +1,104 @@
+"""A large backlog's pages read, decoded and made into rows in worker processes (issue 28).
+
+A rebuild spends most of its pages phase reading and decoding events and making rows of them, in one
+process while the machine's other cores wait (a thread cannot help: decoding holds the interpreter lock).
+Here forked workers each take a span of the ledger (a page's worth of notification ids), read and decode it
+over a connection of their own and make its rows (``PageRows.rows``, pure); the projector writes the spans
+in ledger order, each in one transaction with its tracked position, as it writes a page.
+
+Anything out of the ordinary (a worker's error, a write the store refuses, a rival projector) ends this
+path: the projector's own page-by-page path goes on from the last span written and deals with it as it
+always has (escaping text, applying event by event, recording a stop), so the rows are the same
+whichever path wrote them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import Tracking
+
+from events.ledger import Ledger
+from projections.db import no_cycle_collection
+from projections.evaluation import workers
+from projections.view import PageRows
+
+if TYPE_CHECKING:
+    from projections.runner import Projector
+
+log = logging.getLogger(__name__)
+
+#: pages of backlog from which workers pay for their start (a rebuild, a store's first catch-up)
+SPANS_FROM = 20
+
+#: (ledger, model, database) for the workers: set in the parent before they are forked
+_CONTEXT: list[Any] = []
+#: a worker's own ledger, opened in the worker: a forked connection must not be used by two processes
+_READER: list[Ledger] = []
+
+#: a span as a worker hands it back: (after, up to, events read or -1 when it failed, rows or the error)
+Span = tuple[int, int, int, Any]
+
+
+def applies(projector: Projector, start: int, head: int) -> bool:
+    """Whether this catch-up's backlog is read in workers: the whole ledger's (not one segment's), a model
+    that makes rows apart from writing them, enough pages, and cores to spare."""
+    return (projector.segment is None and isinstance(projector.model, PageRows)
+            and head - start > SPANS_FROM * projector.page and workers() > 0)
+
+
+def _span(job: tuple[int, int]) -> Span:
+    after, upto = job
+    ledger, model, db = _CONTEXT
+    try:
+        if not _READER:
+            _READER.append(Ledger(ledger.store, env=dict(ledger.env), seal=ledger.tables.sealer))
+        reader = _READER[0]
+        with no_cycle_collection():
+            notes = reader.page(after, upto - after, model.topics, stop=upto)
+            return after, upto, len(notes), model.rows(db, [(n.id, reader.decode(n)) for n in notes])
+    except Exception as exc:  # handed back: the projector's own path meets it again and deals with it
+        return after, upto, -1, f"{type(exc).__name__}: {exc}"
+
+
+def load(projector: Projector, start: int, head: int, upstream: str,
+         on_page: Callable[[int, int], None] | None) -> tuple[int, int]:
+    """Write the spans of ``start`` to ``head`` in order; returns how many events were applied and the
+    position reached (``head``, or where the projector's own path is to go on)."""
+    processes = workers()
+    spans = iter([(after, min(after + projector.page, head)) for after in range(start, head, projector.page)])
+    applied = 0
+    _CONTEXT[:] = [projector.ledger, projector.model, projector.view.db]
+    try:
+        # leaving the block terminates the workers, with any spans they read ahead of a break
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            # a few spans ahead of the writer, so rows waiting to be written stay a few pages
+            waiting = deque(pool.apply_async(_span, (job,)) for job in islice(spans, 2 * processes))
+            while waiting:
+                after, upto, count, rows = waiting.popleft().get()
+                waiting.extend(pool.apply_async(_span, (job,)) for job in islice(spans, 1))
+                if count < 0:
+                    log.info("%s: a worker could not read events %d to %d (%s); going on page by page",
+                             projector.model.name, after + 1, upto, rows)
+                    break
+                if not count:
+                    continue  # the next span written, or the page-by-page path, moves the position past it
+                try:
+                    with no_cycle_collection():
+                        projector.view.write_rows(rows, Tracking(upstream, upto), after=start)
+                except Exception as exc:
+                    log.info("%s: events %d to %d not written at once (%s: %s); going on page by page",
+                             projector.model.name, after + 1, upto, type(exc).__name__, exc)
+                    break
+                applied += count
+                start = upto
+                if on_page:
+                    on_page(count, upto)
+    finally:
+        _CONTEXT.clear()
+    return applied, start

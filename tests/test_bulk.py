@@ -1,0 +1,119 @@
+"""Issue 28: a large backlog's pages are read, decoded and made into rows in worker processes
+(``projections.bulk``); the read model is the one the projector's page-by-page path writes, on both stores,
+and anything out of the ordinary goes on page by page as before."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from events.admission import RawMessage
+from events.generator import generate
+from events.ingest import Ingestor
+from events.ledger import Ledger
+from events.store import Store
+from projections import bulk
+from projections.efficacy import EfficacyModel
+from projections.runner import Projector
+from projections.signals import SignalsModel
+from projections.view import View
+
+#: every table of each model, with the columns that differ between two runs left out (sequence numbers)
+TABLES = {"signals": ("signal_facts", "signal_dirty", "signal_span", "signals", "signal_raises", "liver_views",
+                      "detection_pairs", "detection_totals", "detection_patients"),
+          "efficacy": ("efficacy_facts",)}
+
+
+def contents(projector: Projector) -> dict[str, Any]:
+    db = projector.view.db
+    out: dict[str, Any] = {"position": projector.view.position(projector.ledger.name)}
+    for table in TABLES[projector.model.name]:
+        rows = db.query(f"SELECT * FROM {{t}}{table}")
+        out[table] = sorted((row[1:] if table == "signal_raises" else row for row in rows), key=repr)
+    return out
+
+
+@pytest.fixture
+def ledger(store_url: str) -> Ledger:
+    ledger = Ledger(Store.parse(store_url))
+    lines = list(generate(60, 2.0, seed=29, mas_share=0.2))
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for line in lines], batch_size=500)
+    return ledger
+
+
+def spans_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Use workers for any backlog of more than a page; returns the positions their spans were written at."""
+    monkeypatch.setattr(bulk, "SPANS_FROM", 1)
+    monkeypatch.setattr(bulk, "workers", lambda: 2)
+    written: list[int] = []
+    write_rows = View.write_rows
+    monkeypatch.setattr(View, "write_rows", lambda self, rows, tracking, after: (
+        written.append(tracking.notification_id), write_rows(self, rows, tracking, after))[1])
+    return written
+
+
+@pytest.mark.parametrize("model_class", [SignalsModel, EfficacyModel])
+def test_a_backlog_read_in_workers_gives_the_read_model_of_page_by_page(ledger: Ledger, model_class: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    projector = Projector(ledger, model_class(), page=97)  # spans that end mid-stream and mid-patient
+    monkeypatch.setattr(bulk, "SPANS_FROM", 10**9)
+    projector.rebuild()
+    by_page = contents(projector)
+    assert by_page["position"] == ledger.position() and len(by_page[TABLES[model_class.name][0]]) > 1000
+
+    written = spans_written(monkeypatch)
+    projector.rebuild()
+    assert len(written) > 10 and written == sorted(written)
+    assert contents(projector) == by_page
+
+
+def test_a_span_a_worker_cannot_read_goes_on_page_by_page_and_stops_at_the_same_event(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    """An event the model cannot apply: the projector's own path meets it, keeps everything before it and
+    records the same stop as when every page is read in the projecting process."""
+    poisoned = ledger.position() // 2
+    rows = SignalsModel.rows
+
+    def refusing(self: SignalsModel, db: Any, events: Sequence[tuple[int, Any]]) -> Any:
+        if any(nid == poisoned for nid, _ in events):
+            raise ValueError("cannot apply this event")
+        return rows(self, db, events)
+
+    monkeypatch.setattr(SignalsModel, "rows", refusing)  # in the forked workers too
+    projector = Projector(ledger, SignalsModel(), page=97)
+    monkeypatch.setattr(bulk, "SPANS_FROM", 10**9)
+    projector.rebuild()
+    stop = projector.view.stopped()
+    assert stop is not None and stop.notification_id == poisoned and stop.position == poisoned - 1
+    by_page = contents(projector)
+
+    written = spans_written(monkeypatch)
+    projector.rebuild()
+    assert written and max(written) < poisoned
+    again = projector.view.stopped()
+    assert again is not None and replace(again, stopped_at=stop.stopped_at) == stop
+    assert contents(projector) == by_page
+
+
+def test_a_span_the_store_refuses_goes_on_page_by_page(ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    projector = Projector(ledger, SignalsModel(), page=97)
+    monkeypatch.setattr(bulk, "SPANS_FROM", 10**9)
+    projector.rebuild()
+    by_page = contents(projector)
+
+    written = spans_written(monkeypatch)
+    write_rows = View.write_rows
+
+    def refused_third(self: View, rows: Any, tracking: Any, after: int) -> None:
+        if len(written) == 3:
+            raise OperationalError("database is locked")
+        write_rows(self, rows, tracking, after)
+
+    monkeypatch.setattr(View, "write_rows", refused_third)
+    projector.rebuild()
+    assert len(written) == 3  # three spans from the workers, then page by page from the fourth
+    assert contents(projector) == by_page
