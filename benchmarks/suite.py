@@ -104,7 +104,8 @@ class Suite:
         return "\n".join(rows) + (
             f"\n\nLedger of {len(self.lines):,} generated messages ({self.patients:,} patients, {self.years:g} "
             "years). Rebuild = empty the read model, replay every event of its topics, write its tables "
-            "(signals: evaluate every patient once at the end, in worker processes on the other core). "
+            "(signals and efficacy: pages read, decoded and made into rows in worker processes while the "
+            "projector writes them; signals: every patient evaluated once at the end, in worker processes). "
             "Baseline = the same pages read and decoded as the projector reads them (lean SQLite pages, "
             "the C decoder of events.encoding) with no projection work. Incremental = one new lab "
             "result appended, then catch-up (signals re-evaluates that patient's whole history).\n")

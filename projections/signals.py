@@ -3,8 +3,9 @@ with the workflow status people gave them.
 
 For every patient touched by new events, the whole history is evaluated again in clinical order
 (``safety.mas.evaluate``), so a late-arriving earlier panel re-evaluates the later one. Touched
-patients are noted in ``signal_dirty`` in the same transaction as the facts, and cleared when
-their signals are written, so a crash between the two loses nothing.
+patients are noted in ``signal_dirty`` in the same transaction as the facts (a deferred backlog notes
+one mark instead, ``signal_backlog``, with its first page: every patient with a fact from there on), and
+cleared when their signals are written, so a crash between the two loses nothing.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ FactRows = tuple[list[tuple[Any, ...]], dict[tuple[str, str], str], list[tuple[A
 
 class SignalsModel:
     name = "signals"
-    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signals", "signal_actions", "signal_raises",
-                               "signal_span", LIVER_TABLE, *DETECTION_TABLES)
+    tables: tuple[str, ...] = ("signal_facts", "signal_dirty", "signal_backlog", "signals", "signal_actions",
+                               "signal_raises", "signal_span", LIVER_TABLE, *DETECTION_TABLES)
     #: made at the end of a bulk load (``projections.view.View.deferred_indexes``), before the evaluation
     deferred_indexes = ("signal_facts_patient",)
     topics = tuple(
@@ -123,6 +124,9 @@ class SignalsModel:
             " last TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {t}signal_dirty (source TEXT NOT NULL, patient_id TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL, PRIMARY KEY (source, patient_id))",
+            # a deferred backlog's touched patients, as one mark per writer: every patient with a fact from
+            # this notification on (``write_rows``, ``finish``)
+            f"CREATE TABLE IF NOT EXISTS {{t}}signal_backlog (writer TEXT PRIMARY KEY, since {integer} NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {t}signals (id TEXT PRIMARY KEY, source TEXT NOT NULL,"
             " patient_id TEXT NOT NULL, kind TEXT NOT NULL, level TEXT NOT NULL, priority TEXT NOT NULL,"
             " status TEXT NOT NULL, occurred_at TEXT NOT NULL, raised_at TEXT NOT NULL,"
@@ -163,14 +167,18 @@ class SignalsModel:
         if facts:
             cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)
             least, most = ("MIN", "MAX") if db.kind == "sqlite" else ("LEAST", "GREATEST")
-            writer = "all" if self.partition is None else f"segment {self.partition[0]}"
             cursor.execute(db.sql("INSERT INTO {t}signal_span VALUES ({p},{p},{p}) ON CONFLICT (writer) DO UPDATE"
                                   f" SET first = {least}({{t}}signal_span.first, excluded.first),"
                                   f" last = {most}({{t}}signal_span.last, excluded.last)"),
-                           (writer, min(f[5] for f in facts), max(f[5] for f in facts)))
-            upsert = ("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT (source, patient_id)"
-                      " DO UPDATE SET recorded_at = excluded.recorded_at")
-            cursor.executemany(db.sql(upsert), [(s, pid, at) for (s, pid), at in dirty.items()])
+                           (self._writer, min(f[5] for f in facts), max(f[5] for f in facts)))
+            if self.defer:  # one mark for the backlog, kept from its first page: marking each page's patients
+                # cost as much as writing the facts, and finish would find them all again anyway
+                cursor.execute(db.sql("INSERT INTO {t}signal_backlog VALUES ({p},{p}) ON CONFLICT (writer)"
+                                      " DO NOTHING"), (self._writer, facts[0][0]))
+            else:
+                upsert = ("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT (source, patient_id)"
+                          " DO UPDATE SET recorded_at = excluded.recorded_at")
+                cursor.executemany(db.sql(upsert), [(s, pid, at) for (s, pid), at in dirty.items()])
         if actions:
             cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_actions VALUES ({','.join([p] * 8)})"), actions)
             for _nid, signal_id, _action, status, _by, _note, _reason, at in actions:
@@ -200,10 +208,21 @@ class SignalsModel:
     def finish(self, cursor: Any, db: ReadDB, parallel: bool = True) -> None:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones
         (``parallel``: a large backlog in worker processes, which see only committed facts)."""
+        checked = self._liver_checked
+        try:
+            self._finish(cursor, db, parallel)
+        except BaseException:  # its transaction is undone: what the liver check marked too, so check again
+            self._liver_checked = checked
+            raise
+
+    def _finish(self, cursor: Any, db: ReadDB, parallel: bool) -> None:
         self.parallel = parallel
         self._segment_patients = None
         self.prepare(cursor, db)
-        if self._stale(cursor, db):  # every patient (of this segment) is evaluated again
+        dirty, since = self._marked(cursor, db)
+        if since is not None:  # the backlog's patients are found below (at once when all are to be evaluated)
+            cursor.execute(db.sql("DELETE FROM {t}signal_backlog WHERE writer = {p}"), (self._writer,))
+        if self._stale(cursor, db, since):  # every patient (of this segment) is evaluated again
             self._exposure_dirty = None
             if self.partition is None:
                 cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
@@ -213,8 +232,10 @@ class SignalsModel:
                 cursor.executemany(db.sql("INSERT INTO {t}signal_dirty VALUES ({p},{p},{p}) ON CONFLICT"
                                           " (source, patient_id) DO UPDATE SET recorded_at = excluded.recorded_at"),
                                    self._everyone(cursor, db))
-        cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
-        dirty = self._of_partition(db, db.fetch(cursor))
+            cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty"))
+            dirty = self._of_partition(db, db.fetch(cursor))
+        elif since is not None:
+            dirty = self._with_backlog(cursor, db, dirty, since)
         if not dirty and not self.live.pending:
             self._exposure_dirty = set()  # none left by an earlier process either
             return  # nothing to evaluate: no write, so the transaction commits nothing
@@ -243,14 +264,39 @@ class SignalsModel:
             version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
             self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
 
-    def _stale(self, cursor: Any, db: ReadDB) -> bool:
+    @property
+    def _writer(self) -> str:
+        """The name this instance's rows go by where each writer keeps its own (all, or its segment)."""
+        return "all" if self.partition is None else f"segment {self.partition[0]}"
+
+    def _marked(self, cursor: Any, db: ReadDB) -> tuple[list[tuple[Any, ...]], int | None]:
+        """The patients marked one by one (of this segment), each with the time their last fact was
+        recorded, and this writer's backlog mark (``write_rows``) if it has one: one query on the live path,
+        where there is rarely a mark."""
+        cursor.execute(db.sql("SELECT source, patient_id, recorded_at FROM {t}signal_dirty UNION ALL"
+                              " SELECT NULL, writer, CAST(since AS TEXT) FROM {t}signal_backlog"))
+        rows = db.fetch(cursor)
+        since = [int(row[2]) for row in rows if row[0] is None and row[1] == self._writer]
+        return self._of_partition(db, [row for row in rows if row[0] is not None]), (since[0] if since else None)
+
+    def _with_backlog(self, cursor: Any, db: ReadDB, marked: list[tuple[Any, ...]],
+                      since: int) -> list[tuple[Any, ...]]:
+        """The marked patients and those (of this segment) with facts from notification ``since`` on."""
+        cursor.execute(db.sql("SELECT source, patient_id, MAX(recorded_at) FROM {t}signal_facts"
+                              " WHERE notification_id >= {p} GROUP BY source, patient_id"), (since,))
+        latest = {(source, pid): at for source, pid, at in marked}
+        for source, pid, at in self._of_partition(db, db.fetch(cursor)):
+            latest[(source, pid)] = max(at, latest.get((source, pid), at))
+        return [(source, pid, at) for (source, pid), at in latest.items()]
+
+    def _stale(self, cursor: Any, db: ReadDB, since: int | None) -> bool:
         """Whether every patient (of this segment) is to be evaluated again: the detection settings
-        changed, or evaluated patients lack their liver view."""
+        changed, or evaluated patients lack their liver view (``since``: the backlog mark)."""
         if self.partition is None:
-            return self.live.stale(cursor, db) or self._liver_stale(cursor, db)
+            return self.live.stale(cursor, db) or self._liver_stale(cursor, db, since)
         return (self.live.stale(cursor, db, f"segment {self.partition[0]}",
                                 lambda: [(s, pid) for s, pid, _ in self._everyone(cursor, db)])
-                or self._liver_stale(cursor, db))
+                or self._liver_stale(cursor, db, since))
 
     def _everyone(self, cursor: Any, db: ReadDB) -> list[tuple[Any, ...]]:
         """Every patient of this segment, with the time their last fact was recorded (looked up once per
@@ -261,19 +307,23 @@ class SignalsModel:
             self._segment_patients = self._of_partition(db, db.fetch(cursor))
         return self._segment_patients
 
-    def _liver_stale(self, cursor: Any, db: ReadDB) -> bool:
+    def _liver_stale(self, cursor: Any, db: ReadDB, since: int | None) -> bool:
         """Whether evaluated patients (of this segment) lack their liver view, or have one made under other
         liver rules (a store from before the views, or a rules change): asked once per process. Patients
-        waiting in ``signal_dirty`` get theirs when they are evaluated."""
+        waiting in ``signal_dirty``, or with facts from the backlog mark ``since`` on, get theirs when they
+        are evaluated."""
         if self._liver_checked:
             return False
         self._liver_checked = True
+        backlog = ("" if since is None else " AND NOT EXISTS (SELECT 1 FROM {t}signal_facts g WHERE g.source ="
+                   " f.source AND g.patient_id = f.patient_id AND g.notification_id >= {p})")
         cursor.execute(db.sql("SELECT source, patient_id FROM (SELECT DISTINCT source, patient_id FROM"
                               " {t}signal_facts) f WHERE NOT EXISTS (SELECT 1 FROM"
                               f" {{t}}{LIVER_TABLE} v WHERE v.source = f.source AND v.patient_id = f.patient_id"
                               " AND v.rules = {p}) AND NOT EXISTS (SELECT 1 FROM {t}signal_dirty d"
-                              " WHERE d.source = f.source AND d.patient_id = f.patient_id)"
-                              + (" LIMIT 1" if self.partition is None else "")), (rules_key(self.liver),))
+                              " WHERE d.source = f.source AND d.patient_id = f.patient_id)" + backlog
+                              + (" LIMIT 1" if self.partition is None else "")),
+                       (rules_key(self.liver), *([] if since is None else [since])))
         return bool(self._of_partition(db, db.fetch(cursor)))
 
     def _of_partition(self, db: ReadDB, dirty: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

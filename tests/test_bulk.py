@@ -4,6 +4,7 @@ and anything out of the ordinary goes on page by page as before."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -117,3 +118,60 @@ def test_a_span_the_store_refuses_goes_on_page_by_page(ledger: Ledger, monkeypat
     projector.rebuild()
     assert len(written) == 3  # three spans from the workers, then page by page from the fourth
     assert contents(projector) == by_page
+
+
+def test_a_backlog_cut_short_is_evaluated_whole_by_the_next_process(ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    """A deferred backlog marks its patients once, from its first page (``signal_backlog``): a process that
+    dies after some pages leaves that mark committed with them, and the next one evaluates every patient of
+    the backlog, those of the pages before the crash included."""
+    projector = Projector(ledger, SignalsModel(), page=97)
+    projector.rebuild()
+    whole = contents(projector)
+
+    write_rows = SignalsModel.write_rows
+    pages: list[int] = []
+
+    def dying(self: SignalsModel, *args: Any) -> None:
+        pages.append(1)
+        if len(pages) == 6:
+            raise KeyboardInterrupt  # the process is stopped mid-backlog
+        write_rows(self, *args)
+
+    monkeypatch.setattr(SignalsModel, "write_rows", dying)
+    monkeypatch.setattr(View, "finish", lambda *a: None)  # killed: its finally blocks never run
+    with pytest.raises(KeyboardInterrupt):
+        Projector(ledger, SignalsModel(), page=97).rebuild()
+    monkeypatch.undo()
+    cut = Projector(ledger, SignalsModel(), page=97)
+    assert 0 < cut.view.position(ledger.name) < ledger.position()
+    first = cut.view.db.query("SELECT MIN(notification_id) FROM {t}signal_facts")[0][0]
+    assert cut.view.db.query("SELECT writer, since FROM {t}signal_backlog") == [("all", first)]
+    assert cut.view.db.query("SELECT COUNT(*) FROM {t}signals") == [(0,)]
+
+    cut.catch_up()
+    assert contents(cut) == whole
+    assert cut.view.db.query("SELECT * FROM {t}signal_backlog") == []
+
+
+def test_a_backlog_on_a_store_in_use_evaluates_only_its_own_patients(store_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    ledger = Ledger(Store.parse(store_url))
+    lines = list(generate(40, 2.0, seed=31, mas_share=0.2))
+    by_patient: dict[str, list[str]] = {}
+    for line in lines:
+        by_patient.setdefault(json.loads(line)["message_id"].split("-")[0], []).append(line)  # bad ones too
+    first, later = sorted(by_patient)[:30], sorted(by_patient)[30:]
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for p in first for line in by_patient[p]])
+    projector = Projector(ledger, SignalsModel(), page=97)
+    projector.catch_up()
+
+    evaluated: list[str] = []
+    from projections import evaluation
+    evaluate_chunk = evaluation.evaluate_chunk
+    monkeypatch.setattr(evaluation, "evaluate_chunk", lambda fetch, db, keys, *a: (
+        evaluated.extend(db.sealer.untoken(pid) for _, pid in keys), evaluate_chunk(fetch, db, keys, *a))[1])
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for p in later for line in by_patient[p]])
+    assert ledger.position() - projector.view.position(ledger.name) > 97  # a backlog: deferred
+    projector = Projector(ledger, SignalsModel(), page=97)  # a new process: its liver check runs too
+    projector.catch_up()
+    assert sorted(evaluated) == later
