@@ -67,6 +67,28 @@ class ReadDB:
         """Rows of a cursor as tuples, whichever row factory it has (psycopg dict rows, sqlite3.Row)."""
         return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cursor.fetchall()]
 
+    def patients_in(self, keys: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+        """A condition on ``source`` and ``patient_id`` that holds for these patients, and its parameters:
+        on PostgreSQL the pairs as two arrays, where a condition of 500 ORs took 6 ms to plan."""
+        if self.kind == "postgresql":
+            return ("(source, patient_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    [[source for source, _ in keys], [pid for _, pid in keys]])
+        return " OR ".join(["(source = ? AND patient_id = ?)"] * len(keys)), [v for key in keys for v in key]
+
+    def insert(self, cursor: Any, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows to a table (every column, in order): on PostgreSQL by COPY, where an INSERT per row
+        cost 30 µs a row when a rebuild wrote a million facts; by INSERT on SQLite, and through a cursor that
+        makes text storable first (the second try of a page the store refused: ``projections.view``)."""
+        if not rows:
+            return
+        if self.kind == "postgresql" and _is_psycopg(cursor):
+            with cursor.copy(self.sql(f"COPY {{t}}{table} FROM STDIN")) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        cursor.executemany(self.sql(f"INSERT INTO {{t}}{table} VALUES ({','.join([self.placeholder] * len(rows[0]))})"),
+                           rows)
+
     def table_exists(self, name: str) -> bool:
         if self.kind == "sqlite":
             rows = self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name={p}", [name])
@@ -76,6 +98,12 @@ class ReadDB:
                 [self.store.schema, name],
             )
         return bool(rows)
+
+
+def _is_psycopg(cursor: Any) -> bool:
+    import psycopg
+
+    return isinstance(cursor, psycopg.Cursor)
 
 
 def written(db: ReadDB, *tables: str) -> tuple[int, ...]:

@@ -53,8 +53,7 @@ class EfficacyModel:
         self.write_rows(cursor, db, self.rows(db, events))
 
     def write_rows(self, cursor: Any, db: ReadDB, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            cursor.executemany(db.sql("INSERT INTO {t}efficacy_facts VALUES ({p},{p},{p},{p},{p},{p},{p},{p})"), rows)
+        db.insert(cursor, "efficacy_facts", rows)
 
     def rows(self, db: ReadDB, events: Sequence[tuple[int, Any]]) -> list[tuple[Any, ...]]:
         """A page's facts (``projections.view.PageRows``: pure)."""

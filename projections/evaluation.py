@@ -33,12 +33,12 @@ CHUNK = 500
 
 def read_facts(fetch: Fetch, db: ReadDB, keys: Sequence[Key]) -> dict[Key, list[tuple[str, str, str, str]]]:
     """Each patient's facts as ``history_from`` takes them, in the order they were recorded."""
-    where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(keys))
+    where, params = db.patients_in(keys)
     rows: dict[Key, list[tuple[str, str, str, str]]] = defaultdict(list)
     sl = db.sealer
     for source, pid, mid, typ, at, data in fetch(db.sql("SELECT source, patient_id, message_id, type, occurred_at,"
                                                         " data FROM {t}signal_facts WHERE " + where +
-                                                        " ORDER BY notification_id"), [v for k in keys for v in k]):
+                                                        " ORDER BY notification_id"), params):
         rows[(source, pid)].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))
     return rows
 

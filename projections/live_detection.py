@@ -89,9 +89,8 @@ class LiveDetection:
         totals changed."""
         if not shares:
             return
-        p, sl = db.placeholder, db.sealer
-        where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(shares))
-        params = [v for key in shares for v in key]
+        sl = db.sealer
+        where, params = db.patients_in(list(shares))
         cursor.execute(db.sql("SELECT source, patient_id, drug, term, n, last_onset FROM {t}detection_pairs WHERE "
                               + where), params)
         old = {(s, pid, drug, term): (n, last) for s, pid, drug, term, n, last in db.fetch(cursor)}
@@ -112,19 +111,18 @@ class LiveDetection:
             for key, (n, _) in old.items():
                 delta[key[2:]] -= n
             cursor.execute(db.sql("DELETE FROM {t}detection_pairs WHERE " + where), params)
-            cursor.executemany(db.sql(f"INSERT INTO {{t}}detection_pairs VALUES ({','.join([p] * 6)})"),
-                               [(*k, n, last) for k, (n, last) in new.items()])
+            db.insert(cursor, "detection_pairs", [(*k, n, last) for k, (n, last) in new.items()])
             cursor.executemany(db.sql("INSERT INTO {t}detection_totals AS totals VALUES ({p},{p},{p})"
                                       " ON CONFLICT (drug, term) DO UPDATE SET a = totals.a + excluded.a"),
                                [(*k, d) for k, d in delta.items() if d])
             cursor.execute(db.sql("DELETE FROM {t}detection_totals WHERE a = 0"))
         cursor.execute(db.sql("DELETE FROM {t}detection_patients WHERE " + where), params)
-        cursor.executemany(db.sql("INSERT INTO {t}detection_patients VALUES ({p},{p},{p})"), days)
+        db.insert(cursor, "detection_patients", days)
         if self.plan:
             self._update_plan(cursor, db, shares, where, params)
 
     def _update_plan(self, cursor: Any, db: Any, shares: Mapping[Key, tuple[Subject | None, date | None]],
-                     where: str, params: list[str]) -> None:
+                     where: str, params: list[Any]) -> None:
         p = db.placeholder
         old: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
         cursor.execute(db.sql("SELECT pair, source, patient_id, first, last FROM {t}detection_spans WHERE " + where),

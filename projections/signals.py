@@ -168,7 +168,7 @@ class SignalsModel:
             self._exposure_dirty.update(exposure)
         p = db.placeholder
         if facts:
-            cursor.executemany(db.sql(f"INSERT INTO {{t}}signal_facts VALUES ({','.join([p] * 8)})"), facts)
+            db.insert(cursor, "signal_facts", facts)
             least, most = ("MIN", "MAX") if db.kind == "sqlite" else ("LEAST", "GREATEST")
             cursor.execute(db.sql("INSERT INTO {t}signal_span VALUES ({p},{p},{p}) ON CONFLICT (writer) DO UPDATE"
                                   f" SET first = {least}({{t}}signal_span.first, excluded.first),"
@@ -360,9 +360,9 @@ class SignalsModel:
         shares: dict[tuple[str, str], Any] = {}
         for chunk, evaluated in zip(chunks, results, strict=True):
             recorded = {(s, pid): at for s, pid, at in chunk}
-            where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(chunk))
+            where, params = db.patients_in([(s, pid) for s, pid, _ in chunk])
             cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE "
-                                  + where), [v for s, pid, _ in chunk for v in (s, pid)])
+                                  + where), params)
             found = db.fetch(cursor)
             self._store(cursor, db, [(sig, key[1], recorded[key], self.config.version)
                                      for key, signals, _, _ in evaluated for sig in signals], found)
@@ -472,10 +472,9 @@ def _arms(db: ReadDB, patients: set[tuple[str, str]]) -> dict[tuple[str, str], s
     keys = sorted(patients)
     for start in range(0, len(keys), 400):
         chunk = keys[start:start + 400]
-        where = " OR ".join(["(source = {p} AND patient_id = {p})"] * len(chunk))
+        where, params = db.patients_in(chunk)
         for source, pid, data in db.query("SELECT source, patient_id, data FROM {t}signal_facts WHERE type = "
-                                          "'enrolment' AND (" + where + ") ORDER BY notification_id",
-                                          [v for key in chunk for v in key]):
+                                          "'enrolment' AND (" + where + ") ORDER BY notification_id", params):
             enrolment = json.loads(db.sealer.unseal(data) or "{}")
             out[(source, pid)] = enrolment.get("actual_arm") or enrolment.get("arm")
     return out
