@@ -2,7 +2,7 @@
 
 A rebuild spends most of its pages phase reading and decoding events and making rows of them, in one
 process while the machine's other cores wait (a thread cannot help: decoding holds the interpreter lock).
-Here forked workers each take a span of the ledger (a page's worth of notification ids), read and decode it
+Here forked workers each take a span of the ledger (a few pages' worth of notification ids), read and decode it
 over a connection of their own and make its rows (``PageRows.rows``, pure); the projector writes the spans
 in ledger order, each in one transaction with its tracked position, as it writes a page.
 
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 #: pages of backlog from which workers pay for their start (a rebuild, a store's first catch-up)
 SPANS_FROM = 20
+
+#: pages of ledger a span holds, by store: each span is one transaction, whose commit flushes the WAL to disk
+#: on PostgreSQL (3.9 ms here; four pages a span: its rebuild's writing 9.7 -> 7.2 s at 15,000 patients) and
+#: not on SQLite, where smaller spans keep the workers and the writer closer in step (0.7 s less)
+SPAN_PAGES = {"sqlite": 1, "postgresql": 4}
 
 #: (ledger, model, database) for the workers: set in the parent before they are forked
 _CONTEXT: list[Any] = []
@@ -71,7 +76,8 @@ def load(projector: Projector, start: int, head: int, upstream: str,
     """Write the spans of ``start`` to ``head`` in order; returns how many events were applied and the
     position reached (``head``, or where the projector's own path is to go on)."""
     processes = workers()
-    spans = iter([(after, min(after + projector.page, head)) for after in range(start, head, projector.page)])
+    width = projector.page * SPAN_PAGES[projector.ledger.store.kind]
+    spans = iter([(after, min(after + width, head)) for after in range(start, head, width)])
     applied = 0
     _CONTEXT[:] = [projector.ledger, projector.model, projector.view.db]
     try:

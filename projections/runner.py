@@ -100,9 +100,10 @@ class Projector:
                 self.view.finish(self.model)
 
     def _bulk_load(self, start: int, head: int) -> list[str]:
-        """On SQLite, a read model filled from nothing with more than a page to do goes without the indexes
-        it lets a bulk load make at its end (``View.deferred_indexes``): their statements, dropped now."""
-        if self.ledger.store.kind != "sqlite" or start != 0 or head - start <= self.page:
+        """A read model filled from nothing with more than a page to do goes without the indexes it lets a
+        bulk load make at its end (``View.deferred_indexes``): their statements, dropped now. Not a segment
+        of a partitioned store: the other segments' workers write the same tables."""
+        if self.segment is not None or start != 0 or head - start <= self.page:
             return []
         indexes = self.view.deferred_indexes()
         self.view.drop_indexes([name for name, _ in indexes])
@@ -110,7 +111,7 @@ class Projector:
 
     def _make_indexes(self, statements: list[str]) -> None:
         """The dropped indexes, made once; an error is logged, not raised over the one that ended the pages
-        (the next process to open the view makes them: SQLite views run every create statement)."""
+        (the next process to open the view makes them: a view runs the create statements of what is missing)."""
         try:
             self.view.make(statements)
         except Exception:

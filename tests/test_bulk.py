@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -49,6 +50,7 @@ def ledger(store_url: str) -> Ledger:
 def spans_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Use workers for any backlog of more than a page; returns the positions their spans were written at."""
     monkeypatch.setattr(bulk, "SPANS_FROM", 1)
+    monkeypatch.setattr(bulk, "SPAN_PAGES", {"sqlite": 1, "postgresql": 1})
     monkeypatch.setattr(bulk, "workers", lambda: 2)
     written: list[int] = []
     write_rows = View.write_rows
@@ -69,6 +71,12 @@ def test_a_backlog_read_in_workers_gives_the_read_model_of_page_by_page(ledger: 
     written = spans_written(monkeypatch)
     projector.rebuild()
     assert len(written) > 10 and written == sorted(written)
+    assert contents(projector) == by_page
+    # spans of several pages, one transaction each
+    monkeypatch.setattr(bulk, "SPAN_PAGES", {"sqlite": 3, "postgresql": 3})
+    written.clear()
+    projector.rebuild()
+    assert len(written) > 3 and all(b - a <= 3 * 97 for a, b in pairwise(written))
     assert contents(projector) == by_page
 
 
