@@ -123,11 +123,13 @@ class Ledger(Application):
 
     def page(self, start: int, limit: int, topics: Sequence[str], stop: int | None = None,
              ) -> Sequence[Notification] | Sequence[Note]:
-        """A projector's page: the notifications of ``topics`` after ``start`` (up to ``stop`` inclusive). On
-        SQLite read lean (plain tuples, each patient's stream id converted once): eventsourcing's frozen
+        """A projector's page: the notifications of ``topics`` after ``start`` (up to ``stop`` inclusive), read
+        lean (plain tuples; on SQLite each patient's stream id converted once): eventsourcing's frozen
         Notification costs as much to make as reading the rows (issue 28)."""
-        if self.store.kind != "sqlite" or not topics:
+        if not topics:
             return self.notifications(start, limit, stop, topics=topics)
+        if self.store.kind == "postgresql":
+            return self._pg_page(start, limit, topics, stop)
         rec: Any = self.recorder
         bound = "" if stop is None else " AND rowid<=?"
         statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {rec.events_table_name}"
@@ -139,6 +141,20 @@ class Ledger(Application):
         if len(ids) > 1_000_000:
             ids.clear()
         return [Note(r[0], ids.get(r[1]) or ids.setdefault(r[1], UUID(r[1])), r[2], r[3], r[4]) for r in rows]
+
+    def _pg_page(self, start: int, limit: int, topics: Sequence[str], stop: int | None) -> list[Note]:
+        """PostgreSQL's page, read lean as SQLite's: rows as tuples (the stream id arrives as a UUID)."""
+        from psycopg.rows import tuple_row
+        from psycopg.sql import SQL, Identifier
+
+        rec: Any = self.recorder
+        statement = SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {schema}.{table}"
+                        " WHERE notification_id > %s{bound} AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
+                        ).format(schema=Identifier(rec.datastore.schema), table=Identifier(rec.events_table_name),
+                                 bound=SQL("" if stop is None else " AND notification_id <= %s"))
+        with rec.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, [start, *([] if stop is None else [stop]), list(topics), limit], prepare=True)
+            return [Note(*row) for row in curs.fetchall()]
 
     def segment_notifications(self, start: int, limit: int, topics: Sequence[str], segment: int,
                               segments: int) -> Sequence[Notification]:
