@@ -53,8 +53,8 @@ Span = tuple[int, int, int, Any]
 def applies(projector: Projector, start: int, head: int) -> bool:
     """Whether this catch-up's backlog is read in workers: the whole ledger's (not one segment's), a model
     that makes rows apart from writing them, enough pages, and cores to spare."""
-    return (projector.segment is None and isinstance(projector.model, PageRows)
-            and head - start > SPANS_FROM * projector.page and workers() > 0)
+    return (head - start > SPANS_FROM * projector.page and projector.segment is None
+            and isinstance(projector.model, PageRows) and workers() > 0)
 
 
 def _span(job: tuple[int, int]) -> Span:
