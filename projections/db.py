@@ -81,7 +81,7 @@ class ReadDB:
         makes text storable first (the second try of a page the store refused: ``projections.view``)."""
         if not rows:
             return
-        if self.kind == "postgresql" and _is_psycopg(cursor):
+        if self.kind == "postgresql" and len(rows) >= COPY_FROM and _is_psycopg(cursor):
             with cursor.copy(self.sql(f"COPY {{t}}{table} FROM STDIN")) as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -98,6 +98,11 @@ class ReadDB:
                 [self.store.schema, name],
             )
         return bool(rows)
+
+
+#: rows from which an append is a COPY: below, a COPY's extra round trip costs more than it saves (a live
+#: catch-up writes a fact or two)
+COPY_FROM = 50
 
 
 def _is_psycopg(cursor: Any) -> bool:
