@@ -10,7 +10,6 @@ import argparse
 import cProfile
 import json
 import pstats
-import sys
 import tempfile
 import uuid
 from collections import defaultdict
@@ -92,9 +91,7 @@ def main() -> None:
         f"{rebuild_total:.1f} s under the profiler; the incremental path {inc_total / 200 * 1000:.2f} ms per lab "
         "result including its ingest. Every new fact re-evaluates the patient's whole history (parse its facts, "
         "apply the amendments, run every MAS and liver rule), which is what the per-event cost is made of.\n")
-    print(body)
-    report.write_section("Where the signals read model's time goes", "python -m benchmarks.profile_signals "
-                         + " ".join(sys.argv[1:]), body)
+    report.publish("Where the signals read model's time goes", "benchmarks.profile_signals", body)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -110,9 +109,7 @@ def main() -> None:
         "wall time of each part (timers around the projector's methods). The pages phase is the rebuild less "
         "the parts that follow it; the projector's writing is within it, while the workers read, decode and "
         "make the rows (`projections.bulk`). Finish holds the evaluation and the shares.\n")
-    print(body)
-    report.write_section("Where a signals rebuild's time goes", "python -m benchmarks.rebuild_phases "
-                         + " ".join(sys.argv[1:]), body)
+    report.publish("Where a signals rebuild's time goes", "benchmarks.rebuild_phases", body)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -77,6 +78,12 @@ def write_section(title: str, command: str, body: str) -> None:
     found = pattern.search(text)
     text = pattern.sub(lambda _: section + "\n", text) if found else text.rstrip() + "\n\n" + section
     PATH.write_text(text)
+
+
+def publish(title: str, module: str, body: str) -> None:
+    """Print a benchmark's section and write it, with the command that ran it (its arguments included)."""
+    print(body)
+    write_section(title, f"python -m {module} " + " ".join(sys.argv[1:]), body)
 
 
 def previous_rows(section: str, cells: int) -> str:
