@@ -10,6 +10,10 @@ Anything out of the ordinary (a worker's error, a write the store refuses, a riv
 path: the projector's own page-by-page path goes on from the last span written and deals with it as it
 always has (escaping text, applying event by event, recording a stop), so the rows are the same
 whichever path wrote them.
+
+The workers are forked, as the evaluation's are (``projections.evaluation``): they use no lock another
+thread of the projecting process may hold (they open their own connections, and log nothing), and a
+projecting process runs no other thread on the database (the board's follower is a process of its own).
 """
 
 from __future__ import annotations
