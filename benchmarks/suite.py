@@ -40,7 +40,8 @@ from projections.exposure import Settings as TableSettings
 from projections.incidence import IncidenceModel, incidence
 from projections.liver import edish_view, lab_shifts
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals
+from projections.signal_queries import query_signals
+from projections.signals import SignalsModel
 from projections.view import View
 from safety.incidence import Settings
 from safety.liver import load_liver_config

@@ -20,12 +20,14 @@ from projections.efficacy import EfficacyModel, efficacy
 from projections.expedited import ExpeditedModel, clocked, known_cases
 from projections.exposure import ExposureModel, ae_cases, ae_tables
 from projections.exposure import Settings as TableSettings
+from projections.facts import parse_time
 from projections.feed import dead_letters_waiting, feed_counts, quarantine
 from projections.incidence import COLUMNS as INCIDENCE_COLUMNS
 from projections.incidence import IncidenceModel, incidence, open_row
 from projections.liver import edish_view, lab_shifts, liver_panel
 from projections.runner import read_model_dbs, read_model_states
-from projections.signals import SignalsModel, load_config, parse_time, query_signals, signal_actions
+from projections.signal_queries import query_signals, signal_actions
+from projections.signals import SignalsModel, load_config
 from projections.transfers import TransfersModel, transfer_changes
 from projections.view import Stop, positions_in, stop_in
 from safety.expedited import Case

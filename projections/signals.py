@@ -6,6 +6,8 @@ For every patient touched by new events, the whole history is evaluated again in
 patients are noted in ``signal_dirty`` in the same transaction as the facts (a deferred backlog notes
 one mark instead, ``signal_backlog``, with its first page: every patient with a fact from there on), and
 cleared when their signals are written, so a crash between the two loses nothing.
+
+Its queries are in ``projections.signal_queries``; other rules are tried aside in ``projections.rules_diff``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from events.domain import ACTION_NAME, SIGNAL_STATUSES, STATUS_AFTER, Patient, SignalReview, patient_uuid
+from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview, patient_uuid
 from projections import evaluation
 from projections.db import ReadDB, dumps
 from projections.detection import detection_rules
 from projections.evaluation import Evaluated
 from projections.exposure import EXPOSURE_TYPES
-from projections.facts import history_from, parse_time, patient_facts
 from projections.incidence import utc_text
 from projections.live_detection import TABLES as DETECTION_TABLES
 from projections.live_detection import LiveDetection, covers
@@ -35,8 +36,8 @@ from projections.liver import create_statement as liver_statement
 from projections.liver import rules_key
 from projections.partitions import segment_of
 from safety.detection_signals import REGISTRY
-from safety.liver import LiverConfig, evaluate_liver, load_liver_config
-from safety.mas import Config, Signal, evaluate
+from safety.liver import LiverConfig, load_liver_config
+from safety.mas import Config, Signal
 from safety.notifications import rises
 from safety.screening import DetectionRules
 
@@ -411,143 +412,3 @@ class SignalsModel:
         if raised:
             cursor.executemany(db.sql("INSERT INTO {t}signal_raises (signal_id, level, raised_at) VALUES ({p},{p},{p})"
                                       " ON CONFLICT (signal_id, level) DO NOTHING"), raised)
-
-
-LEVEL_ORDER = {"alert": 0, "warning": 1, "watch": 2}
-STATUS_ORDER = {status: i for i, status in enumerate(SIGNAL_STATUSES)}
-
-
-def query_signals(
-    db: ReadDB,
-    *,
-    status: str | None = None,
-    patient: str | None = None,
-    source: str | None = None,
-    kind: str | None = None,
-    as_of: datetime | None = None,
-    signal_id: str | None = None,
-) -> list[dict[str, Any]]:
-    """Signals for the board and the CLI: open first, then by level and time."""
-    clauses, params = [], []
-    sl = db.sealer
-    token = sl.token(patient) if patient is not None else None
-    for column, value in (("patient_id", token), ("source", source), ("kind", kind), ("id", signal_id)):
-        if value is not None:
-            clauses.append(f"{column} = {{p}}")
-            params.append(value)
-    if as_of is not None:
-        clauses.append("raised_at <= {p}")
-        params.append(utc_text(as_of))
-    sql = "SELECT " + ", ".join(SIGNAL_COLUMNS) + " FROM {t}signals"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    rows = [dict(zip(SIGNAL_COLUMNS, r, strict=True)) for r in db.query(sql, params)]
-    if as_of is not None:
-        rows = [_status_as_of(db, r, as_of) for r in rows]
-    else:  # the last action decides, even one recorded by another segment's worker as the signal was made
-        acted = dict(db.query("SELECT signal_id, status FROM {t}signal_actions ORDER BY notification_id"))
-        rows = [{**r, "status": acted.get(r["id"], r["status"])} for r in rows]
-    if status is not None:
-        rows = [r for r in rows if r["status"] == status]
-    arms = _arms(db, {(r["source"], r["patient_id"]) for r in rows if r["patient_id"]})
-    out = []
-    for r in rows:
-        r["arm"] = arms.get((r["source"], r["patient_id"]))
-        r["patient_id"] = sl.untoken(r["patient_id"])
-        for column in ("evidence", "context", "criteria_2016", "details"):
-            text = sl.unseal(r[column])
-            r[column] = json.loads(text) if text is not None else None
-        for column in ("occurred_at", "raised_at", "updated_at"):
-            r[column] = parse_time(r[column]).isoformat()
-        out.append(r)
-    out.sort(key=lambda r: (STATUS_ORDER[r["status"]] > 0, LEVEL_ORDER.get(r["level"], 9),
-                            r["priority"] != "high", _descending(r["occurred_at"])))
-    return out
-
-
-def _arms(db: ReadDB, patients: set[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-    """Each patient's actual arm (the treatment started, the safety convention; else the planned one) from
-    their enrolment, for the arm column of the signals (issue 27); None without one."""
-    out: dict[tuple[str, str], str | None] = {}
-    keys = sorted(patients)
-    for start in range(0, len(keys), 400):
-        chunk = keys[start:start + 400]
-        where, params = db.patients_in(chunk)
-        for source, pid, data in db.query("SELECT source, patient_id, data FROM {t}signal_facts WHERE type = "
-                                          "'enrolment' AND (" + where + ") ORDER BY notification_id", params):
-            enrolment = json.loads(db.sealer.unseal(data) or "{}")
-            out[(source, pid)] = enrolment.get("actual_arm") or enrolment.get("arm")
-    return out
-
-
-def _descending(text: str) -> float:
-    return -datetime.fromisoformat(text).timestamp()
-
-
-def _status_as_of(db: ReadDB, row: dict[str, Any], as_of: datetime) -> dict[str, Any]:
-    actions = db.query("SELECT status FROM {t}signal_actions WHERE signal_id = {p} AND at <= {p}"
-                       " ORDER BY notification_id", [row["id"], utc_text(as_of)])
-    return {**row, "status": actions[-1][0] if actions else "open"}
-
-
-def signal_actions(db: ReadDB, signal_id: str | None = None) -> list[dict[str, Any]]:
-    """The audit trail of the workflow: who did what to which signal, and when."""
-    cols = ("notification_id", "signal_id", "action", "status", "by_user", "note", "reason", "at")
-    sql = "SELECT " + ", ".join(cols) + " FROM {t}signal_actions"
-    params: list[Any] = []
-    if signal_id:
-        sql += " WHERE signal_id = {p}"
-        params.append(signal_id)
-    out = [dict(zip(cols, r, strict=True)) for r in db.query(sql + " ORDER BY notification_id", params)]
-    for row in out:
-        row["note"] = db.sealer.unseal(row["note"])
-    return out
-
-
-def evaluate_all(db: ReadDB, config: Config, liver: LiverConfig) -> list[Any]:
-    """Every signal the read model's facts raise under these rules, computed aside (nothing is written)."""
-    out: list[Any] = []
-    for (source, pid), facts in sorted(patient_facts(db).items()):
-        history = history_from(source, pid, facts)
-        out += evaluate(history, config) + evaluate_liver(history, liver)
-    return out
-
-
-def rules_from_text(text: str, live: SignalsModel) -> tuple[Config, LiverConfig]:
-    """The rules of a TOML text (MAS rules, ``[rules]``, or liver rules, ``[hys_law]``), with the live ones
-    for the other kind; ValueError naming the field when the text cannot be used."""
-    try:
-        parsed = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"not TOML ({exc})") from None
-    if "hys_law" in parsed:
-        return live.config, LiverConfig.from_dict(parsed)
-    if "rules" in parsed:
-        return Config.from_dict(parsed), live.liver
-    raise ValueError("neither MAS rules ([rules]) nor liver rules ([hys_law])")
-
-
-def diff_rules(db: ReadDB, config: Config, liver: LiverConfig) -> dict[str, Any]:
-    """What other rules would do to the live signals: the signals they add, remove, or raise at another
-    level or time, by signal id (patient, kind and episode start), without touching the read model."""
-    live = {s["id"]: s for s in query_signals(db) if s["source"] != REGISTRY}  # patients' signals only
-    other = {s.id: s for s in evaluate_all(db, config, liver)}
-
-    def row(sid: str) -> dict[str, Any]:
-        s, o = live.get(sid), other.get(sid)
-        if s is not None:
-            who = (s["source"], s["patient_id"], s["kind"])
-        else:
-            assert o is not None
-            who = (o.source, o.patient_id, o.kind)
-        return {"id": sid, "source": who[0], "patient_id": who[1], "kind": who[2],
-                "live": None if s is None else {"level": s["level"], "occurred_at": s["occurred_at"]},
-                "other": None if o is None else {"level": o.level, "occurred_at": o.occurred_at.isoformat()}}
-
-    added = [row(sid) for sid in sorted(set(other) - set(live))]
-    removed = [row(sid) for sid in sorted(set(live) - set(other))]
-    changed = [row(sid) for sid in sorted(set(live) & set(other))
-               if live[sid]["level"] != other[sid].level
-               or parse_time(live[sid]["occurred_at"]) != other[sid].occurred_at]
-    return {"rules": {"mas": config.version, "liver": liver.version}, "added": added, "removed": removed,
-            "changed": changed, "unchanged": len(set(live) & set(other)) - len(changed)}

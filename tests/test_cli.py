@@ -169,7 +169,8 @@ def test_demo_replay_raises_patient_6_warning_the_moment_the_second_panel_arrive
     from events.ledger import Ledger
     from events.store import Store
     from projections.runner import Projector
-    from projections.signals import SignalsModel, query_signals
+    from projections.signal_queries import query_signals
+    from projections.signals import SignalsModel
     from safety.cli import in_clinical_order, replay_messages
 
     ledger = Ledger(Store.parse(sqlite_url))

@@ -21,7 +21,8 @@ from events.store import Store
 from events.workflow import act_on_signal
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals, signal_actions
+from projections.signal_queries import query_signals, signal_actions
+from projections.signals import SignalsModel
 from safety.cli import demo_feed_path, read_models
 from safety.incidence import Settings
 from tests.messages import raw

@@ -66,7 +66,7 @@ def test_with_encryption_at_rest_the_workers_answers_are_the_same(sqlite_url: st
 
     from events.sealing import KEY_ENV
     from projections.liver import edish_view, lab_shifts
-    from projections.signals import query_signals
+    from projections.signal_queries import query_signals
     from safety.liver import load_liver_config
 
     monkeypatch.setenv(KEY_ENV, base64.b64encode(os.urandom(32)).decode())

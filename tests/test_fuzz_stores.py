@@ -26,7 +26,7 @@ from projections.dsmb import ReportOptions
 from projections.efficacy import efficacy
 from projections.incidence import incidence
 from projections.runner import Projector
-from projections.signals import query_signals
+from projections.signal_queries import query_signals
 from safety.cli import read_models
 from safety.incidence import Settings
 from safety.vocabulary import ANALYTES

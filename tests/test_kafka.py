@@ -30,7 +30,8 @@ from events.publisher import publish
 from events.store import Store
 from projections.incidence import IncidenceModel, incidence
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals
+from projections.signal_queries import query_signals
+from projections.signals import SignalsModel
 from safety.cli import app, demo_feed_path
 from safety.incidence import Settings
 from tests.broker import Broker

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from events.ledger import Ledger
 from events.store import Store
+from projections.facts import patient_facts
 from projections.runner import Projector
-from projections.signals import SignalsModel, patient_facts
+from projections.signals import SignalsModel
 from safety.formatting import estimate, half_up, interval, p_value, percent
 from safety.listings import deaths, discontinuations, record_of, serious_events
 from safety.survival import kaplan_meier, times_to_first

@@ -16,7 +16,8 @@ from events.ledger import Ledger
 from events.store import Store
 from projections.delivery import notification_for, signal_raises
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals
+from projections.signal_queries import query_signals
+from projections.signals import SignalsModel
 from safety.cli import app
 from safety.detection_signals import REGISTRY
 from tests.messages import message, raw

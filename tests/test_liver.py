@@ -17,7 +17,8 @@ from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals
+from projections.signal_queries import query_signals
+from projections.signals import SignalsModel
 from safety.cli import app
 from tests.messages import message, raw
 from tests.test_sdtm import rows_of, write_transfer

@@ -17,7 +17,8 @@ from events.ledger import Ledger
 from events.store import Store
 from events.workflow import act_on_signal
 from projections.runner import Projector
-from projections.signals import SignalsModel, load_config, query_signals, signal_actions
+from projections.signal_queries import query_signals, signal_actions
+from projections.signals import SignalsModel, load_config
 from safety.cli import demo_feed_path
 from safety.mas import (
     Finding,

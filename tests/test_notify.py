@@ -28,7 +28,8 @@ from events.ledger import Ledger
 from events.store import Store
 from projections.delivery import Deliveries
 from projections.runner import Projector
-from projections.signals import SignalsModel, query_signals
+from projections.signal_queries import query_signals
+from projections.signals import SignalsModel
 from safety.cli import app, demo_feed_path
 from safety.notifications import SIGNATURE_HEADER, notification_id, retry_after, signature, smtp_settings
 from tests.broker import free_port

@@ -23,9 +23,9 @@ from projections.dsmb.figures import edish_svg, incidence_svg, km_svg
 from projections.efficacy import efficacy
 from projections.exposure import Settings as TableSettings
 from projections.exposure import ae_tables
+from projections.facts import patient_facts
 from projections.incidence import incidence, utc_text
 from projections.liver import edish_view, lab_outliers, lab_shifts
-from projections.signals import patient_facts
 from projections.transfers import transfer_changes
 from safety.incidence import Settings as IncidenceSettings
 from safety.listings import (

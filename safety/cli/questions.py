@@ -203,7 +203,7 @@ def signals_command(
     With --rules FILE --diff: evaluate the whole ledger under another rules file and list the signals it
     would add, remove, or raise at another level or time, without touching the live read models."""
     from events.domain import SIGNAL_STATUSES
-    from projections.signals import query_signals
+    from projections.signal_queries import query_signals
 
     if diff or rules is not None:
         if not (diff and rules is not None):
@@ -351,7 +351,7 @@ def ae_table_command(
 
 
 def _signals_diff(store: str | None, rules: Path, format: Format) -> None:
-    from projections.signals import diff_rules, rules_from_text
+    from projections.rules_diff import diff_rules, rules_from_text
 
     model = signals_model()
     try:

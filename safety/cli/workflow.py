@@ -42,7 +42,7 @@ def signal(
 ) -> None:
     """Acknowledge, review or close a signal; recorded as an event with the user and the note."""
     from events.workflow import act_on_signal
-    from projections.signals import query_signals
+    from projections.signal_queries import query_signals
 
     ledger = open_ledger(store)
     model = signals_model()
