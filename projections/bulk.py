@@ -84,31 +84,36 @@ def load(projector: Projector, start: int, head: int, upstream: str,
     spans = iter([(after, min(after + width, head)) for after in range(start, head, width)])
     applied = 0
     _CONTEXT[:] = [projector.ledger, projector.model, projector.view.db]
+    pool = multiprocessing.get_context("fork").Pool(processes)
+    # a few spans ahead of the writer, so rows waiting to be written stay a few pages
+    waiting = deque(pool.apply_async(_span, (job,)) for job in islice(spans, 2 * processes))
     try:
-        # leaving the block terminates the workers, with any spans they read ahead of a break
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            # a few spans ahead of the writer, so rows waiting to be written stay a few pages
-            waiting = deque(pool.apply_async(_span, (job,)) for job in islice(spans, 2 * processes))
-            while waiting:
-                after, upto, count, rows = waiting.popleft().get()
-                waiting.extend(pool.apply_async(_span, (job,)) for job in islice(spans, 1))
-                if count < 0:
-                    log.info("%s: a worker could not read events %d to %d (%s); going on page by page",
-                             projector.model.name, after + 1, upto, rows)
-                    break
-                if not count:
-                    continue  # the next span written, or the page-by-page path, moves the position past it
-                try:
-                    with no_cycle_collection():
-                        projector.view.write_rows(rows, Tracking(upstream, upto), after=start)
-                except Exception as exc:
-                    log.info("%s: events %d to %d not written at once (%s: %s); going on page by page",
-                             projector.model.name, after + 1, upto, type(exc).__name__, exc)
-                    break
-                applied += count
-                start = upto
-                if on_page:
-                    on_page(count, upto)
+        while waiting:
+            after, upto, count, rows = waiting.popleft().get()
+            waiting.extend(pool.apply_async(_span, (job,)) for job in islice(spans, 1))
+            if count < 0:
+                log.info("%s: a worker could not read events %d to %d (%s); going on page by page",
+                         projector.model.name, after + 1, upto, rows)
+                break
+            if not count:
+                continue  # the next span written, or the page-by-page path, moves the position past it
+            try:
+                with no_cycle_collection():
+                    projector.view.write_rows(rows, Tracking(upstream, upto), after=start)
+            except Exception as exc:
+                log.info("%s: events %d to %d not written at once (%s: %s); going on page by page",
+                         projector.model.name, after + 1, upto, type(exc).__name__, exc)
+                break
+            applied += count
+            start = upto
+            if on_page:
+                on_page(count, upto)
     finally:
+        # the spans read ahead of a break are let finish, never cut short: a worker stopped while it hands
+        # back a span leaves the pool waiting for the rest of it for ever (terminate hung in a test)
+        for result in waiting:
+            result.wait()
+        pool.close()
+        pool.join()
         _CONTEXT.clear()
     return applied, start
