@@ -142,37 +142,37 @@ class Ledger(Application):
             ids.clear()
         return [Note(r[0], ids.get(r[1]) or ids.setdefault(r[1], UUID(r[1])), r[2], r[3], r[4]) for r in rows]
 
-    def _pg_page(self, start: int, limit: int, topics: Sequence[str], stop: int | None) -> list[Note]:
-        """PostgreSQL's page, read lean as SQLite's: rows as tuples (the stream id arrives as a UUID)."""
+    def _pg_page(self, start: int, limit: int, topics: Sequence[str], stop: int | None,
+                 segment: tuple[int, int] | None = None) -> list[Note]:
+        """PostgreSQL's page, read lean as SQLite's: rows as tuples (the stream id arrives as a UUID); with
+        ``segment`` (k, count), only the streams of segment k, filtered in the database."""
         from psycopg.rows import tuple_row
         from psycopg.sql import SQL, Identifier
 
         rec: Any = self.recorder
+        where, params = [SQL("notification_id > %s")], list[Any]([start])
+        if stop is not None:
+            where.append(SQL("notification_id <= %s"))
+            params.append(stop)
+        where.append(SQL("topic = ANY(%s)"))
+        params.append(list(topics))
+        if segment is not None:
+            where.append(SQL("('x' || right(replace(originator_id::text, '-', ''), 8))::bit(32)::bigint %% %s = %s"))
+            params += [segment[1], segment[0]]
         statement = SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {schema}.{table}"
-                        " WHERE notification_id > %s{bound} AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
-                        ).format(schema=Identifier(rec.datastore.schema), table=Identifier(rec.events_table_name),
-                                 bound=SQL("" if stop is None else " AND notification_id <= %s"))
+                        " WHERE {where} ORDER BY notification_id LIMIT %s").format(
+            schema=Identifier(rec.datastore.schema), table=Identifier(rec.events_table_name),
+            where=SQL(" AND ").join(where))
         with rec.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(statement, [start, *([] if stop is None else [stop]), list(topics), limit], prepare=True)
+            curs.execute(statement, [*params, limit], prepare=True)
             return [Note(*row) for row in curs.fetchall()]
 
     def segment_notifications(self, start: int, limit: int, topics: Sequence[str], segment: int,
-                              segments: int) -> Sequence[Notification]:
+                              segments: int) -> list[Note]:
         """PostgreSQL: the notifications after ``start`` of one segment's streams (the last 32 bits of the
         stream's UUID modulo ``segments``, as ``projections.partitions.segment_of``), filtered in the
         database so a worker reads only its share of the ledger."""
-        from psycopg.sql import SQL, Identifier
-
-        rec: Any = self.recorder
-        statement = SQL("SELECT * FROM {schema}.{table} WHERE notification_id > %s AND topic = ANY(%s) AND"
-                        " ('x' || right(replace(originator_id::text, '-', ''), 8))::bit(32)::bigint %% %s = %s"
-                        " ORDER BY notification_id LIMIT %s").format(schema=Identifier(rec.datastore.schema),
-                                                                     table=Identifier(rec.events_table_name))
-        with rec.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, [start, list(topics), segments, segment, limit], prepare=True)
-            return [Notification(id=row["notification_id"], originator_id=row["originator_id"],
-                                 originator_version=row["originator_version"], topic=row["topic"],
-                                 state=bytes(row["state"])) for row in curs.fetchall()]
+        return self._pg_page(start, limit, topics, None, (segment, segments))
 
     def decode(self, notification: Notification | Note) -> Any:
         return self._decoder.event(notification)

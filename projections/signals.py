@@ -233,7 +233,7 @@ class SignalsModel:
             dirty = self._with_backlog(cursor, db, dirty, since)
         if not dirty and not self.live.pending:
             self._exposure_dirty = set()  # none left by an earlier process either
-            return  # nothing to evaluate: no write, so the transaction commits nothing
+            return  # nothing to evaluate: nothing written (but a spent backlog mark's removal)
         shares = self._evaluate(cursor, db, dirty)
         if self.partition is None:
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
@@ -290,13 +290,13 @@ class SignalsModel:
         changed, or evaluated patients lack their liver view (``since``: the backlog mark)."""
         if self.partition is None:
             return self.live.stale(cursor, db) or self._liver_stale(cursor, db, since)
-        return (self.live.stale(cursor, db, f"segment {self.partition[0]}",
+        return (self.live.stale(cursor, db, self._writer,
                                 lambda: [(s, pid) for s, pid, _ in self._everyone(cursor, db)])
                 or self._liver_stale(cursor, db, since))
 
     def _everyone(self, cursor: Any, db: ReadDB) -> list[tuple[Any, ...]]:
         """Every patient of this segment, with the time their last fact was recorded (looked up once per
-        ``finish``: forgetting their shares and marking them both need it)."""
+        ``finish``: forgetting their shares and evaluating them both need it)."""
         if self._segment_patients is None:
             self._grouping(cursor, db)
             cursor.execute(db.sql("SELECT source, patient_id, MAX(recorded_at) FROM {t}signal_facts"
