@@ -11,7 +11,7 @@ path: the projector's own page-by-page path goes on from the last span written a
 always has (escaping text, applying event by event, recording a stop), so the rows are the same
 whichever path wrote them.
 
-The workers are forked, as the evaluation's are (``projections.evaluation``): they use no lock another
+The workers are forked (``projections.forked``), as the evaluation's are: they use no lock another
 thread of the projecting process may hold (they open their own connections, and log nothing), and a
 projecting process runs no other thread on the database (the board's follower is a process of its own).
 """
@@ -19,17 +19,15 @@ projecting process runs no other thread on the database (the board's follower is
 from __future__ import annotations
 
 import logging
-import multiprocessing
-from collections import deque
 from collections.abc import Callable
-from itertools import islice
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import Tracking
 
 from events.ledger import Ledger
 from projections.db import no_cycle_collection
-from projections.evaluation import workers
+from projections.forked import in_order, workers
 from projections.view import PageRows
 
 if TYPE_CHECKING:
@@ -79,41 +77,30 @@ def load(projector: Projector, start: int, head: int, upstream: str,
          on_page: Callable[[int, int], None] | None) -> tuple[int, int]:
     """Write the spans of ``start`` to ``head`` in order; returns how many events were applied and the
     position reached (``head``, or where the projector's own path is to go on)."""
-    processes = workers()
     width = projector.page * SPAN_PAGES[projector.ledger.store.kind]
-    spans = iter([(after, min(after + width, head)) for after in range(start, head, width)])
+    jobs = [(after, min(after + width, head)) for after in range(start, head, width)]
     applied = 0
     _CONTEXT[:] = [projector.ledger, projector.model, projector.view.db]
-    pool = multiprocessing.get_context("fork").Pool(processes)
-    # a few spans ahead of the writer, so rows waiting to be written stay a few pages
-    waiting = deque(pool.apply_async(_span, (job,)) for job in islice(spans, 2 * processes))
     try:
-        while waiting:
-            after, upto, count, rows = waiting.popleft().get()
-            waiting.extend(pool.apply_async(_span, (job,)) for job in islice(spans, 1))
-            if count < 0:
-                log.info("%s: a worker could not read events %d to %d (%s); going on page by page",
-                         projector.model.name, after + 1, upto, rows)
-                break
-            if not count:
-                continue  # the next span written, or the page-by-page path, moves the position past it
-            try:
-                with no_cycle_collection():
-                    projector.view.write_rows(rows, Tracking(upstream, upto), after=start)
-            except Exception as exc:
-                log.info("%s: events %d to %d not written at once (%s: %s); going on page by page",
-                         projector.model.name, after + 1, upto, type(exc).__name__, exc)
-                break
-            applied += count
-            start = upto
-            if on_page:
-                on_page(count, upto)
+        with closing(in_order(_span, jobs, workers())) as spans:
+            for after, upto, count, rows in spans:
+                if count < 0:
+                    log.info("%s: a worker could not read events %d to %d (%s); going on page by page",
+                             projector.model.name, after + 1, upto, rows)
+                    break
+                if not count:
+                    continue  # the next span written, or the page-by-page path, moves the position past it
+                try:
+                    with no_cycle_collection():
+                        projector.view.write_rows(rows, Tracking(upstream, upto), after=start)
+                except Exception as exc:
+                    log.info("%s: events %d to %d not written at once (%s: %s); going on page by page",
+                             projector.model.name, after + 1, upto, type(exc).__name__, exc)
+                    break
+                applied += count
+                start = upto
+                if on_page:
+                    on_page(count, upto)
     finally:
-        # the spans read ahead of a break are let finish, never cut short: a worker stopped while it hands
-        # back a span leaves the pool waiting for the rest of it for ever (terminate hung in a test)
-        for result in waiting:
-            result.wait()
-        pool.close()
-        pool.join()
         _CONTEXT.clear()
     return applied, start

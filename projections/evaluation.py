@@ -8,15 +8,15 @@ result does not depend on where it was computed; the parent alone writes, in its
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from typing import Any
 
 from projections.db import ReadDB, loads, no_cycle_collection
 from projections.exposure import EXPOSURE_TYPES, build_subjects, columns_of
 from projections.facts import history_from
+from projections.forked import in_order
 from projections.liver import patient_view, rules_key, stored_row
 from safety.liver import LiverConfig, evaluate_liver
 from safety.mas import Config, Signal, evaluate
@@ -80,22 +80,13 @@ def _work(job: tuple[list[Key], set[Key] | None]) -> list[Evaluated]:
         return evaluate_chunk(db.query, db, job[0], config, liver, job[1])
 
 
-def workers() -> int:
-    """How many worker processes a large evaluation uses: the cores there are (none on one core, or where
-    processes cannot be forked)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cores, 8) if cores > 1 else 0
-
-
 def in_workers(db: ReadDB, config: Config, liver: LiverConfig, jobs: Sequence[tuple[list[Key], set[Key] | None]],
                processes: int) -> Iterator[list[Evaluated]]:
     """Each job's evaluation, in order, computed by ``processes`` forked workers (they read facts already
     committed: the caller's own uncommitted writes are not theirs to see)."""
     _CONTEXT[:] = [db, config, liver]
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            yield from pool.imap(_work, jobs)
+        with closing(in_order(_work, jobs, processes)) as results:
+            yield from results
     finally:
         _CONTEXT.clear()

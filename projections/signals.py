@@ -22,7 +22,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview, patient_uuid
-from projections import evaluation
+from projections import evaluation, forked
 from projections.db import ReadDB, dumps
 from projections.detection import detection_rules
 from projections.evaluation import Evaluated
@@ -348,7 +348,7 @@ class SignalsModel:
         jobs = [([(s, pid) for s, pid, _ in chunk],
                  None if all_shares else {(s, pid) for s, pid, _ in chunk} & (self._exposure_dirty or set()))
                 for chunk in chunks]
-        processes = evaluation.workers() if self.parallel and self.partition is None else 0
+        processes = forked.workers() if self.parallel and self.partition is None else 0
         if processes and len(dirty) >= evaluation.PARALLEL_FROM:
             results: Iterable[list[Evaluated]] = evaluation.in_workers(db, self.config, self.liver, jobs, processes)
         else:

@@ -13,7 +13,7 @@ from events.generator import generate
 from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
-from projections import evaluation
+from projections import evaluation, forked
 from projections.runner import Projector
 from projections.signals import SignalsModel
 
@@ -45,7 +45,7 @@ def test_worker_processes_evaluate_exactly_as_one_process(store_url: str, monkey
     in_workers = evaluation.in_workers
     monkeypatch.setattr(evaluation, "PARALLEL_FROM", 1)
     monkeypatch.setattr(evaluation, "CHUNK", 17)
-    monkeypatch.setattr(evaluation, "workers", lambda: 2)
+    monkeypatch.setattr(forked, "workers", lambda: 2)
     monkeypatch.setattr(evaluation, "in_workers", lambda *a: used.append(a[-1]) or in_workers(*a))
     projector.rebuild()
     assert used == [2]
@@ -86,6 +86,41 @@ def test_with_encryption_at_rest_the_workers_answers_are_the_same(sqlite_url: st
     assert alone[0] and alone[1]["patients"]
     assert b"P000001" not in b"".join(str(r).encode() for r in projector.view.db.query("SELECT * FROM {t}liver_views"))
     monkeypatch.setattr(evaluation, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(evaluation, "workers", lambda: 2)
+    monkeypatch.setattr(forked, "workers", lambda: 2)
     projector.rebuild()
     assert answers() == alone
+
+
+def test_a_chunk_the_parent_fails_to_store_ends_the_workers_without_a_hang(sqlite_url: str,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """The parent stops taking the workers' chunks when storing one fails: the error reaches the caller,
+    nothing of that evaluation is committed, the workers end, and the next catch-up evaluates everyone."""
+    import multiprocessing
+
+    ledger = Ledger(Store.parse(sqlite_url))
+    lines = list(generate(60, 2.0, seed=31, mas_share=0.15))
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for line in lines], batch_size=500)
+    projector = Projector(ledger, SignalsModel(), page=400)
+    monkeypatch.setattr(evaluation, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(evaluation, "CHUNK", 7)
+    monkeypatch.setattr(forked, "workers", lambda: 2)
+    store = SignalsModel._store
+    calls: list[int] = []
+
+    def failing(self: SignalsModel, *args: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:  # every chunk after the first, in the first try and the one with its text escaped
+            raise RuntimeError("disk full")
+        store(self, *args)
+
+    monkeypatch.setattr(SignalsModel, "_store", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        projector.rebuild()
+    assert not multiprocessing.active_children()
+    assert projector.view.db.query("SELECT * FROM {t}signals") == []
+    monkeypatch.setattr(SignalsModel, "_store", store)
+    projector.catch_up()
+    after = read_model(projector)
+    monkeypatch.setattr(evaluation, "PARALLEL_FROM", 10**9)
+    projector.rebuild()
+    assert read_model(projector) == after
