@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -96,6 +96,40 @@ class StateEncoder:
 
 _TYPE_MARK = b'"_type_"'
 _decode_json = msgspec.json.Decoder().decode
+#: the contract type of each recorded fact's topic
+TYPE_OF_TOPIC = {topic: type_name for type_name, topic in EVENT_TOPIC.items()}
+
+
+class _Stamp(msgspec.Struct, forbid_unknown_fields=True, rename={"kind": "_type_", "text": "_data_"}):
+    kind: str
+    text: str
+
+
+class _Recorded(msgspec.Struct):
+    timestamp: _Stamp
+    source: str
+    patient_id: str
+    message_id: str
+    occurred_at: _Stamp
+    data: msgspec.Raw
+    reported_at: _Stamp | None = None
+
+
+_decode_recorded = msgspec.json.Decoder(_Recorded).decode
+
+
+class RecordedText(NamedTuple):
+    """A recorded fact as its stored state holds it: its times as the ISO text stored, its data as the JSON
+    text stored (what ``json.dumps`` writes of it, compact). What a read model that keeps the fact as text
+    needs, without making the event's datetimes and data only to write them back as text."""
+
+    type: str
+    source: str
+    patient_id: str
+    message_id: str
+    occurred_at: str
+    recorded_at: str
+    data: str
 
 
 class StateDecoder:
@@ -135,3 +169,27 @@ class StateDecoder:
         event = object.__new__(resolve_topic(stored.topic))
         object.__setattr__(event, "__dict__", d)
         return event
+
+    def recorded_text(self, stored: Any) -> RecordedText | None:
+        """A recorded fact's fields as stored text (issue 28: a rebuild writes a million facts as text); None
+        where only ``event`` can tell (another event, another mapper, a transcoded value in the data, JSON
+        only Python's parser takes). The data's text is the stored slice: the encoder wrote it as
+        ``json.dumps`` writes the data, so it is what writing the decoded data again gives (a test holds
+        them equal)."""
+        type_name = TYPE_OF_TOPIC.get(stored.topic)
+        if type_name is None or not self.mirrors:
+            return None
+        state = stored.state
+        if self.mapper.cipher:
+            state = self.mapper.cipher.decrypt(state)
+        if self.mapper.compressor:
+            state = self.mapper.compressor.decompress(state)
+        try:
+            r = _decode_recorded(state)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        stamps = (r.timestamp, r.occurred_at) if r.reported_at is None else (r.timestamp, r.occurred_at, r.reported_at)
+        if state.count(_TYPE_MARK) != len(stamps) or any(stamp.kind != _DATETIME for stamp in stamps):
+            return None
+        return RecordedText(type_name, r.source, r.patient_id, r.message_id, r.occurred_at.text, r.timestamp.text,
+                            bytes(r.data).decode())

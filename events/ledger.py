@@ -178,6 +178,10 @@ class Ledger(Application):
     def decode(self, notification: Notification | Note) -> Any:
         return self._decoder.event(notification)
 
+    def decode_as_text(self, notification: Notification | Note) -> Any:
+        """A recorded fact as its stored text (``RecordedText``), any other event as ``decode`` gives it."""
+        return self._decoder.recorded_text(notification) or self._decoder.event(notification)
+
     def position(self) -> int:
         """The id of the last notification: the ledger position answers are computed from."""
         return self.recorder.max_notification_id() or 0

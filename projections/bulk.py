@@ -68,7 +68,8 @@ def _span(job: tuple[int, int]) -> Span:
         reader = _READER[0]
         with no_cycle_collection():
             notes = reader.page(after, upto - after, model.topics, stop=upto)
-            return after, upto, len(notes), model.rows(db, [(n.id, reader.decode(n)) for n in notes])
+            decode = reader.decode_as_text if getattr(model, "takes_recorded_text", False) else reader.decode
+            return after, upto, len(notes), model.rows(db, [(n.id, decode(n)) for n in notes])
     except Exception as exc:  # handed back: the projector's own path meets it again and deals with it
         return after, upto, -1, f"{type(exc).__name__}: {exc}"
 

@@ -37,6 +37,18 @@ def utc_text(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+@lru_cache(maxsize=1 << 14)
+def utc_text_of(iso: str) -> str:
+    """``utc_text`` of the time this ISO text (as ``isoformat`` writes it) stands for, without making the
+    datetime where the text is in UTC already: a stored event's times, read as text (``RecordedText``)."""
+    if iso.endswith("+00:00"):
+        if len(iso) == 32:  # 2015-10-26T14:10:00.123456+00:00
+            return iso[:26] + "Z"
+        if len(iso) == 25:  # 2015-10-26T14:10:00+00:00
+            return iso[:19] + ".000000Z"
+    return utc_text(datetime.fromisoformat(iso))
+
+
 def parse_utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text)
 

@@ -22,12 +22,13 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview, patient_uuid
+from events.encoding import RecordedText
 from projections import evaluation, forked
 from projections.db import ReadDB, dumps
 from projections.detection import detection_rules
 from projections.evaluation import Evaluated
 from projections.exposure import EXPOSURE_TYPES
-from projections.incidence import utc_text
+from projections.incidence import utc_text, utc_text_of
 from projections.live_detection import TABLES as DETECTION_TABLES
 from projections.live_detection import LiveDetection, covers
 from projections.liver import TABLE as LIVER_TABLE
@@ -143,22 +144,30 @@ class SignalsModel:
         )]
 
     def rows(self, db: ReadDB, events: Sequence[tuple[int, Any]]) -> FactRows:
-        """A page's facts, the patients it touched, and its workflow actions (``PageRows``: pure)."""
+        """A page's facts, the patients it touched, and its workflow actions (``PageRows``: pure). A fact
+        may come as its event or as its stored text (``RecordedText``, as a bulk load reads it)."""
         facts, dirty, actions, exposure = [], {}, [], []
         s = db.sealer
         for nid, e in events:
-            if isinstance(e, Patient.Recorded):
-                pid = s.token(e.patient_id)
-                recorded = utc_text(e.timestamp)
-                facts.append((nid, e.source, pid, s.token(e.message_id), e.type, utc_text(e.occurred_at),
-                              recorded, s.seal(dumps(e.data))))
-                dirty[(e.source, pid)] = recorded
-                if e.type in EXPOSURE_TYPES:
-                    exposure.append((e.source, pid))
-            elif isinstance(e, SignalReview.Action):
-                actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
-                                s.seal(e.note), getattr(e, "reason", None), utc_text(e.timestamp)))
+            if type(e) is RecordedText:
+                fact = (nid, e.source, s.token(e.patient_id), s.token(e.message_id), e.type,
+                        utc_text_of(e.occurred_at), utc_text_of(e.recorded_at), s.seal(e.data))
+            elif isinstance(e, Patient.Recorded):
+                fact = (nid, e.source, s.token(e.patient_id), s.token(e.message_id), e.type,
+                        utc_text(e.occurred_at), utc_text(e.timestamp), s.seal(dumps(e.data)))
+            else:
+                if isinstance(e, SignalReview.Action):
+                    actions.append((nid, e.signal_id, ACTION_NAME[type(e)], STATUS_AFTER[type(e)], e.by,
+                                    s.seal(e.note), getattr(e, "reason", None), utc_text(e.timestamp)))
+                continue
+            facts.append(fact)
+            dirty[(fact[1], fact[2])] = fact[6]
+            if fact[4] in EXPOSURE_TYPES:
+                exposure.append((fact[1], fact[2]))
         return facts, dirty, actions, exposure
+
+    #: a bulk load may hand ``rows`` its facts as stored text
+    takes_recorded_text = True
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
         self.write_rows(cursor, db, self.rows(db, events))

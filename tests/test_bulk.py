@@ -183,3 +183,34 @@ def test_a_backlog_on_a_store_in_use_evaluates_only_its_own_patients(store_url: 
     projector = Projector(ledger, SignalsModel(), page=97)  # a new process: its liver check runs too
     projector.catch_up()
     assert sorted(evaluated) == later
+
+
+def test_under_encryption_at_rest_facts_read_as_stored_text_make_the_same_rows(sqlite_url: str,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """A bulk load reads the signals model's facts as their stored text (``Ledger.decode_as_text``); with the
+    ledger encrypted and the read model sealed, every page's rows are those its events make, unsealed."""
+    import base64
+    import os
+
+    from events.domain import Patient
+    from events.encoding import RecordedText
+    from events.sealing import KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, base64.b64encode(os.urandom(32)).decode())
+    ledger = Ledger(Store.parse(sqlite_url))
+    lines = list(generate(30, 2.0, seed=37, mas_share=0.2))
+    Ingestor(ledger).ingest([RawMessage(line.encode(), {}) for line in lines], batch_size=500)
+    model = SignalsModel()
+    db = Projector(ledger, model).view.db
+    assert db.sealer.enabled
+
+    def opened(rows: Any) -> Any:
+        facts, dirty, actions, exposure = rows
+        return [(*f[:7], db.sealer.unseal(f[7])) for f in facts], dirty, actions, exposure
+
+    notes = ledger.page(0, 10**6, model.topics)
+    as_text = [(n.id, ledger.decode_as_text(n)) for n in notes]
+    decoded = [(n.id, ledger.decode(n)) for n in notes]
+    assert all((type(text) is RecordedText) == isinstance(event, Patient.Recorded)
+               for (_, text), (_, event) in zip(as_text, decoded, strict=True))
+    assert opened(model.rows(db, as_text)) == opened(model.rows(db, decoded))
