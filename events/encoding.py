@@ -143,14 +143,19 @@ class StateDecoder:
         self.mapper = mapper
         self.mirrors = _mirrors(mapper)
 
-    def event(self, stored: Any) -> Any:
-        if not self.mirrors:
-            return self.mapper.to_domain_event(stored)
-        state = stored.state
+    def _plain(self, stored: Any) -> bytes:
+        """The stored state as the encoder wrote it, before the mapper compressed and encrypted it."""
+        state: bytes = stored.state
         if self.mapper.cipher:
             state = self.mapper.cipher.decrypt(state)
         if self.mapper.compressor:
             state = self.mapper.compressor.decompress(state)
+        return state
+
+    def event(self, stored: Any) -> Any:
+        if not self.mirrors:
+            return self.mapper.to_domain_event(stored)
+        state = self._plain(stored)
         try:
             d = _decode_json(state)
         except msgspec.DecodeError:
@@ -179,11 +184,7 @@ class StateDecoder:
         type_name = TYPE_OF_TOPIC.get(stored.topic)
         if type_name is None or not self.mirrors:
             return None
-        state = stored.state
-        if self.mapper.cipher:
-            state = self.mapper.cipher.decrypt(state)
-        if self.mapper.compressor:
-            state = self.mapper.compressor.decompress(state)
+        state = self._plain(stored)
         try:
             r = _decode_recorded(state)
         except (msgspec.DecodeError, msgspec.ValidationError):
