@@ -80,6 +80,8 @@ class SignalsModel:
                                "signal_raises", "signal_span", LIVER_TABLE, *DETECTION_TABLES)
     #: made at the end of a bulk load (``projections.view.View.deferred_indexes``), before the evaluation
     deferred_indexes = ("signal_facts_patient",)
+    #: a bulk load may hand ``rows`` its facts as their stored text (``events.encoding.RecordedText``)
+    takes_recorded_text = True
     topics = tuple(
         get_topic(cls) for cls in (
             Patient.Enrolment, Patient.Treatment, Patient.AdverseEvent, Patient.Hospitalisation,
@@ -165,9 +167,6 @@ class SignalsModel:
             if fact[4] in EXPOSURE_TYPES:
                 exposure.append((fact[1], fact[2]))
         return facts, dirty, actions, exposure
-
-    #: a bulk load may hand ``rows`` its facts as stored text
-    takes_recorded_text = True
 
     def write(self, cursor: Any, db: ReadDB, events: Sequence[tuple[int, Any]]) -> None:
         self.write_rows(cursor, db, self.rows(db, events))
