@@ -262,27 +262,32 @@ class View:
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
 
     def _segment_count(self, c: Any) -> int | None:
-        """The store's segment count when its projections are partitioned (PostgreSQL), else None."""
-        c.execute("SELECT to_regclass(%s) AS found", (f'"{self.store.schema}".projection_config',))
-        if c.fetchone()["found"] is None:
-            return None
+        """The store's segment count, read from its projection_config table (a partitioned store's)."""
         c.execute(self.db.sql("SELECT value FROM {t}projection_config WHERE key = 'segments'"))
         row = c.fetchone()
         return int(row["value"]) if row else None
 
     def opening(self, upstream: str, segments: bool) -> tuple[Stop | None, int, int | None]:
-        """What every catch-up asks first, in one transaction over the view's pooled connection (on
-        PostgreSQL each transaction costs round trips): the recorded stop, the tracked position of
-        ``upstream``, and with ``segments`` the store's segment count when it is partitioned."""
+        """What every catch-up asks first: the recorded stop, the tracked position of ``upstream``, and with
+        ``segments`` the store's segment count when it is partitioned. On PostgreSQL in one statement, as
+        each costs a round trip (three of them were 0.55 ms of a live catch-up); the segment count only
+        when the store has a projection_config table."""
         table = "tracking" if self.store.kind == "sqlite" else f'{{t}}"{self.model.name}_tracking"'
+        tracked = f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}"
         with self.recorder.datastore.transaction(commit=False) as c:
-            count = self._segment_count(c) if segments and self.store.kind == "postgresql" else None
-            c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
-            stops = self.db.fetch(c)
-            c.execute(self.db.sql(f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}"),
-                      (upstream,))
-            position = self.db.fetch(c)[0][0] or 0
-        return (Stop(*stops[0]) if stops else None), int(position), count
+            if self.store.kind == "postgresql":
+                c.execute(self.db.sql(f"SELECT ({tracked}) AS tracked, to_regclass({{p}}) IS NOT NULL AS partitioned,"
+                                      f" s.* FROM (SELECT 1) AS one LEFT JOIN ({_STOP_QUERY}) AS s ON TRUE"),
+                          (upstream, f'"{self.store.schema}".projection_config', self.model.name))
+                position, partitioned, *stop = self.db.fetch(c)[0]
+                stops = [tuple(stop)] if stop[0] is not None else []
+                count = self._segment_count(c) if segments and partitioned else None
+            else:
+                c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
+                stops = self.db.fetch(c)
+                c.execute(self.db.sql(tracked), (upstream,))
+                position, count = self.db.fetch(c)[0][0], None
+        return (Stop(*stops[0]) if stops else None), int(position or 0), count
 
     def position(self, upstream: str) -> int:
         return self.recorder.max_tracking_id(upstream) or 0
