@@ -286,7 +286,8 @@ class View:
                 c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
                 stops = self.db.fetch(c)
                 c.execute(self.db.sql(tracked), (upstream,))
-                position, count = self.db.fetch(c)[0][0], None
+                position = self.db.fetch(c)[0][0]
+                count = None
         return (Stop(*stops[0]) if stops else None), int(position or 0), count
 
     def position(self, upstream: str) -> int:

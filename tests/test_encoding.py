@@ -208,14 +208,15 @@ def test_a_projectors_lean_page_holds_what_the_librarys_notifications_hold(store
         assert pages > 3
 
 
-def assert_text_alike(stored: Any, with_mapper: Mapper[Any]) -> None:
+def assert_text_alike(stored: Any, with_mapper: Mapper[Any]) -> tuple[Any, Any]:
     """A recorded fact's stored text is what the event gives written back as text: its times' ISO text and
-    its data as ``json.dumps`` writes it, compact (what the signals read model stores)."""
+    its data as ``json.dumps`` writes it, compact (what the signals read model stores). Returns both."""
     text = StateDecoder(with_mapper).recorded_text(stored)
     event = with_mapper.to_domain_event(stored)
     assert text is not None
     assert text == (event.type, event.source, event.patient_id, event.message_id, event.occurred_at.isoformat(),
                     event.timestamp.isoformat(), json.dumps(event.data, separators=(",", ":"), ensure_ascii=False))
+    return text, event
 
 
 @settings(max_examples=300, deadline=None)
@@ -228,10 +229,7 @@ def test_a_facts_stored_text_is_its_event_written_back_as_text(m: dict[str, Any]
 
     message_ = parse_message(json.dumps(m, ensure_ascii=bool(len(m) % 2)).encode(), now=NOW)
     stored = StateEncoder(mapper()).recorded(message_, now, 1)
-    assert_text_alike(stored, mapper())
-    text = StateDecoder(mapper()).recorded_text(stored)
-    event = mapper().to_domain_event(stored)
-    assert text is not None
+    text, event = assert_text_alike(stored, mapper())
     assert utc_text_of(text.occurred_at) == utc_text(event.occurred_at)
     assert utc_text_of(text.recorded_at) == utc_text(event.timestamp)
 
