@@ -25,7 +25,7 @@ from events.contract import ContractViolation, validate_data
 from events.domain import Patient, patient_hex, patient_uuid
 from events.encoding import StateEncoder
 from events.ledger import Ledger
-from events.parsers import ParserPool
+from events.parsers import ParserPool, frozen_heap
 from events.recorders import AdmissionRow, CountRow, IndexedMessage, QuarantineRow, refusal
 from events.strict_json import storable
 from safety.vocabulary import AMENDMENT_TYPES
@@ -121,6 +121,10 @@ class Ingestor:
         workers: int = 0,
     ) -> IngestCounts:
         """Ingest in batches; ``workers`` > 0 parses in that many processes while this one stores."""
+        with frozen_heap():
+            return self._ingest(raws, batch_size, workers)
+
+    def _ingest(self, raws: Iterable[RawMessage], batch_size: int, workers: int) -> IngestCounts:
         total = IngestCounts()
         batches = _chunks(raws, batch_size)
         if workers <= 0:

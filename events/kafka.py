@@ -12,6 +12,7 @@ that commit with it (an outbox), so a crash in between delays them but never los
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import struct
@@ -205,6 +206,10 @@ class FeedConsumer:
         if self.parsers > 0 and self._parser_pool is None:  # started here, not during the first poll
             self._parser_pool = ParserPool(self.parsers, self.ledger)
             self._parser_pool.start()
+        # What is made by now (modules, clients, the parser processes' handles) lives while the consumer is
+        # connected: kept out of the collector's full passes, which walked all of it every few batches
+        # (consumer CPU 31.4 -> 28.9 µs an event; BENCHMARKS.md). ``close`` lets it be collected again.
+        gc.freeze()
         self._ensure_topic(self.dlq_topic)
         if self.group:
             self.consumer.subscribe([self.topic], listener=_SeekOnAssign(self))
@@ -280,6 +285,7 @@ class FeedConsumer:
                 except Exception:
                     log.debug("close failed", exc_info=True)
         self.consumer = self.producer = None
+        gc.unfreeze()  # what this connection made (clients, buffers) can be collected once dropped
 
     # --- the loop ----------------------------------------------------------------------------
 

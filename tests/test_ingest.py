@@ -230,3 +230,24 @@ def test_batches_read_while_the_parser_processes_start_are_parsed_here_in_order(
     assert ledger.tables.message_digest() == alone.tables.message_digest()
     order = [e.message_id for e in ledger.patient_events("umcu-msc-jia", "MSC-06")[1:]]
     assert order == [e.message_id for e in alone.patient_events("umcu-msc-jia", "MSC-06")[1:]]
+
+
+def test_ingest_keeps_what_existed_out_of_the_collectors_passes_and_lets_it_go_after(ledger):
+    """The objects alive when a run starts are frozen while it runs (a speed-up: BENCHMARKS.md) and
+    collectable again after it, also when it fails, so nothing they hold in a cycle leaks."""
+    import gc
+
+    frozen_while: list[int] = []
+
+    def lines(fail: bool):
+        frozen_while.append(gc.get_freeze_count())
+        yield raw(message("m1"))
+        if fail:
+            raise OSError("the file went away")
+
+    gc.unfreeze()  # whatever an earlier test left frozen
+    assert Ingestor(ledger).ingest(lines(False)).accepted == 1
+    with pytest.raises(OSError):
+        Ingestor(ledger).ingest(lines(True))
+    assert frozen_while[0] > 0 and frozen_while[1] > 0
+    assert gc.get_freeze_count() == 0

@@ -359,3 +359,21 @@ def test_runs_cut_records_by_count_and_by_bytes_in_order():
     assert cut == [[5, 5], [5], [20], [1, 1, 1, 1], [1, 1]]
     assert [r for run in runs(records, 3, 100) for r in run] == records
     assert list(runs([], 3, 10)) == []
+
+
+def test_a_connected_consumer_keeps_its_start_up_out_of_the_collector_and_lets_it_go_at_close(broker: Broker,
+                                                                                             store_url: str):
+    """Frozen while connected (a speed-up: BENCHMARKS.md); collectable after ``close``, so a consumer that
+    reconnects for months does not keep every dropped client's cycles."""
+    import gc
+
+    topic = topic_name()
+    broker.create_topic(topic, 1)
+    gc.unfreeze()  # whatever an earlier test left frozen
+    feed = FeedConsumer(Ledger(Store.parse(store_url)), broker.bootstrap, topic=topic)
+    feed.connect()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        feed.close()
+    assert gc.get_freeze_count() == 0
