@@ -6,7 +6,7 @@ same synthetic feed, so the ratios hold even on a noisy shared machine.
 
 - command: ``safety-monitor ingest FILE`` as a user runs it (process start included), with its peak
   resident memory;
-- ours: ``Ingestor`` (parse + validate + idempotency + batches of 2000 per transaction), with the
+- ours: ``Ingestor`` (parse + validate + idempotency + batches of 5000 per transaction), with the
   contract's fast path and, in the same run, with the reference path alone
   (``SAFETY_MONITOR_CONTRACT=reference``);
 - naive: the same validation, then one ``Application.save`` per event (one transaction each),
@@ -44,6 +44,7 @@ from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.recorders import hex_id
 from events.store import Store
+from safety.cli.wiring import FILE_BATCH_SIZE
 
 #: where issue 15 started from, kept in view as later runs replace the section
 BEFORE_ISSUE_15 = ("\nBefore issue 15 (2026-11-26 15:56 UTC, reference loop 14.1 ms): sqlite 20,944/s in-process, "
@@ -51,11 +52,11 @@ BEFORE_ISSUE_15 = ("\nBefore issue 15 (2026-11-26 15:56 UTC, reference loop 14.1
 
 
 def ours(store: Store, lines: list[bytes]) -> float:
-    """As ``safety-monitor ingest`` runs on a large file: one parser process, 2000 per batch."""
+    """As ``safety-monitor ingest`` runs on a large file: one parser process, its batch size."""
     ledger = Ledger(store)
     raws = [RawMessage(line, {"line": i}) for i, line in enumerate(lines, 1)]
     start = time.perf_counter()
-    counts = Ingestor(ledger).ingest(raws, batch_size=2000, workers=1)
+    counts = Ingestor(ledger).ingest(raws, batch_size=FILE_BATCH_SIZE, workers=1)
     elapsed = time.perf_counter() - start
     assert counts.accepted == len(lines), counts
     return len(lines) / elapsed

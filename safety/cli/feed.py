@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from safety.cli.wiring import (
+    FILE_BATCH_SIZE,
     STORE_ERRORS,
     BootstrapOption,
     Format,
@@ -44,7 +45,7 @@ class QuarantineFormat(StrEnum):
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="NDJSON files; - reads standard input")],
     store: StoreOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=20000, help="messages per transaction")] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1, max=20000, help="messages per transaction")] = FILE_BATCH_SIZE,
     workers: Annotated[
         int, typer.Option(min=-1, max=16, help="parser processes; -1: 1 for inputs over 8 MB, else 0 (a second "
                           "gains nothing on two cores: BENCHMARKS.md)")
