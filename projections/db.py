@@ -81,7 +81,7 @@ class ReadDB:
         makes text storable first (the second try of a page the store refused: ``projections.view``)."""
         if not rows:
             return
-        if self.kind == "postgresql" and len(rows) >= COPY_FROM and _is_psycopg(cursor):
+        if self.kind == "postgresql" and len(rows) >= COPY_FROM and _is_psycopg(cursor) and not _pipelined(cursor):
             with cursor.copy(self.sql(f"COPY {{t}}{table} FROM STDIN")) as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -109,6 +109,24 @@ def _is_psycopg(cursor: Any) -> bool:
     import psycopg
 
     return isinstance(cursor, psycopg.Cursor)
+
+
+def _pipelined(cursor: Any) -> bool:
+    """Whether the cursor's connection is in pipeline mode (``pipelined``), where COPY is not allowed."""
+    from psycopg import pq
+
+    return bool(cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF)
+
+
+@contextmanager
+def pipelined(cursor: Any) -> Iterator[None]:
+    """On PostgreSQL, the statements of the block sent without waiting for each one's answer, until one is
+    read (psycopg's pipeline mode): a live page's writes cost no round trip of their own. Elsewhere, as is."""
+    if not _is_psycopg(cursor):
+        yield
+        return
+    with cursor.connection.pipeline():
+        yield
 
 
 def written(db: ReadDB, *tables: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
@@ -23,7 +24,8 @@ from events.ledger import Ledger
 from events.recorders import is_conflict
 from events.store import Store
 from events.strict_json import storable
-from projections.db import ReadDB, no_cycle_collection
+from projections.db import COPY_FROM, ReadDB, no_cycle_collection
+from projections.db import pipelined as pipelined_on
 
 log = logging.getLogger(__name__)
 
@@ -274,15 +276,16 @@ class View:
         when the store has a projection_config table."""
         table = "tracking" if self.store.kind == "sqlite" else f'{{t}}"{self.model.name}_tracking"'
         tracked = f"SELECT MAX(notification_id) FROM {table} WHERE application_name = {{p}}"
-        with self.recorder.datastore.transaction(commit=False) as c:
-            if self.store.kind == "postgresql":
+        if self.store.kind == "postgresql":  # one statement needs no transaction: no BEGIN, no ROLLBACK
+            with self.recorder.datastore.cursor() as c:
                 c.execute(self.db.sql(f"SELECT ({tracked}) AS tracked, to_regclass({{p}}) IS NOT NULL AS partitioned,"
                                       f" s.* FROM (SELECT 1) AS one LEFT JOIN ({_STOP_QUERY}) AS s ON TRUE"),
                           (upstream, f'"{self.store.schema}".projection_config', self.model.name))
                 position, partitioned, *stop = self.db.fetch(c)[0]
                 stops = [tuple(stop)] if stop[0] is not None else []
                 count = self._segment_count(c) if segments and partitioned else None
-            else:
+        else:
+            with self.recorder.datastore.transaction(commit=False) as c:
                 c.execute(self.db.sql(_STOP_QUERY), (self.model.name,))
                 stops = self.db.fetch(c)
                 c.execute(self.db.sql(tracked), (upstream,))
@@ -303,7 +306,8 @@ class View:
         ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL); ``model``, a
         segment's own instance of the read model (``projections.partitions``)."""
         m = model or self.model
-        self._commit(tracking, after, lambda c: m.write(_StorableText(c) if storable_text else c, self.db, events))
+        self._commit(tracking, after, lambda c: m.write(_StorableText(c) if storable_text else c, self.db, events),
+                     pipelined=len(events) < COPY_FROM)
 
     def write_rows(self, rows: Any, tracking: Tracking, after: int) -> None:
         """As ``write``, with the rows the model already made of a page (``PageRows.rows``, in a worker
@@ -311,8 +315,11 @@ class View:
         model = cast(PageRows, self.model)
         self._commit(tracking, after, lambda c: model.write_rows(c, self.db, rows))
 
-    def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None]) -> None:
-        with self.recorder.datastore.transaction(commit=True) as c:
+    def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None], *,
+                pipelined: bool = False) -> None:
+        """``pipelined``: a small page (the live path), whose cost on PostgreSQL is its round trips, not its
+        rows: its writes go without waiting for each answer (``projections.db.pipelined``)."""
+        with self.recorder.datastore.transaction(commit=True) as c, (pipelined_on(c) if pipelined else nullcontext()):
             self._claim(c, tracking.application_name, after)
             write(c)
             self.recorder._insert_tracking(c, tracking)

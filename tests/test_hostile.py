@@ -360,6 +360,32 @@ def test_a_read_model_that_cannot_apply_an_event_stops_there_and_says_so(store_u
     assert not BoardData(store).stops()
 
 
+def test_a_live_page_the_store_refuses_is_escaped_or_stopped_at_as_a_large_page_is(store_url: str):
+    """A page of a few events (the live path) is written on PostgreSQL without waiting for each statement's
+    answer (``projections.db.pipelined``); what the store refuses in it is still found: a NUL written
+    escaped, and a read model that cannot apply an event stopped exactly there, the event before it kept."""
+    store = Store.parse(store_url)
+    ledger = Ledger(store)
+    View(store, IncidenceModel())
+    block_incidence_term(store, "Blocked")
+    Ingestor(ledger).ingest(read_ndjson(str(demo_feed_path())))
+    projector = Projector(ledger, IncidenceModel())
+    projector.catch_up()
+    legacy_append(ledger, NUL_TERM)
+    nul_at = ledger.position()
+    blocked = message("blocked-ae", source=SOURCE, patient_id="MSC-06", type="adverse_event",
+                      occurred_at="2016-01-11", data={"term": "Blocked", "severity": "severe", "serious": True})
+    Ingestor(ledger).ingest([raw(blocked), raw(message("later", source=SOURCE, patient_id="MSC-06"), 2)])
+    projector.catch_up()
+    stop = projector.view.stopped()
+    assert stop is not None and stop.position == nul_at and stop.notification_id == nul_at + 1
+    assert "blocked" in stop.reason.lower()
+    answer = incidence(projector.view.db, Settings())
+    assert answer["ledger_position"] == nul_at
+    assert any(t.startswith("Rash") for e in answer["episodes"] for t in e["serious"])
+    assert answer["categories"]["serious"]["post"]["events"] == 5  # the demo's 4 and the NUL one
+
+
 def test_signals_go_on_while_incidence_is_stopped_in_a_follower(sqlite_url: str):
     """The projector of the live path: a stopped read model does not stop the others in the same loop."""
     store = Store.parse(sqlite_url)
