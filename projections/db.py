@@ -81,7 +81,7 @@ class ReadDB:
         makes text storable first (the second try of a page the store refused: ``projections.view``)."""
         if not rows:
             return
-        if self.kind == "postgresql" and len(rows) >= COPY_FROM and _is_psycopg(cursor) and not _pipelined(cursor):
+        if self.kind == "postgresql" and len(rows) >= COPY_FROM and _is_psycopg(cursor) and not in_pipeline(cursor):
             with cursor.copy(self.sql(f"COPY {{t}}{table} FROM STDIN")) as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -111,15 +111,15 @@ def _is_psycopg(cursor: Any) -> bool:
     return isinstance(cursor, psycopg.Cursor)
 
 
-def _pipelined(cursor: Any) -> bool:
-    """Whether the cursor's connection is in pipeline mode (``pipelined``), where COPY is not allowed."""
+def in_pipeline(cursor: Any) -> bool:
+    """Whether the cursor's connection is in pipeline mode (``pipeline``), where COPY is not allowed."""
     from psycopg import pq
 
     return bool(cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF)
 
 
 @contextmanager
-def pipelined(cursor: Any) -> Iterator[None]:
+def pipeline(cursor: Any) -> Iterator[None]:
     """On PostgreSQL, the statements of the block sent without waiting for each one's answer, until one is
     read (psycopg's pipeline mode): a live page's writes cost no round trip of their own. Elsewhere, as is."""
     if not _is_psycopg(cursor):

@@ -24,8 +24,7 @@ from events.ledger import Ledger
 from events.recorders import is_conflict
 from events.store import Store
 from events.strict_json import storable
-from projections.db import COPY_FROM, ReadDB, no_cycle_collection
-from projections.db import pipelined as pipelined_on
+from projections.db import COPY_FROM, ReadDB, no_cycle_collection, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +317,8 @@ class View:
     def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None], *,
                 pipelined: bool = False) -> None:
         """``pipelined``: a small page (the live path), whose cost on PostgreSQL is its round trips, not its
-        rows: its writes go without waiting for each answer (``projections.db.pipelined``)."""
-        with self.recorder.datastore.transaction(commit=True) as c, (pipelined_on(c) if pipelined else nullcontext()):
+        rows: its writes go without waiting for each answer (``projections.db.pipeline``)."""
+        with self.recorder.datastore.transaction(commit=True) as c, (pipeline(c) if pipelined else nullcontext()):
             self._claim(c, tracking.application_name, after)
             write(c)
             self.recorder._insert_tracking(c, tracking)

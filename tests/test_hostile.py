@@ -362,7 +362,7 @@ def test_a_read_model_that_cannot_apply_an_event_stops_there_and_says_so(store_u
 
 def test_a_live_page_the_store_refuses_is_escaped_or_stopped_at_as_a_large_page_is(store_url: str):
     """A page of a few events (the live path) is written on PostgreSQL without waiting for each statement's
-    answer (``projections.db.pipelined``); what the store refuses in it is still found: a NUL written
+    answer (``projections.db.pipeline``); what the store refuses in it is still found: a NUL written
     escaped, and a read model that cannot apply an event stopped exactly there, the event before it kept."""
     store = Store.parse(store_url)
     ledger = Ledger(store)
