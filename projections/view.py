@@ -305,6 +305,7 @@ class View:
         ``storable_text`` escapes what the store cannot keep in text (a NUL on PostgreSQL); ``model``, a
         segment's own instance of the read model (``projections.partitions``)."""
         m = model or self.model
+        # a page under COPY_FROM events writes its facts by INSERT, which pipeline mode takes (COPY it refuses)
         self._commit(tracking, after, lambda c: m.write(_StorableText(c) if storable_text else c, self.db, events),
                      pipelined=len(events) < COPY_FROM)
 
