@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import pages
 from dashboard.auth import PAGES_BY_ROLE, SESSION_SECONDS, User
-from dashboard.state import board_data, limiter, record_sign_in, user_store
+from dashboard.state import board_data, limiter, record_sign_in, user_store, warm_up
 
 st.set_page_config(page_title="Safety monitor", page_icon=":material/health_and_safety:", layout="wide")
 
@@ -53,6 +53,7 @@ def current_user() -> User | None:
     return user if isinstance(user, User) else None
 
 
+warm_up()  # the kept answers, computed while the first visitor signs in
 signed_in = current_user()
 if signed_in is None:
     # the sign-in is a page of its own: with no st.navigation in a run, Streamlit would take the modules

@@ -5,6 +5,7 @@ Each cache is keyed by the store URL, so one process can serve (or test) several
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import streamlit as st
@@ -28,6 +29,21 @@ def _board_data(url: str) -> BoardData:
 @st.cache_resource
 def _ledger(url: str) -> Ledger:
     return Ledger(Store.parse(url))
+
+
+@st.cache_resource
+def _warm_up(url: str) -> bool:
+    from dashboard import warm
+
+    warm.start(_board_data(url))
+    return True
+
+
+def warm_up() -> None:
+    """Compute the answers the board keeps for every session, once a process, in the background
+    (``dashboard.warm``); ``SAFETY_MONITOR_BOARD_WARM=0`` leaves them to the first visitor."""
+    if os.environ.get("SAFETY_MONITOR_BOARD_WARM", "1") != "0":
+        _warm_up(store().url)
 
 
 @st.cache_resource
@@ -71,7 +87,6 @@ def submit(case: str, user: User, on: str, authority: str, aware_at: str | None 
 
 def reference_safety_information() -> tuple[dict[str, frozenset[str]], bool]:
     """The RSI named by SAFETY_MONITOR_RSI (empty when unset), and whether one is in force."""
-    import os
     from pathlib import Path
 
     from safety.expedited import load_rsi

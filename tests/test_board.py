@@ -24,6 +24,7 @@ def demo_store(store_url, tmp_path, monkeypatch) -> str:
     url = store_url
     monkeypatch.setenv("SAFETY_MONITOR_STORE", url)
     monkeypatch.setenv("SAFETY_MONITOR_BOARD_REFRESH", "0")
+    monkeypatch.setenv("SAFETY_MONITOR_BOARD_WARM", "0")  # no thread computing beside the test (tested below)
     monkeypatch.setenv("SAFETY_MONITOR_USERS", str(tmp_path / "users.json"))
     assert CliRunner().invoke(cli, ["demo", "--no-board", "--store", url]).exit_code == 0
     return url
@@ -353,3 +354,59 @@ def test_the_signals_page_draws_the_most_urgent_cards_first_and_more_on_request(
     at.button(key="more_signals").click().run()
     assert not at.exception
     assert len(cards(at)) == min(total, 2 * CARDS_PER_PAGE)
+
+
+#: the BoardData methods behind the answers the board keeps for every session (``dashboard.warm``)
+KEPT = ("ae_table", "expedited_known", "edish", "lab_shifts", "disproportionality", "incidence")
+
+
+def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, monkeypatch):
+    """Issue 28: the warm-up computes, through the pages' own cached functions, exactly the answer each page
+    shows first (every control at its default), so the first visitor after a start asks no read model for it;
+    a page whose default changed without its ``warm`` would be asked here."""
+    import streamlit as st
+
+    from dashboard import warm
+
+    st.cache_data.clear()
+    assert warm.warm(BoardData(Store.parse(demo_store))) == []
+    asked: list[str] = []
+    for name in KEPT:
+        method = getattr(BoardData, name)
+        monkeypatch.setattr(BoardData, name, lambda self, *a, _m=method, _n=name, **k: (asked.append(_n),
+                                                                                          _m(self, *a, **k))[1])
+    for name in ("arms", "expedited", "liver", "detection", "incidence"):
+        page(name)
+    assert asked == []
+    st.cache_data.clear()
+    page("arms")  # and without the warm-up, the page computes its own
+    assert asked == ["ae_table"]
+
+
+def test_a_failing_answer_leaves_the_others_to_be_computed_and_the_board_running(demo_store):
+    from dashboard import warm
+
+    done: list[str] = []
+
+    def broken(_data: BoardData) -> None:
+        raise RuntimeError("read model missing")
+
+    assert warm.warm(BoardData(Store.parse(demo_store)), [broken, lambda d: done.append("next")]) == [__name__]
+    assert done == ["next"]
+
+
+def test_the_warm_up_runs_in_its_own_thread_and_only_its_script_run_warning_is_dropped(demo_store, monkeypatch):
+    import logging
+
+    from dashboard import warm
+
+    ran: list[str] = []
+    monkeypatch.setattr(warm, "warm", lambda data: ran.append(type(data).__name__))
+    thread = warm.start(BoardData(Store.parse(demo_store)))
+    thread.join(timeout=30)
+    assert ran == ["BoardData"] and thread.name == warm.THREAD and thread.daemon
+    record = logging.LogRecord("streamlit", logging.WARNING, __file__, 1, "missing ScriptRunContext", None, None)
+    record.threadName = warm.THREAD
+    assert not warm._OUTSIDE_SCRIPT_RUN.filter(record)
+    record.threadName = "MainThread"
+    assert warm._OUTSIDE_SCRIPT_RUN.filter(record)

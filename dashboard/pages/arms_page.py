@@ -62,6 +62,15 @@ SETTINGS = ("arms_by", "arms_basis", "arms_lag", "arms_min", "arms_as_of", "arms
             "arms_drill_group", "arms_drill_soc", "arms_drill_row", "arms_drill_term")
 
 
+#: the tables the page shows first, every control at its default (lag none, no minimum, actual arm)
+FIRST_TABLES = TableSettings("arm", None, None, 0.0, None, "actual")
+
+
+def warm(data: BoardData) -> None:
+    """Compute the tables the page shows first, for every session (``dashboard.warm``)."""
+    cached_ae_table(data.store.url, FIRST_TABLES, None, data.exposure_version())
+
+
 def arms_page(data: BoardData) -> None:
     st.title("Arms and drugs: treatment-emergent adverse events")
     incomplete = stopped_banner(data, "exposure")

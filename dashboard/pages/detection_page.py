@@ -27,15 +27,24 @@ def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any, vers
     return board_data().disproportionality(level, lag, min_count, cut_time(cut))
 
 
+#: the screen's controls at their defaults: preferred terms, 30 days after a course, pairs of 3 or more events
+FIRST_LEVEL, FIRST_LAG, FIRST_MIN_COUNT = "pt", 30, 3
+
+
+def warm(data: BoardData) -> None:
+    """Compute the screen the page shows first, for every session (``dashboard.warm``)."""
+    cached_screen(data.store.url, FIRST_LEVEL, FIRST_LAG, FIRST_MIN_COUNT, None, data.exposure_version())
+
+
 def detection_page(data: BoardData) -> None:
     st.title("Signal detection")
     stopped_banner(data, "exposure")
     restore(*SETTINGS)
     c1, c2, c3, c4 = st.columns(4)
-    level = c1.radio("Level", ("pt", "soc"), horizontal=True, key="detect_level",
+    level = c1.radio("Level", (FIRST_LEVEL, "soc"), horizontal=True, key="detect_level",
                      format_func=lambda v: {"pt": "preferred term", "soc": "system organ class"}[v])
-    lag = int(c2.number_input("Lag after a course (days)", 0, 3650, 30, key="detect_lag"))
-    min_count = int(c3.number_input("Pairs with at least (events)", 1, 1000, 3, key="detect_min"))
+    lag = int(c2.number_input("Lag after a course (days)", 0, 3650, FIRST_LAG, key="detect_lag"))
+    min_count = int(c3.number_input("Pairs with at least (events)", 1, 1000, FIRST_MIN_COUNT, key="detect_min"))
     method = c4.selectbox("Measure plotted and filtered", ("ic", "ror", "prr", "ebgm"), key="detect_method",
                           format_func=str.upper)
     cut = data_cut_input(data, "detection")

@@ -23,6 +23,13 @@ def cached_cases(url: str, rsi: dict[str, frozenset[str]], version: tuple[int, .
     return board_data().expedited_known(rsi)
 
 
+def warm(data: BoardData) -> None:
+    """Compute the cases the page shows, for every session (``dashboard.warm``)."""
+    from dashboard.state import reference_safety_information
+
+    cached_cases(data.store.url, reference_safety_information()[0], data.expedited_version())
+
+
 def expedited_page(data: BoardData, user: User) -> None:
     from dashboard.state import reference_safety_information, submit
 

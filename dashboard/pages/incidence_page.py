@@ -36,13 +36,25 @@ def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetim
     return board_data().incidence(Settings(anchor, pre, post, cut_at), as_of)
 
 
+#: the windows the page shows first: 3 months before the anchor, 12 from it
+FIRST_PRE, FIRST_POST = 3, 12
+
+
+def warm(data: BoardData) -> None:
+    """Compute the comparison the page shows first (the first anchor, default windows), for every session
+    (``dashboard.warm``)."""
+    anchors = data.interventions()
+    if anchors:
+        cached_incidence(data.store.url, anchors[0], FIRST_PRE, FIRST_POST, None, None, data.incidence_version())
+
+
 def incidence_page(data: BoardData) -> None:
     st.title("Incidence before and after the intervention")
     incomplete = stopped_banner(data, "incidence", "efficacy")
     c1, c2, c3, c4, c5 = st.columns(5)
     anchor = anchor_input(data, c1, "incidence")
-    pre = c2.number_input("Months before", 1, 120, 3)
-    post = c3.number_input("Months from", 1, 120, 12)
+    pre = c2.number_input("Months before", 1, 120, FIRST_PRE)
+    post = c3.number_input("Months from", 1, 120, FIRST_POST)
     with c4:
         as_of = as_of_input("As of (knowledge time)", "as_of")
     with c5:

@@ -34,6 +34,14 @@ def cached_shifts(url: str, by: str, basis: str, version: tuple[int, ...]) -> di
     return board_data().lab_shifts(by, basis)
 
 
+def warm(data: BoardData) -> None:
+    """Compute what the page shows first (by actual arm, peaks on treatment), for every session
+    (``dashboard.warm``)."""
+    version = data.signals_version()
+    cached_edish(data.store.url, "arm", True, "actual", version)
+    cached_shifts(data.store.url, "arm", "actual", version)
+
+
 def liver_page(data: BoardData) -> None:
     st.title("Liver safety (eDISH)")
     data_context(data, takes_cut=False)
