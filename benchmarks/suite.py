@@ -479,8 +479,8 @@ def board_render(suite: Suite) -> str:
         f"\n\nSQLite store with {suite.patients:,} patients; timed in headless Chromium (Playwright) from the "
         f"click to the page's marker text being visible, medians of {suite.runs} browser sessions. Signing in "
         "is timed to the landing page's content; the pages are then visited once it has drawn, each reached "
-        "from another page (the landing page last). The slowest visit is the first one after the board "
-        "started, when its kept answers are still to be computed.\n")
+        "from another page (the landing page last). The slowest visit is the slowest of all, the first browser "
+        "session's included (the first after the board started).\n")
 
 
 if __name__ == "__main__":
