@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from events.domain import ExpeditedSubmission, Patient
-from projections.db import ReadDB, loads
+from projections.db import ReadDB, loads, no_cycle_collection
 from projections.incidence import parse_utc_text, utc_text
 from safety.expedited import Case, Message, Submission, patient_cases, with_clock
 
@@ -61,6 +61,8 @@ def expedited_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime 
     return clocked(known_cases(db, rsi, as_of), as_of or now or datetime.now(UTC))
 
 
+# every fact made into a message at once: the collector's passes cost a third (15,000 patients: 0.75 -> 0.54 s)
+@no_cycle_collection()
 def known_cases(db: ReadDB, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
     """The SUSAR cases as known at ``as_of``, before their clock is read: the part of the answer that
     changes only with the read model's rows, so the board keeps it between visits."""

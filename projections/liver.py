@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from projections.db import ReadDB
+from projections.db import ReadDB, no_cycle_collection
 from projections.facts import history_from, patient_facts
 from projections.incidence import utc_text
 from safety.ctcae import (
@@ -132,6 +132,8 @@ def _views(db: ReadDB, config: LiverConfig, part: str, as_of: datetime | None, d
     return out
 
 
+# every patient's view decoded at once: the collector's passes cost up to 3x (15,000 patients: 0.27 -> 0.09 s)
+@no_cycle_collection()
 def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
                arm_basis: str = "actual", data_cut: datetime | None = None) -> dict[str, Any]:
     """CTCAE v5.0 shift tables of the exposed subjects (never-exposed patients are not in the safety
@@ -148,6 +150,7 @@ def lab_shifts(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None,
             "scale": SHIFT_SCALE, "grades": list(GRADES), "matrices": matrices, "rows": shift_rows(matrices)}
 
 
+@no_cycle_collection()  # as lab_shifts
 def lab_outliers(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None, arm_basis: str = "actual",
                  data_cut: datetime | None = None, min_grade: int = 3) -> list[dict[str, Any]]:
     """Every post-baseline result of grade ``min_grade`` or more (CTCAE v5.0, on the ULN scale of the shift
@@ -169,6 +172,7 @@ def lab_outliers(db: ReadDB, *, by: str = "arm", as_of: datetime | None = None, 
     return sorted(out, key=lambda row: (row["group"], row["patient_id"], row["test"], row["date"]))
 
 
+@no_cycle_collection()  # as lab_shifts
 def edish_view(db: ReadDB, config: LiverConfig, *, by: str = "arm", as_of: datetime | None = None,
                after_first_exposure: bool = True, arm_basis: str = "actual",
                data_cut: datetime | None = None) -> dict[str, Any]:

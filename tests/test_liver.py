@@ -19,7 +19,9 @@ from events.store import Store
 from projections.runner import Projector
 from projections.signal_queries import query_signals
 from projections.signals import SignalsModel
+from projections.view import View
 from safety.cli import app
+from safety.liver import load_liver_config
 from tests.messages import message, raw
 from tests.test_sdtm import rows_of, write_transfer
 
@@ -375,3 +377,23 @@ def test_the_liver_views_are_kept_with_the_signals_and_equal_the_answer_from_the
     lower = replace(config, hy_transaminase_xuln=7.0)
     assert answers(lower) == from_facts(lower)
     assert {p["patient_id"]: p["quadrant"] for p in answers(lower)[0]["patients"]}["A"] != "hys_law_range"
+
+
+def test_the_liver_answers_are_counted_with_the_collector_paused_and_it_runs_again_after(store_url: str,
+                                                                                          monkeypatch: Any):
+    """eDISH, the shift tables and the outlier listing decode every patient's view at once: the collector's
+    passes cost up to 3x (BENCHMARKS.md), so they wait until the answer is counted."""
+    import gc
+
+    from projections import liver
+
+    db = View(Store.parse(store_url), SignalsModel()).db
+    seen: list[bool] = []
+    for name in ("_views", "patient_facts"):  # what each of them reads every patient's views or facts with
+        real = getattr(liver, name)
+        monkeypatch.setattr(liver, name, lambda *a, _r=real, **k: (seen.append(gc.isenabled()), _r(*a, **k))[1])
+    for answer in (lambda: liver.edish_view(db, load_liver_config()), lambda: liver.lab_shifts(db),
+                   lambda: liver.lab_outliers(db)):
+        seen.clear()
+        answer()
+        assert seen and not any(seen) and gc.isenabled()
