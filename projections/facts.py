@@ -68,14 +68,18 @@ def history_from(source: str, patient_id: str, rows: Sequence[tuple[str, str, st
     return h
 
 
-def patient_facts(db: ReadDB, as_of: datetime | None = None) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
+#: every patient's facts, (source, patient id) -> (message_id, type, occurred_at, data) rows: ``patient_facts``
+Facts = dict[tuple[str, str], list[tuple[str, str, str, str]]]
+
+
+def patient_facts(db: ReadDB, as_of: datetime | None = None) -> Facts:
     """Every patient's facts in the read model, as ``history_from`` takes them (recorded by ``as_of``)."""
     sql = "SELECT source, patient_id, message_id, type, occurred_at, data FROM {t}signal_facts"
     params: list[Any] = []
     if as_of is not None:
         sql += " WHERE recorded_at <= {p}"
         params.append(utc_text(as_of))
-    rows: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
+    rows: Facts = defaultdict(list)
     sl = db.sealer
     for source, pid, mid, typ, at, data in db.query(sql + " ORDER BY notification_id", params):
         rows[(source, sl.untoken(pid))].append((sl.untoken(mid), typ, at, sl.unseal(data) or ""))

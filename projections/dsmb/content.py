@@ -17,13 +17,13 @@ from datetime import date, datetime, timedelta
 from string import ascii_uppercase
 from typing import Any
 
-from projections.db import ReadDB
+from projections.db import ReadDB, loads
 from projections.dsmb import tables
 from projections.dsmb.figures import edish_svg, incidence_svg, km_svg
 from projections.efficacy import efficacy
 from projections.exposure import Settings as TableSettings
 from projections.exposure import ae_tables
-from projections.facts import patient_facts
+from projections.facts import Facts, patient_facts
 from projections.incidence import incidence, utc_text
 from projections.liver import edish_view, lab_outliers, lab_shifts
 from projections.transfers import transfer_changes
@@ -108,13 +108,13 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _records(src: ReportSources, opt: ReportOptions) -> tuple[list[Record], date, int]:
-    """Every patient's record as known at the knowledge time, facts before the data cut only; the horizon;
-    and the signals read model's last position those facts come from."""
+def _records(src: ReportSources, opt: ReportOptions, known: Facts) -> tuple[list[Record], date, int]:
+    """Every patient's record from the facts ``known`` at the knowledge time, those before the data cut only;
+    the horizon; and the signals read model's last position those facts come from."""
     cut = utc_text(opt.data_cut) if opt.data_cut else None
     records, last, position = [], "", 0
-    for (source, pid), facts in sorted(patient_facts(src.signals, opt.as_of).items()):
-        kept = [(mid, typ, at, json.loads(data)) for mid, typ, at, data in facts if cut is None or at < cut]
+    for (source, pid), facts in sorted(known.items()):
+        kept = [(mid, typ, at, loads(data)) for mid, typ, at, data in facts if cut is None or at < cut]
         if not kept:
             continue
         last = max([last] + [at for _, _, at, _ in kept])
@@ -158,11 +158,13 @@ def build_report(src: ReportSources, opt: ReportOptions, now: datetime) -> Repor
                       opt.as_of)
     ae = ae_tables(src.exposure, TableSettings(data_cut=opt.data_cut, arm_basis=opt.arm_basis, pooled=pooled),
                    opt.as_of)
-    records, horizon, position = _records(src, opt)
+    known = patient_facts(src.signals, opt.as_of)  # read once: the records, the liver and outlier sections
+    records, horizon, position = _records(src, opt, known)
     by = "pooled" if pooled else "arm"
     liver = edish_view(src.signals, src.liver, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis,
-                       data_cut=opt.data_cut)
-    shifts = lab_shifts(src.signals, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis, data_cut=opt.data_cut)
+                       data_cut=opt.data_cut, facts=known)
+    shifts = lab_shifts(src.signals, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis, data_cut=opt.data_cut,
+                        facts=known)
     exposed = [r for r in records if r.exposed]
     km_term = opt.km_term or most_common_term(exposed)
     km = {"term": km_term,
@@ -170,7 +172,8 @@ def build_report(src: ReportSources, opt: ReportOptions, now: datetime) -> Repor
           "to_discontinuation": kaplan_meier(times_to_first(exposed, horizon, None, pooled))}
     data: dict[str, Any] = {
         "ae": ae, "liver": liver, "shifts": shifts, "km": km,
-        "outliers": lab_outliers(src.signals, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis, data_cut=opt.data_cut),
+        "outliers": lab_outliers(src.signals, by=by, as_of=opt.as_of, arm_basis=opt.arm_basis, data_cut=opt.data_cut,
+                                 facts=known),
         "deaths": deaths(exposed, pooled), "serious": serious_events(exposed, pooled),
         "discontinued": discontinuations(exposed, pooled), "disposition": disposition(records, pooled),
         "demographics": demographics(exposed, horizon, pooled),
