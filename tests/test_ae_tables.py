@@ -554,3 +554,29 @@ def test_events_and_time_at_risk_share_one_window_by_arm(sqlite_url: str, tmp_pa
     # the old window stopped at the last dose: follow-up beyond it now counts for every arm
     last_dose = sas(PILOT / "dm.xpt.gz").set_index("USUBJID").RFXENDTC.str[:10]
     assert any(end > date.fromisoformat(last_dose[s]) for s, end in follow.end.items() if last_dose.get(s))
+
+
+def test_the_dsmb_report_reads_every_patients_facts_once(sqlite_url: str, tmp_path: Path, monkeypatch: Any):
+    """At registry size each read of every fact takes seconds: the records, eDISH, the shift tables and the
+    outlier listing share one (a data cut makes each of them read the facts), and the report is unchanged."""
+    from datetime import UTC, datetime
+
+    from projections import facts, liver
+    from projections.board import BoardData
+    from projections.dsmb import content
+    from projections.dsmb.content import ReportOptions
+    from safety.cli.wiring import read_models
+
+    import_pilot(sqlite_url, tmp_path)
+    for model in read_models():
+        Projector(Ledger(Store.parse(sqlite_url)), model).catch_up()
+    options = ReportOptions(data_cut=datetime(2014, 1, 1, tzinfo=UTC))
+    before, _ = BoardData(Store.parse(sqlite_url)).dsmb_report(options)
+    reads: list[str] = []
+    for module in (content, liver):
+        monkeypatch.setattr(module, "patient_facts", lambda *a, _m=module.__name__, **k: (
+            reads.append(_m), facts.patient_facts(*a, **k))[1])
+    after, _ = BoardData(Store.parse(sqlite_url)).dsmb_report(options)
+    assert reads == ["projections.dsmb.content"]
+    assert after.fingerprint == before.fingerprint and len(after.sections) > 5
+    assert [(s.key, s.fingerprint) for s in after.sections] == [(s.key, s.fingerprint) for s in before.sections]
