@@ -24,9 +24,9 @@ THREAD = "board-warm-up"
 
 def warm(data: BoardData, kept: Sequence[Callable[[BoardData], None]] | None = None) -> list[str]:
     """Compute each page's first answer; the names of those that failed (each page then computes its own)."""
-    failed = []
     from dashboard.pages import WARM
 
+    failed: list[str] = []
     for page_warm in WARM if kept is None else kept:
         try:
             page_warm(data)

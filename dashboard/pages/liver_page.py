@@ -34,12 +34,15 @@ def cached_shifts(url: str, by: str, basis: str, version: tuple[int, ...]) -> di
     return board_data().lab_shifts(by, basis)
 
 
+#: the page's controls at their defaults: by arm, the actual arm (peaks on treatment, not every value)
+FIRST_BY, FIRST_BASIS = "arm", "actual"
+
+
 def warm(data: BoardData) -> None:
-    """Compute what the page shows first (by actual arm, peaks on treatment), for every session
-    (``dashboard.warm``)."""
+    """Compute what the page shows first, for every session (``dashboard.warm``)."""
     version = data.signals_version()
-    cached_edish(data.store.url, "arm", True, "actual", version)
-    cached_shifts(data.store.url, "arm", "actual", version)
+    cached_edish(data.store.url, FIRST_BY, True, FIRST_BASIS, version)
+    cached_shifts(data.store.url, FIRST_BY, FIRST_BASIS, version)
 
 
 def liver_page(data: BoardData) -> None:
@@ -47,8 +50,8 @@ def liver_page(data: BoardData) -> None:
     data_context(data, takes_cut=False)
     stopped_banner(data, "signals")
     c1, c2, c3 = st.columns(3)
-    by = c1.radio("Group by", ("arm", "drug"), horizontal=True, key="edish_by")
-    basis = c2.radio("Arm", ("actual", "planned"), horizontal=True, key="edish_arm", disabled=by != "arm",
+    by = c1.radio("Group by", (FIRST_BY, "drug"), horizontal=True, key="edish_by")
+    basis = c2.radio("Arm", (FIRST_BASIS, "planned"), horizontal=True, key="edish_arm", disabled=by != "arm",
                      help="actual: the treatment started (SDTM ACTARM, the safety convention); planned: the "
                           "randomised arm (SDTM ARM)")
     every = c3.checkbox("Every value, screening included", key="edish_all",
