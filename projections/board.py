@@ -12,7 +12,7 @@ import pandas as pd
 from events.recorders import FEED_FAULTS_QUERY, feed_faults_from
 from events.store import Store
 from projections.audit import AuditModel, audit_log
-from projections.db import ReadDB, loads, written
+from projections.db import ReadDB, loads
 from projections.delivery import Deliveries
 from projections.dsmb import Report, ReportOptions, ReportSources, build_report, render_html
 from projections.dsmb.content import rules_in_force
@@ -29,7 +29,7 @@ from projections.runner import read_model_dbs, read_model_states
 from projections.signal_queries import query_signals, signal_actions
 from projections.signals import SignalsModel, load_config
 from projections.transfers import TransfersModel, transfer_changes
-from projections.view import Stop, positions_in, stop_in
+from projections.view import Stop, revision_in, stop_in
 from safety.expedited import Case
 from safety.incidence import Settings
 from safety.liver import load_liver_config
@@ -173,8 +173,8 @@ class BoardData:
         return surveillance(self.dbs["exposure"], plan_text, data_cut=data_cut)
 
     def exposure_version(self) -> tuple[int, ...]:
-        """What the exposure read model's facts hold: moves when data arrives (``projections.db.written``)."""
-        return written(self.dbs["exposure"], "exposure_facts")
+        """The exposure read model's revision (``projections.view.revision_in``)."""
+        return revision_in(self.dbs["exposure"], "exposure")
 
     def dsmb_report(self, options: ReportOptions) -> tuple[Report, str]:
         """The DSMB report for these options, and its HTML (``projections.dsmb``)."""
@@ -209,13 +209,12 @@ class BoardData:
         return known_cases(self.dbs["expedited"], rsi, as_of)
 
     def expedited_version(self) -> tuple[int, ...]:
-        """What the expedited read model holds: its cases change only when this moves."""
-        return written(self.dbs["expedited"], "expedited_facts", "expedited_submissions")
+        """The expedited read model's revision: its cases change only when this moves."""
+        return revision_in(self.dbs["expedited"], "expedited")
 
     def signals_version(self) -> tuple[int, ...]:
-        """The signals read model's tracked position, each segment's on a partitioned store: its liver views
-        change only when it moves."""
-        return positions_in(self.signals_db, "signals")
+        """The signals read model's revision: its liver views change only when it moves."""
+        return revision_in(self.signals_db, "signals")
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every notification delivery (per signal, level and channel) with its status and last error."""
@@ -281,8 +280,8 @@ class BoardData:
         return raw.decode("utf-8", errors="replace")
 
     def incidence_version(self) -> tuple[int, ...]:
-        """What the incidence read model's facts hold: moves when data arrives (``projections.db.written``)."""
-        return written(self.incidence_db, "incidence_facts")
+        """The incidence read model's revision (``projections.view.revision_in``)."""
+        return revision_in(self.incidence_db, "incidence")
 
     def sources(self) -> list[str]:
         return [r[0] for r in self.ledger_db.query("SELECT source FROM {t}ledger_feed_counts ORDER BY source")]

@@ -129,17 +129,6 @@ def pipeline(cursor: Any) -> Iterator[None]:
         yield
 
 
-def written(db: ReadDB, *tables: str) -> tuple[int, ...]:
-    """How many rows each table holds and its last notification id: moves with every row written, also by a
-    segment of a partitioned store behind the others (its rows come with lower ids than those there).
-    The key of an answer the board keeps between visits."""
-    out: list[int] = []
-    for table in tables:
-        count, last = db.query(f"SELECT COUNT(*), MAX(notification_id) FROM {{t}}{table}")[0]
-        out += [int(count), int(last or 0)]
-    return tuple(out)
-
-
 def seal_columns(db: ReadDB, columns: Sequence[str], row: tuple[Any, ...], tokens: frozenset[str] | set[str],
                  sealed: frozenset[str] | set[str]) -> tuple[Any, ...]:
     """A row as stored: the ``tokens`` columns (ids) as tokens, the ``sealed`` ones (clinical text)

@@ -80,7 +80,7 @@ class Projector:
             self.view.clear_stop()
         head = self.ledger.position()
         if head == start:  # nothing new; work left by an interrupted run (each page's write does it too)
-            self.view.finish(self.model)
+            self.view.finish(self.model, self.upstream)
             return 0
         model = self.model
         deferring = hasattr(model, "defer") and head - start > self.page
@@ -97,7 +97,7 @@ class Projector:
                 self._make_indexes(indexes)
             if deferring:
                 model.defer = False  # type: ignore[attr-defined]
-                self.view.finish(self.model)
+                self.view.finish(self.model, self.upstream)
 
     def _bulk_load(self, start: int, head: int) -> list[str]:
         """A read model filled from nothing with more than a page to do goes without the indexes it lets a

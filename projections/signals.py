@@ -217,17 +217,18 @@ class SignalsModel:
         cursor.execute("SELECT to_regclass(%s)", (f'"{db.store.schema}".signal_facts_patient',))
         return db.fetch(cursor)[0][0] is not None
 
-    def finish(self, cursor: Any, db: ReadDB, parallel: bool = True) -> None:
+    def finish(self, cursor: Any, db: ReadDB, parallel: bool = True) -> bool:
         """Evaluate every touched patient again and write their signals, then the registry-wide ones
-        (``parallel``: a large backlog in worker processes, which see only committed facts)."""
+        (``parallel``: a large backlog in worker processes, which see only committed facts). Whether it
+        wrote any (``View.finish`` moves the revision then)."""
         checked = self._liver_checked
         try:
-            self._finish(cursor, db, parallel)
+            return self._finish(cursor, db, parallel)
         except BaseException:  # its transaction is undone: what the liver check marked too, so check again
             self._liver_checked = checked
             raise
 
-    def _finish(self, cursor: Any, db: ReadDB, parallel: bool) -> None:
+    def _finish(self, cursor: Any, db: ReadDB, parallel: bool) -> bool:
         self.parallel = parallel
         self._segment_patients = None
         self.prepare(cursor, db)
@@ -241,7 +242,7 @@ class SignalsModel:
             dirty = self._with_backlog(cursor, db, dirty, since)
         if not dirty and not self.live.pending:
             self._exposure_dirty = set()  # none left by an earlier process either
-            return  # nothing to evaluate: nothing written (but a spent backlog mark's removal)
+            return False  # nothing to evaluate: nothing written (but a spent backlog mark's removal)
         shares = self._evaluate(cursor, db, dirty)
         if self.partition is None:
             cursor.execute(db.sql("DELETE FROM {t}signal_dirty"))
@@ -266,6 +267,7 @@ class SignalsModel:
             at = max((row[2] for row in dirty), default=None) or utc_text(datetime.now(UTC))
             version = {"disproportionality": self.live.rules.version, "sequential": self.live.plan_digest[:16]}
             self._store(cursor, db, [(sig, "", at, version[sig.kind]) for sig in raised], found)
+        return True
 
     @property
     def _writer(self) -> str:

@@ -128,9 +128,28 @@ def position_in(db: ReadDB, model: str) -> int:
     return min(positions_in(db, model))
 
 
+#: a read model's revision per writer (the ledger, or a segment of it): a count of the commits that changed
+#: what it holds. Its tracked position is no such thing: it moves to the ledger's head at every poll, also
+#: past events of other topics (a board's sign-in is an audit entry), so answers kept by position were
+#: counted again after every event of the ledger.
+_REVISIONS = ("CREATE TABLE IF NOT EXISTS {t}read_model_revisions (model TEXT NOT NULL, writer TEXT NOT NULL,"
+              " revision BIGINT NOT NULL, PRIMARY KEY (model, writer))")
+_NEXT_REVISION = ("INSERT INTO {t}read_model_revisions AS r VALUES ({p}, {p}, 1) ON CONFLICT (model, writer)"
+                  " DO UPDATE SET revision = r.revision + 1")
+
+
+def revision_in(db: ReadDB, model: str) -> tuple[int, ...]:
+    """A read model's revision, each writer's: it moves with every commit that changes what the model holds
+    (events of its topics written, deferred work done, a rebuild begun) and with nothing else. The key of
+    an answer the board keeps between visits."""
+    if not db.table_exists("read_model_revisions"):
+        return ()
+    rows = db.query("SELECT revision FROM {t}read_model_revisions WHERE model = {p} ORDER BY writer", [model])
+    return tuple(int(r[0]) for r in rows)
+
+
 def positions_in(db: ReadDB, model: str) -> tuple[int, ...]:
-    """A read model's tracked position, or each segment's on a partitioned store: what moves whenever any
-    part of the read model changes (a key for answers kept between visits)."""
+    """A read model's tracked position, or each segment's on a partitioned store."""
     from projections.partitions import partitions_of, segment_positions
 
     count = partitions_of(db)
@@ -201,7 +220,8 @@ class View:
     def _create_tables(self) -> None:
         statements = [*self.model.create_statements(self.db), self.db.sql(
             "CREATE TABLE IF NOT EXISTS {t}read_model_stops (model TEXT PRIMARY KEY, position BIGINT NOT NULL,"
-            " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)")]
+            " notification_id BIGINT NOT NULL, reason TEXT NOT NULL, stopped_at TEXT NOT NULL)"),
+            self.db.sql(_REVISIONS)]
         if self.store.kind == "postgresql" and not self._missing(statements):
             return  # nothing to make, and nothing locked: CREATE INDEX IF NOT EXISTS locks its table first,
             # which deadlocked a starting worker with one writing
@@ -307,22 +327,28 @@ class View:
         m = model or self.model
         # a page under COPY_FROM events writes its facts by INSERT, which pipeline mode takes (COPY it refuses)
         self._commit(tracking, after, lambda c: m.write(_StorableText(c) if storable_text else c, self.db, events),
-                     pipelined=len(events) < COPY_FROM)
+                     pipelined=len(events) < COPY_FROM, changed=bool(events))
 
     def write_rows(self, rows: Any, tracking: Tracking, after: int) -> None:
         """As ``write``, with the rows the model already made of a page (``PageRows.rows``, in a worker
         process during a bulk load: ``projections.bulk``)."""
         model = cast(PageRows, self.model)
-        self._commit(tracking, after, lambda c: model.write_rows(c, self.db, rows))
+        self._commit(tracking, after, lambda c: model.write_rows(c, self.db, rows), changed=True)
 
     def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None], *,
-                pipelined: bool = False) -> None:
+                pipelined: bool = False, changed: bool) -> None:
         """``pipelined``: a small page (the live path), whose cost on PostgreSQL is its round trips, not its
-        rows: its writes go without waiting for each answer (``projections.db.pipeline``)."""
+        rows: its writes go without waiting for each answer (``projections.db.pipeline``). ``changed``: the
+        page held events of the model's topics (else it only moves the position), so its revision moves."""
         with self.recorder.datastore.transaction(commit=True) as c, (pipeline(c) if pipelined else nullcontext()):
             self._claim(c, tracking.application_name, after)
             write(c)
+            if changed:
+                self._next_revision(c, tracking.application_name)
             self.recorder._insert_tracking(c, tracking)
+
+    def _next_revision(self, c: Any, writer: str) -> None:
+        c.execute(self.db.sql(_NEXT_REVISION), (self.model.name, writer))
 
     def _claim(self, c: Any, upstream: str, after: int) -> None:
         """Raise PageTaken unless the tracked position is ``after``. On PostgreSQL the row lock makes a
@@ -340,8 +366,9 @@ class View:
         if (current or 0) != after:
             raise PageTaken(upstream, after, current or 0)
 
-    def finish(self, model: ReadModel | None = None) -> None:
-        """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild)."""
+    def finish(self, model: ReadModel | None = None, writer: str | None = None) -> None:
+        """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild); a ``finish``
+        that says it wrote moves the revision of ``writer`` (the ledger, or the segment it is of)."""
         finish = getattr(model or self.model, "finish", None)
         if finish is None:
             return
@@ -353,12 +380,14 @@ class View:
                 prepare(c, self.db)
         try:
             with no_cycle_collection(), self.recorder.datastore.transaction(commit=True) as c:
-                finish(c, self.db)
+                if finish(c, self.db):
+                    self._next_revision(c, writer or self.LEDGER)
         except Exception as exc:
             if not_the_data(exc):
                 raise
             with self.recorder.datastore.transaction(commit=True) as c:  # once more, text escaped
-                finish(_StorableText(c), self.db)
+                if finish(_StorableText(c), self.db):
+                    self._next_revision(c, writer or self.LEDGER)
 
     def reset(self) -> None:
         """Empty the read model and forget its position (for a rebuild from zero)."""
@@ -369,6 +398,11 @@ class View:
                 for table in self.model.tables:
                     c.execute(self.db.sql(f"DELETE FROM {{t}}{table}"))
             c.execute(self.db.sql("DELETE FROM {t}read_model_stops WHERE model = {p}"), (self.model.name,))
+            # emptied: every writer's revision moves (and never goes back: a rebuild under other rules
+            # must not find the answers kept from before it)
+            c.execute(self.db.sql("UPDATE {t}read_model_revisions SET revision = revision + 1 WHERE model = {p}"),
+                      (self.model.name,))
+            self._next_revision(c, self.LEDGER)
             if self.store.kind == "sqlite":
                 c.execute("DELETE FROM tracking WHERE application_name != '__migration__'")
             else:

@@ -383,6 +383,46 @@ def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, 
     assert asked == ["ae_table"]
 
 
+def test_a_sign_in_leaves_the_kept_answers_and_new_data_has_them_counted_again(demo_store, monkeypatch):
+    """A sign-in is an audit entry in the ledger, and the board's follower moves every read model's position
+    past it: kept by position, every answer was counted again at each session's first visit (Liver 1.1 s
+    instead of 0.6 s at 15,000 patients). Kept by the read models' revisions, only new data of theirs does."""
+    import streamlit as st
+
+    from dashboard import warm
+    from events.ingest import Ingestor
+    from events.workflow import record_audit
+    from projections.runner import catch_up
+    from safety.cli.wiring import read_models
+    from tests.messages import message, raw
+
+    st.cache_data.clear()
+    data = BoardData(Store.parse(demo_store))
+    assert warm.warm(data) == []
+    ledger = Ledger(Store.parse(demo_store))
+    versions = (data.signals_version(), data.exposure_version(), data.expedited_version(), data.incidence_version())
+    record_audit(ledger, "physician", "sign-in", "role safety_physician")
+    catch_up(ledger, read_models())
+    assert (data.signals_version(), data.exposure_version(), data.expedited_version(),
+            data.incidence_version()) == versions
+    asked: list[str] = []
+    for name in KEPT:
+        method = getattr(BoardData, name)
+        monkeypatch.setattr(BoardData, name, lambda self, *a, _m=method, _n=name, **k: (asked.append(_n),
+                                                                                          _m(self, *a, **k))[1])
+    for name in ("arms", "expedited", "liver", "detection", "incidence"):
+        page(name)
+    assert asked == []
+    Ingestor(ledger).ingest([raw(message("new-lab", patient_id="P-NEW", source="revision-test",
+                                         data={"analyte": "ALT", "value": 90, "unit": "U/L",
+                                               "reference_high": 40}))])
+    catch_up(ledger, read_models())
+    assert data.signals_version() != versions[0]
+    assert (data.exposure_version(), data.expedited_version(), data.incidence_version()) == versions[1:]
+    page("liver")
+    assert asked == ["edish"]  # the demo has no liver panel: the page ends with its message
+
+
 def test_a_failing_answer_leaves_the_others_to_be_computed_and_the_board_running(demo_store):
     from dashboard import warm
 

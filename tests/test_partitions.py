@@ -266,19 +266,26 @@ def test_a_patients_events_all_fall_in_one_segment():
 
 
 def test_a_kept_answers_version_moves_when_a_segment_behind_the_others_writes(store_url: str):
-    """The board keeps answers per version of a read model's rows. A segment behind the others writes rows
-    with lower ids than those already there: the last id alone would not move, and the board would show
-    the answer from before them."""
-    from projections.db import written
+    """The board keeps answers per revision of a read model. A segment behind the others writes events with
+    lower ids than those already projected: the last id alone would not move, and the board would show the
+    answer from before them. Each segment's writes move its own revision."""
+    from eventsourcing.persistence import Tracking
 
-    db = ReadDB(Store.parse(store_url))
-    with db.connect() as conn:
-        conn.cursor().execute(db.sql("CREATE TABLE {t}kept_rows (notification_id BIGINT PRIMARY KEY)"))
-    insert = "INSERT INTO {t}kept_rows VALUES ({p})"
-    with db.connect() as conn:
-        conn.cursor().execute(db.sql(insert), (10,))
-    ahead = written(db, "kept_rows")
-    with db.connect() as conn:
-        conn.cursor().execute(db.sql(insert), (5,))  # the segment behind catches up
-    assert written(db, "kept_rows") != ahead
-    assert written(db, "kept_rows")[1] == ahead[1] == 10  # the last id stayed where it was
+    from projections.view import View, revision_in
+
+    class Kept:
+        name, topics, tables = "kept", ("events.domain:Patient.LabResult",), ()
+
+        def create_statements(self, db: ReadDB) -> list[str]:
+            return []
+
+        def write(self, cursor: Any, db: ReadDB, events: Any) -> None:
+            pass
+
+    view = View(Store.parse(store_url), Kept())  # type: ignore[arg-type]
+    view.write([(10, None)], Tracking("Ledger#1", 10), after=0)
+    ahead = revision_in(view.db, "kept")
+    view.write([(5, None)], Tracking("Ledger#0", 5), after=0)  # the segment behind catches up
+    assert revision_in(view.db, "kept") != ahead
+    view.write([], Tracking("Ledger#0", 9), after=5)  # nothing of its topics up to 9: only the position moves
+    assert revision_in(view.db, "kept") == (1, 1)

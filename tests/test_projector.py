@@ -107,3 +107,56 @@ def test_a_bulk_load_makes_its_indexes_once_at_the_end(store: Store, model_class
     assert len(during) > 1 and all(seen == set() for seen in during)  # every page went without them
     assert indexes() == names
     assert projector.view.db.query(rows) == arrived and arrived
+
+
+class _Deferring:
+    """A read model with deferred work, as signals has after a backlog: ``finish`` says whether it wrote."""
+
+    name, topics, tables = "deferring", ("events.domain:Patient.LabResult",), ()
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def create_statements(self, db: Any) -> list[str]:
+        return []
+
+    def write(self, cursor: Any, db: Any, events: Any) -> None:
+        self.pending = True
+
+    def finish(self, cursor: Any, db: Any) -> bool:
+        wrote, self.pending = self.pending, False
+        return wrote
+
+
+def test_a_read_models_revision_moves_only_when_what_it_holds_changes(store: Store):
+    """The key of the board's kept answers: events of other topics move the position, not the revision;
+    events of its topics, deferred work done and a rebuild each move it, and it never goes back."""
+    from events.workflow import record_audit
+    from projections.view import revision_in
+
+    ledger = Ledger(store)
+    ingest = Ingestor(ledger).ingest
+    ingest([raw(message("e1", type="enrolment")), raw(message("ae1", type="adverse_event"), 2)])
+    projector = Projector(ledger, IncidenceModel())
+    projector.catch_up()
+    seen = [revision_in(projector.view.db, "incidence")]
+    ingest([raw(message("lab1"))])  # not incidence's
+    record_audit(ledger, "physician", "sign-in")
+    projector.catch_up()
+    assert projector.view.position(ledger.name) == ledger.position()
+    assert revision_in(projector.view.db, "incidence") == seen[-1]
+    ingest([raw(message("ae2", type="adverse_event", occurred_at="2024-04-01T08:00:00Z"))])
+    projector.catch_up()
+    seen.append(revision_in(projector.view.db, "incidence"))
+    projector.rebuild()
+    seen.append(revision_in(projector.view.db, "incidence"))
+    assert len(set(seen)) == 3 and seen == sorted(seen)  # each moved, forward
+
+    deferring = Projector(ledger, _Deferring())  # type: ignore[arg-type]
+    deferring.view.finish(deferring.model)
+    assert revision_in(deferring.view.db, "deferring") == ()  # nothing deferred, nothing written
+    deferring.model.pending = True  # type: ignore[attr-defined]
+    deferring.view.finish(deferring.model)
+    after_finish = revision_in(deferring.view.db, "deferring")
+    deferring.view.finish(deferring.model)
+    assert after_finish == (1,) and revision_in(deferring.view.db, "deferring") == after_finish
