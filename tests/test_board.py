@@ -357,7 +357,7 @@ def test_the_signals_page_draws_the_most_urgent_cards_first_and_more_on_request(
 
 
 #: the BoardData methods behind the answers the board keeps for every session (``dashboard.warm``)
-KEPT = ("ae_table", "expedited_known", "edish", "lab_shifts", "disproportionality", "incidence")
+KEPT = ("ae_table", "ae_cases", "expedited_known", "edish", "lab_shifts", "disproportionality", "incidence")
 
 
 def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, monkeypatch):
@@ -380,7 +380,7 @@ def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, 
     assert asked == []
     st.cache_data.clear()
     page("arms")  # and without the warm-up, the page computes its own
-    assert asked == ["ae_table"]
+    assert asked == ["ae_table", "ae_cases"]
 
 
 def test_a_sign_in_leaves_the_kept_answers_and_new_data_has_them_counted_again(demo_store, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import altair as alt
@@ -12,6 +13,7 @@ import streamlit as st
 from dashboard.auth import User
 from dashboard.state import record_download
 from dashboard.widgets import (
+    KEPT_SECONDS,
     as_of_input,
     cached_ae_table,
     cut_time,
@@ -66,9 +68,24 @@ SETTINGS = ("arms_by", "arms_basis", "arms_lag", "arms_min", "arms_as_of", "arms
 FIRST_TABLES = TableSettings("arm", None, None, 0.0, None, "actual")
 
 
+@st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Listing the patients and events…")
+def cached_ae_cases(url: str, settings: TableSettings, group: str, as_of: datetime | None,
+                    row: tuple[tuple[str, str | None], ...], version: tuple[int, ...]) -> pd.DataFrame:
+    """A cell's drill-down at this revision of the read model (``row``: its overview row, or its system
+    organ class and term). Listing a group's every event took 0.25-0.5 s of each visit at 15,000 patients."""
+    from dashboard.state import board_data
+
+    return board_data().ae_cases(settings, group, as_of, **dict(row))
+
+
 def warm(data: BoardData) -> None:
-    """Compute the tables the page shows first, for every session (``dashboard.warm``)."""
-    cached_ae_table(data.store.url, FIRST_TABLES, None, data.exposure_version())
+    """Compute the tables and the drill-down the page shows first, for every session (``dashboard.warm``):
+    the first group and the first overview row, as its selectors start."""
+    version = data.exposure_version()
+    answer = cached_ae_table(data.store.url, FIRST_TABLES, None, version)
+    if answer["groups"]:
+        cached_ae_cases(data.store.url, FIRST_TABLES, answer["groups"][0]["name"], None,
+                        (("row", answer["overview"][0]["row"]),), version)
 
 
 def arms_page(data: BoardData) -> None:
@@ -140,13 +157,14 @@ def arms_page(data: BoardData) -> None:
     group = d1.selectbox("Group", groups, key="arms_drill_group")
     socs = [s["soc"] for s in answer["socs"]]
     soc = d2.selectbox("System organ class", ["(an overview row)", *socs], key="arms_drill_soc")
+    cell: tuple[tuple[str, str | None], ...]
     if soc == "(an overview row)":
-        row = d3.selectbox("Row", [o["row"] for o in answer["overview"]], key="arms_drill_row")
-        cases = data.ae_cases(settings, group, as_of, row=row)
+        cell = (("row", d3.selectbox("Row", [o["row"] for o in answer["overview"]], key="arms_drill_row")),)
     else:
         terms = [t["term"] for s in answer["socs"] if s["soc"] == soc for t in s["terms"]]
         term = d3.selectbox("Term", ["(every term)", *terms], key="arms_drill_term")
-        cases = data.ae_cases(settings, group, as_of, soc=soc, term=None if term == "(every term)" else term)
+        cell = (("soc", soc), ("term", None if term == "(every term)" else term))
+    cases = cached_ae_cases(data.store.url, settings, group, as_of, cell, data.exposure_version())
     keep(*SETTINGS)
     st.caption(f"{cases['patient_id'].nunique()} subjects, {len(cases)} events")
     picked = st.dataframe(cases.drop(columns=["source", "message_id"]), hide_index=True, on_select="rerun",
