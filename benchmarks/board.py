@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dashboard.auth import UserStore
 
@@ -27,6 +28,10 @@ PAGES: tuple[tuple[str, str | re.Pattern[str]], ...] = (
     ("Incidence", "Cohort comparison"), ("Efficacy", "patients with visit assessments and"), ("Patient", "History"),
     ("Feed health", "Messages per source"), ("Audit", "Signal workflow: who did what"))
 
+
+#: the pages only an administrator sees, visited in a session of their own from the administrator's landing page
+ADMIN_PAGES: tuple[tuple[str, str | re.Pattern[str]], ...] = (("Users", "Add or update user"),)
+ADMIN_LANDING = "Feed health"
 
 #: the page a user lands on after signing in (the first of ``PAGES``); its row is reached from another page
 LANDING = PAGES[0][0]
@@ -54,11 +59,12 @@ def render_times(store_url: str, runs: int = 3, only: tuple[str, ...] = ()) -> d
     landing page's content; the pages are then visited once it has drawn, each from another page (the
     landing page last) a second after the last one's content, so no page's time holds the tail of the one
     before."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp())
     users = tmp / "users.json"
-    UserStore(users).add("bench", "safety_physician", "bench-password")
+    UserStore(users).add("bench", "safety_physician", PASSWORD)
+    UserStore(users).add("bench-admin", "admin", PASSWORD)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -67,7 +73,7 @@ def render_times(store_url: str, runs: int = 3, only: tuple[str, ...] = ()) -> d
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    markers = dict(PAGES)
+    markers = dict(PAGES + ADMIN_PAGES)
     try:
         for _ in range(300):
             try:
@@ -76,34 +82,63 @@ def render_times(store_url: str, runs: int = 3, only: tuple[str, ...] = ()) -> d
             except OSError:
                 time.sleep(0.2)
         pages = [name for name, _ in PAGES[1:] + PAGES[:1] if not only or name in only]
-        times = {name: PageTimes() for name in [SIGN_IN, *pages]}
+        admin_pages = [name for name, _ in ADMIN_PAGES if not only or name in only]
+        times = {name: PageTimes() for name in [SIGN_IN, *pages, *admin_pages]}
         chromium = shutil.which("chromium") or "/usr/bin/chromium"
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
                                                                          "--disable-background-networking"])
             for _ in range(runs):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(120_000)
-                page.goto(url)
-                page.get_by_role("textbox", name="User name").fill("bench")
-                page.get_by_role("textbox", name="Password").fill("bench-password")
-                start = time.perf_counter()
-                page.get_by_role("button", name="Sign in").click()
-                expect(page.get_by_text(markers[LANDING]).first).to_be_visible(timeout=120_000)
-                page.wait_for_load_state("networkidle")
-                times[SIGN_IN].first.append(time.perf_counter() - start)
+                times[SIGN_IN].first.append(_sign_in(page, url, "bench", markers[LANDING]))
                 time.sleep(SETTLE)
                 for visit in ("first", "again"):
                     for name in pages:
-                        start = time.perf_counter()
-                        page.get_by_role("link", name=name).click()
-                        expect(page.get_by_text(markers[name]).first).to_be_visible(timeout=120_000)
-                        page.wait_for_load_state("networkidle")
-                        getattr(times[name], visit).append(time.perf_counter() - start)
-                        time.sleep(SETTLE)  # as a user reads before the next click: no page gets the last one's tail
+                        getattr(times[name], visit).append(_visit(page, name, markers[name]))
                 page.close()
+                if admin_pages:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    _sign_in(page, url, "bench-admin", markers[ADMIN_LANDING])
+                    time.sleep(SETTLE)
+                    for visit in ("first", "again"):
+                        for name in admin_pages:
+                            getattr(times[name], visit).append(_visit(page, name, markers[name]))
+                        _visit(page, ADMIN_LANDING, markers[ADMIN_LANDING])  # each visit from another page
+                    page.close()
             browser.close()
         return {name: t.row() for name, t in times.items()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+PASSWORD = "bench-password"
+
+
+def _sign_in(page: Any, url: str, user: str, landing: str | re.Pattern[str]) -> float:
+    """Sign in from a fresh page; seconds from the click to the landing page's content."""
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").fill(user)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    start = time.perf_counter()
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(landing).first).to_be_visible(timeout=120_000)
+    page.wait_for_load_state("networkidle")
+    return time.perf_counter() - start
+
+
+def _visit(page: Any, name: str, marker: str | re.Pattern[str]) -> float:
+    """Click a page's link; seconds to its content. Then a pause, as a user reads before the next click, so
+    no page's time holds the tail of the one before."""
+    from playwright.sync_api import expect
+
+    start = time.perf_counter()
+    page.get_by_role("link", name=name).click()
+    expect(page.get_by_text(marker).first).to_be_visible(timeout=120_000)
+    page.wait_for_load_state("networkidle")
+    elapsed = time.perf_counter() - start
+    time.sleep(SETTLE)
+    return elapsed

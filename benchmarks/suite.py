@@ -486,8 +486,9 @@ def board_render(suite: Suite) -> str:
         f"\n\nSQLite store with {suite.patients:,} patients; timed in headless Chromium (Playwright) from the "
         f"click to the page's marker text being visible, medians of {suite.runs} browser sessions. Signing in "
         "is timed to the landing page's content; the pages are then visited once it has drawn, each reached "
-        "from another page (the landing page last). The slowest visit is the slowest of all, the first browser "
-        "session's included (the first after the board started).\n")
+        "from another page (the landing page last). Users, an administrator's page, is visited in a session of "
+        "the administrator's own, from its landing page (Feed health). The slowest visit is the slowest of "
+        "all, the first browser session's included (the first after the board started).\n")
 
 
 if __name__ == "__main__":

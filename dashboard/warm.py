@@ -2,7 +2,7 @@
 starts instead of by the first visitor after it (issue 28: the first visit of Arms and drugs after a start
 took 1.6 s, of Expedited reports 1.0 s; visits after it 0.3-0.4 s).
 
-Each page that keeps an answer (``st.cache_data``, keyed by its read model's version) says which one it
+Each page that keeps an answer (``st.cache_data``, keyed by its read model's revision) says which one it
 shows first, every control at its default (its ``warm``); the thread computes them through the same cached
 functions, so a visitor finds them kept. A failure here costs nothing but the head start: the page computes
 its answer when visited, and says there why it cannot.

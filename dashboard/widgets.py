@@ -219,7 +219,7 @@ def as_of_input(label: str, key: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-#: how long the board keeps an answer keyed by its read model's version: a new event gives a new key, so
+#: how long the board keeps an answer keyed by its read model's revision: a new event gives a new key, so
 #: this only bounds how long an unused answer stays in memory (at 30 s, a physician coming back after a
 #: pause waited for the whole answer again: 1-2 s on the Arms and drugs page at 15,000 patients)
 KEPT_SECONDS = 3600
@@ -227,8 +227,8 @@ KEPT_SECONDS = 3600
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Computing the adverse-event tables…")
 def cached_ae_table(url: str, settings: TableSettings, as_of: datetime | None,
-                    version: tuple[int, ...]) -> dict[str, Any]:
-    """The tables for these controls at this version of the read model (a new event gives a new one)."""
+                    revision: tuple[int, ...]) -> dict[str, Any]:
+    """The tables for these controls at this revision of the read model (a new event gives a new one)."""
     from dashboard.state import board_data
 
     return board_data().ae_table(settings, as_of)

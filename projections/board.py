@@ -172,7 +172,7 @@ class BoardData:
 
         return surveillance(self.dbs["exposure"], plan_text, data_cut=data_cut)
 
-    def exposure_version(self) -> tuple[int, ...]:
+    def exposure_revision(self) -> tuple[int, ...]:
         """The exposure read model's revision (``projections.view.revision_in``)."""
         return revision_in(self.dbs["exposure"], "exposure")
 
@@ -208,11 +208,11 @@ class BoardData:
     def expedited_known(self, rsi: dict[str, frozenset[str]], as_of: datetime | None = None) -> list[Case]:
         return known_cases(self.dbs["expedited"], rsi, as_of)
 
-    def expedited_version(self) -> tuple[int, ...]:
+    def expedited_revision(self) -> tuple[int, ...]:
         """The expedited read model's revision: its cases change only when this moves."""
         return revision_in(self.dbs["expedited"], "expedited")
 
-    def signals_version(self) -> tuple[int, ...]:
+    def signals_revision(self) -> tuple[int, ...]:
         """The signals read model's revision: its liver views change only when it moves."""
         return revision_in(self.signals_db, "signals")
 
@@ -279,7 +279,7 @@ class BoardData:
         raw = self.ledger_db.sealer.unseal_bytes(bytes(rows[0][0])) if rows else b""
         return raw.decode("utf-8", errors="replace")
 
-    def incidence_version(self) -> tuple[int, ...]:
+    def incidence_revision(self) -> tuple[int, ...]:
         """The incidence read model's revision (``projections.view.revision_in``)."""
         return revision_in(self.incidence_db, "incidence")
 

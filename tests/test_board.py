@@ -400,11 +400,11 @@ def test_a_sign_in_leaves_the_kept_answers_and_new_data_has_them_counted_again(d
     data = BoardData(Store.parse(demo_store))
     assert warm.warm(data) == []
     ledger = Ledger(Store.parse(demo_store))
-    versions = (data.signals_version(), data.exposure_version(), data.expedited_version(), data.incidence_version())
+    versions = (data.signals_revision(), data.exposure_revision(), data.expedited_revision(), data.incidence_revision())
     record_audit(ledger, "physician", "sign-in", "role safety_physician")
     catch_up(ledger, read_models())
-    assert (data.signals_version(), data.exposure_version(), data.expedited_version(),
-            data.incidence_version()) == versions
+    assert (data.signals_revision(), data.exposure_revision(), data.expedited_revision(),
+            data.incidence_revision()) == versions
     asked: list[str] = []
     for name in KEPT:
         method = getattr(BoardData, name)
@@ -417,8 +417,8 @@ def test_a_sign_in_leaves_the_kept_answers_and_new_data_has_them_counted_again(d
                                          data={"analyte": "ALT", "value": 90, "unit": "U/L",
                                                "reference_high": 40}))])
     catch_up(ledger, read_models())
-    assert data.signals_version() != versions[0]
-    assert (data.exposure_version(), data.expedited_version(), data.incidence_version()) == versions[1:]
+    assert data.signals_revision() != versions[0]
+    assert (data.exposure_revision(), data.expedited_revision(), data.incidence_revision()) == versions[1:]
     page("liver")
     assert asked == ["edish"]  # the demo has no liver panel: the page ends with its message
 

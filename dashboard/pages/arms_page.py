@@ -70,7 +70,7 @@ FIRST_TABLES = TableSettings("arm", None, None, 0.0, None, "actual")
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Listing the patients and events…")
 def cached_ae_cases(url: str, settings: TableSettings, group: str, as_of: datetime | None,
-                    row: tuple[tuple[str, str | None], ...], version: tuple[int, ...]) -> pd.DataFrame:
+                    row: tuple[tuple[str, str | None], ...], revision: tuple[int, ...]) -> pd.DataFrame:
     """A cell's drill-down at this revision of the read model (``row``: its overview row, or its system
     organ class and term). Listing a group's every event took 0.25-0.5 s of each visit at 15,000 patients."""
     from dashboard.state import board_data
@@ -81,11 +81,11 @@ def cached_ae_cases(url: str, settings: TableSettings, group: str, as_of: dateti
 def warm(data: BoardData) -> None:
     """Compute the tables and the drill-down the page shows first, for every session (``dashboard.warm``):
     the first group and the first overview row, as its selectors start."""
-    version = data.exposure_version()
-    answer = cached_ae_table(data.store.url, FIRST_TABLES, None, version)
+    revision = data.exposure_revision()
+    answer = cached_ae_table(data.store.url, FIRST_TABLES, None, revision)
     if answer["groups"]:
         cached_ae_cases(data.store.url, FIRST_TABLES, answer["groups"][0]["name"], None,
-                        (("row", answer["overview"][0]["row"]),), version)
+                        (("row", answer["overview"][0]["row"]),), revision)
 
 
 def arms_page(data: BoardData) -> None:
@@ -110,7 +110,7 @@ def arms_page(data: BoardData) -> None:
                          help="actual: the arm of the treatment started (SDTM ACTARM, the safety convention); "
                               "planned: the randomised arm (SDTM ARM)") if by == "arm" else "actual"
     settings = TableSettings(by, None, lag, float(min_percent), cut_at, arm_basis)
-    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_version())
+    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_revision())
     groups = [g["name"] for g in answer["groups"]]
     if not groups:
         st.info("No subject was exposed: the tables need arms with first exposures, or treatment starts.")
@@ -121,7 +121,7 @@ def arms_page(data: BoardData) -> None:
     if (None if control == "(none)" else control) != answer["control"]:
         settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at,
                                  arm_basis)
-        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_version())
+        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_revision())
     basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)"
              if arm_basis == "actual" else "each subject's planned arm (the randomised arm; SDTM ARM)",
              "drug": "each drug a subject started", "drug_class": "each drug class a subject started (placebo "
@@ -164,7 +164,7 @@ def arms_page(data: BoardData) -> None:
         terms = [t["term"] for s in answer["socs"] if s["soc"] == soc for t in s["terms"]]
         term = d3.selectbox("Term", ["(every term)", *terms], key="arms_drill_term")
         cell = (("soc", soc), ("term", None if term == "(every term)" else term))
-    cases = cached_ae_cases(data.store.url, settings, group, as_of, cell, data.exposure_version())
+    cases = cached_ae_cases(data.store.url, settings, group, as_of, cell, data.exposure_revision())
     keep(*SETTINGS)
     st.caption(f"{cases['patient_id'].nunique()} subjects, {len(cases)} events")
     picked = st.dataframe(cases.drop(columns=["source", "message_id"]), hide_index=True, on_select="rerun",

@@ -21,7 +21,8 @@ MEASURE_AXIS = {"ic": ("ic025", "IC025 (log2; signal above 0)"), "ror": ("log_ro
 
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Screening every drug-event pair…")
-def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any, version: tuple[int, ...]) -> dict[str, Any]:
+def cached_screen(url: str, level: str, lag: int, min_count: int, cut: Any,
+                  revision: tuple[int, ...]) -> dict[str, Any]:
     from dashboard.state import board_data
 
     return board_data().disproportionality(level, lag, min_count, cut_time(cut))
@@ -33,7 +34,7 @@ FIRST_LEVEL, FIRST_LAG, FIRST_MIN_COUNT = "pt", 30, 3
 
 def warm(data: BoardData) -> None:
     """Compute the screen the page shows first, for every session (``dashboard.warm``)."""
-    cached_screen(data.store.url, FIRST_LEVEL, FIRST_LAG, FIRST_MIN_COUNT, None, data.exposure_version())
+    cached_screen(data.store.url, FIRST_LEVEL, FIRST_LAG, FIRST_MIN_COUNT, None, data.exposure_revision())
 
 
 def detection_page(data: BoardData) -> None:
@@ -49,7 +50,7 @@ def detection_page(data: BoardData) -> None:
                           format_func=str.upper)
     cut = data_cut_input(data, "detection")
     data_context(data, cut)
-    answer = cached_screen(data.store.url, level, lag, min_count, cut, data.exposure_version())
+    answer = cached_screen(data.store.url, level, lag, min_count, cut, data.exposure_revision())
     keep(*SETTINGS)
     st.caption(f"Unit: {answer['unit']}. N = {answer['N']} pairs · fingerprint **{answer['fingerprint']}** · "
                f"rules {answer['rules']['version']} (signals raised by {answer['rules']['method'].upper()})")

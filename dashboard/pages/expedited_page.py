@@ -16,8 +16,8 @@ from safety.expedited import Case
 
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the SUSAR cases…")
-def cached_cases(url: str, rsi: dict[str, frozenset[str]], version: tuple[int, ...]) -> list[Case]:
-    """The cases at this version of the expedited read model (their clock is read on every visit)."""
+def cached_cases(url: str, rsi: dict[str, frozenset[str]], revision: tuple[int, ...]) -> list[Case]:
+    """The cases at this revision of the expedited read model (their clock is read on every visit)."""
     from dashboard.state import board_data
 
     return board_data().expedited_known(rsi)
@@ -27,7 +27,7 @@ def warm(data: BoardData) -> None:
     """Compute the cases the page shows, for every session (``dashboard.warm``)."""
     from dashboard.state import reference_safety_information
 
-    cached_cases(data.store.url, reference_safety_information()[0], data.expedited_version())
+    cached_cases(data.store.url, reference_safety_information()[0], data.expedited_revision())
 
 
 def expedited_page(data: BoardData, user: User) -> None:
@@ -43,7 +43,7 @@ def expedited_page(data: BoardData, user: User) -> None:
     if not given:
         st.warning("No reference safety information (SAFETY_MONITOR_RSI): every serious related event is taken as "
                    "unexpected.")
-    cases = data.expedited(rsi, known=cached_cases(data.store.url, rsi, data.expedited_version()))
+    cases = data.expedited(rsi, known=cached_cases(data.store.url, rsi, data.expedited_revision()))
     if not cases:
         st.info("No SUSAR case.")
         return

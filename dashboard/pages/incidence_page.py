@@ -29,8 +29,8 @@ from safety.incidence import CATEGORIES, Settings
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=32, show_spinner="Computing incidence…")
 def cached_incidence(url: str, anchor: str, pre: int, post: int, cut_at: datetime | None,
-                     as_of: datetime | None, version: tuple[int, ...]) -> dict[str, Any]:
-    """The answer for these controls at this version of the read model (a new event gives a new one)."""
+                     as_of: datetime | None, revision: tuple[int, ...]) -> dict[str, Any]:
+    """The answer for these controls at this revision of the read model (a new event gives a new one)."""
     from dashboard.state import board_data
 
     return board_data().incidence(Settings(anchor, pre, post, cut_at), as_of)
@@ -45,7 +45,7 @@ def warm(data: BoardData) -> None:
     (``dashboard.warm``)."""
     anchors = data.interventions()
     if anchors:
-        cached_incidence(data.store.url, anchors[0], FIRST_PRE, FIRST_POST, None, None, data.incidence_version())
+        cached_incidence(data.store.url, anchors[0], FIRST_PRE, FIRST_POST, None, None, data.incidence_revision())
 
 
 def incidence_page(data: BoardData) -> None:
@@ -64,7 +64,7 @@ def incidence_page(data: BoardData) -> None:
     if anchor is None:
         st.info("No intervention is recorded in this store: incidence before and after needs one (an anchor).")
         return
-    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.incidence_version())
+    answer = cached_incidence(data.store.url, anchor, int(pre), int(post), cut_at, as_of, data.incidence_revision())
     st.caption(f"Fingerprint **{answer['fingerprint']}** · {answer['patients']} patients with an anchor · "
                f"data cut {answer['data_cut'] or 'none'} · as of {answer['as_of'] or 'latest'}")
     if answer["patients"] == 0:

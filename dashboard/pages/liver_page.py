@@ -17,8 +17,8 @@ from projections.board import BoardData
 
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the liver views…")
-def cached_edish(url: str, by: str, on_treatment: bool, basis: str, version: tuple[int, ...]) -> dict[str, Any]:
-    """The eDISH answer at this version of the signals read model, whose liver views it counts (issue 28:
+def cached_edish(url: str, by: str, on_treatment: bool, basis: str, revision: tuple[int, ...]) -> dict[str, Any]:
+    """The eDISH answer at this revision of the signals read model, whose liver views it counts (issue 28:
     counting every patient's view took most of the page's server time)."""
     from dashboard.state import board_data
 
@@ -26,8 +26,8 @@ def cached_edish(url: str, by: str, on_treatment: bool, basis: str, version: tup
 
 
 @st.cache_data(ttl=KEPT_SECONDS, max_entries=16, show_spinner="Reading the liver views…")
-def cached_shifts(url: str, by: str, basis: str, version: tuple[int, ...]) -> dict[str, Any]:
-    """The shift tables at this version of the signals read model (they do not depend on the peaks'
+def cached_shifts(url: str, by: str, basis: str, revision: tuple[int, ...]) -> dict[str, Any]:
+    """The shift tables at this revision of the signals read model (they do not depend on the peaks'
     window, so the "every value" switch does not count them again)."""
     from dashboard.state import board_data
 
@@ -40,9 +40,9 @@ FIRST_BY, FIRST_BASIS = "arm", "actual"
 
 def warm(data: BoardData) -> None:
     """Compute what the page shows first, for every session (``dashboard.warm``)."""
-    version = data.signals_version()
-    cached_edish(data.store.url, FIRST_BY, True, FIRST_BASIS, version)
-    cached_shifts(data.store.url, FIRST_BY, FIRST_BASIS, version)
+    revision = data.signals_revision()
+    cached_edish(data.store.url, FIRST_BY, True, FIRST_BASIS, revision)
+    cached_shifts(data.store.url, FIRST_BY, FIRST_BASIS, revision)
 
 
 def liver_page(data: BoardData) -> None:
@@ -56,8 +56,8 @@ def liver_page(data: BoardData) -> None:
                           "randomised arm (SDTM ARM)")
     every = c3.checkbox("Every value, screening included", key="edish_all",
                         help="by default the peaks are on treatment: from each patient's first exposure")
-    version = data.signals_version()
-    answer = cached_edish(data.store.url, by, not every, basis, version)
+    revision = data.signals_revision()
+    answer = cached_edish(data.store.url, by, not every, basis, revision)
     t = answer["thresholds"]
     st.caption(f"Peak ALT or AST against peak total bilirubin, as multiples of the upper limit of normal; lines at "
                f"{t['transaminase_xuln']:g}×ULN and {t['bilirubin_xuln']:g}×ULN (FDA 2009 DILI guidance; "
@@ -93,7 +93,7 @@ def liver_page(data: BoardData) -> None:
     counts = frame.groupby(["group", "quadrant"]).size().unstack(fill_value=0)
     st.subheader("Patients by quadrant")
     st.table(counts)  # a few cells: a plain table draws at once, a data grid takes its own set-up
-    shifts = cached_shifts(data.store.url, by, basis, version)
+    shifts = cached_shifts(data.store.url, by, basis, revision)
     if shifts["matrices"]:
         st.subheader(f"Laboratory shifts ({shifts['version']})")
         st.caption(f"Subjects by baseline grade (rows) and worst post-baseline grade (columns); baseline: "
