@@ -358,6 +358,18 @@ def test_the_signals_page_draws_the_most_urgent_cards_first_and_more_on_request(
 
 #: the BoardData methods behind the answers the board keeps for every session (``dashboard.warm``)
 KEPT = ("ae_table", "ae_cases", "expedited_known", "edish", "lab_shifts", "disproportionality", "incidence")
+#: the pages that keep an answer for every session
+WARMED = ("arms", "expedited", "liver", "detection", "incidence")
+
+
+def asked_read_models(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of each ``KEPT`` method in the order the board asks it (it still answers)."""
+    asked: list[str] = []
+    for name in KEPT:
+        method = getattr(BoardData, name)
+        monkeypatch.setattr(BoardData, name, lambda self, *a, _m=method, _n=name, **k: (asked.append(_n),
+                                                                                          _m(self, *a, **k))[1])
+    return asked
 
 
 def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, monkeypatch):
@@ -370,12 +382,8 @@ def test_each_pages_first_answer_is_computed_before_its_first_visit(demo_store, 
 
     st.cache_data.clear()
     assert warm.warm(BoardData(Store.parse(demo_store))) == []
-    asked: list[str] = []
-    for name in KEPT:
-        method = getattr(BoardData, name)
-        monkeypatch.setattr(BoardData, name, lambda self, *a, _m=method, _n=name, **k: (asked.append(_n),
-                                                                                          _m(self, *a, **k))[1])
-    for name in ("arms", "expedited", "liver", "detection", "incidence"):
+    asked = asked_read_models(monkeypatch)
+    for name in WARMED:
         page(name)
     assert asked == []
     st.cache_data.clear()
@@ -400,25 +408,22 @@ def test_a_sign_in_leaves_the_kept_answers_and_new_data_has_them_counted_again(d
     data = BoardData(Store.parse(demo_store))
     assert warm.warm(data) == []
     ledger = Ledger(Store.parse(demo_store))
-    versions = (data.signals_revision(), data.exposure_revision(), data.expedited_revision(), data.incidence_revision())
+    revisions = (data.signals_revision(), data.exposure_revision(), data.expedited_revision(),
+                 data.incidence_revision())
     record_audit(ledger, "physician", "sign-in", "role safety_physician")
     catch_up(ledger, read_models())
     assert (data.signals_revision(), data.exposure_revision(), data.expedited_revision(),
-            data.incidence_revision()) == versions
-    asked: list[str] = []
-    for name in KEPT:
-        method = getattr(BoardData, name)
-        monkeypatch.setattr(BoardData, name, lambda self, *a, _m=method, _n=name, **k: (asked.append(_n),
-                                                                                          _m(self, *a, **k))[1])
-    for name in ("arms", "expedited", "liver", "detection", "incidence"):
+            data.incidence_revision()) == revisions
+    asked = asked_read_models(monkeypatch)
+    for name in WARMED:
         page(name)
     assert asked == []
     Ingestor(ledger).ingest([raw(message("new-lab", patient_id="P-NEW", source="revision-test",
                                          data={"analyte": "ALT", "value": 90, "unit": "U/L",
                                                "reference_high": 40}))])
     catch_up(ledger, read_models())
-    assert data.signals_revision() != versions[0]
-    assert (data.exposure_revision(), data.expedited_revision(), data.incidence_revision()) == versions[1:]
+    assert data.signals_revision() != revisions[0]
+    assert (data.exposure_revision(), data.expedited_revision(), data.incidence_revision()) == revisions[1:]
     page("liver")
     assert asked == ["edish"]  # the demo has no liver panel: the page ends with its message
 
