@@ -14,6 +14,7 @@ import streamlit as st
 from dashboard import pages
 from dashboard.auth import PAGES_BY_ROLE, SESSION_SECONDS, User
 from dashboard.state import board_data, limiter, record_sign_in, user_store, warm_up
+from dashboard.widgets import chart_code_preload
 
 st.set_page_config(page_title="Safety monitor", page_icon=":material/health_and_safety:", layout="wide")
 
@@ -25,6 +26,7 @@ def sign_in() -> None:
         name = st.text_input("User name", key="sign_in_name")
         password = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in")
+    chart_code_preload()
     if not submitted:
         return
     if limiter().locked(name):

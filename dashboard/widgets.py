@@ -295,3 +295,29 @@ def keep(*keys: str) -> None:
     for key in keys:
         if key in st.session_state:
             st.session_state[f"kept:{key}"] = st.session_state[key]
+
+
+#: the container of ``chart_code_preload``: drawn off the page
+PRELOAD_KEY = "chart-code-preload"
+
+
+def chart_code_preload() -> None:
+    """Draw, off the page, a small chart of the kind the board draws (points on log scales, shapes, a
+    selection, a rule) from made-up numbers: the browser loads and compiles Streamlit's chart code while the
+    user types their name and password, instead of when the first chart page is opened (issue 28: the eDISH
+    chart of a session's first Liver visit drawn at 1.23-1.44 s, at 0.88-1.19 s with this, 15,000
+    patients). No patient data: it is drawn before anyone has signed in."""
+    import altair as alt
+    import pandas as pd
+
+    with st.container(key=PRELOAD_KEY):
+        st.html(f"<style>.st-key-{PRELOAD_KEY} {{position: absolute; left: -10000px; width: 600px;"
+                " height: 300px; overflow: hidden}</style>")
+        frame = pd.DataFrame({"x": [0.5, 1.0, 4.0], "y": [0.3, 1.0, 3.0], "group": ["a", "b", "a"],
+                              "flag": [False, False, True]})
+        log = alt.Scale(type="log")
+        points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
+            x=alt.X("x:Q", scale=log), y=alt.Y("y:Q", scale=log), color="group:N", shape="flag:N",
+            tooltip=["group", "x", "y"]).add_params(alt.selection_point(fields=["group"], name="preload"))
+        rule = alt.Chart(pd.DataFrame({"x": [3.0]})).mark_rule(strokeDash=[4, 4], color="red").encode(x="x:Q")
+        st.altair_chart(alt.layer(points, rule).properties(height=280), width="stretch", key=PRELOAD_KEY)

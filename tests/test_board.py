@@ -46,6 +46,9 @@ def test_nobody_sees_data_before_signing_in(demo_store):
     assert not at.exception
     assert [t.value for t in at.title] == ["Safety monitor"]
     assert not any("MSC-06" in m.value for m in at.markdown)
+    # the one chart, drawn off the page so the browser loads the chart code meanwhile, holds made-up numbers
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1 and "MSC" not in str(charts[0].proto) and "preload" in str(charts[0].proto)
 
 
 def test_a_wrong_password_is_refused(demo_store):
