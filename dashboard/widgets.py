@@ -7,6 +7,8 @@ import os
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from dashboard.auth import User
@@ -307,9 +309,6 @@ def chart_code_preload() -> None:
     user types their name and password, instead of when the first chart page is opened (issue 28: the eDISH
     chart of a session's first Liver visit drawn at 1.23-1.44 s, at 0.88-1.19 s with this, 15,000
     patients). No patient data: it is drawn before anyone has signed in."""
-    import altair as alt
-    import pandas as pd
-
     with st.container(key=PRELOAD_KEY):
         st.html(f"<style>.st-key-{PRELOAD_KEY} {{position: absolute; left: -10000px; width: 600px;"
                 " height: 300px; overflow: hidden}</style>")

@@ -378,16 +378,19 @@ class View:
             # there is nothing to prepare: every live catch-up passes here)
             with self.recorder.datastore.transaction(commit=True) as c:
                 prepare(c, self.db)
+
+        def finished(c: Any) -> None:
+            if finish(c, self.db):
+                self._next_revision(c, writer or self.LEDGER)
+
         try:
             with no_cycle_collection(), self.recorder.datastore.transaction(commit=True) as c:
-                if finish(c, self.db):
-                    self._next_revision(c, writer or self.LEDGER)
+                finished(c)
         except Exception as exc:
             if not_the_data(exc):
                 raise
             with self.recorder.datastore.transaction(commit=True) as c:  # once more, text escaped
-                if finish(_StorableText(c), self.db):
-                    self._next_revision(c, writer or self.LEDGER)
+                finished(_StorableText(c))
 
     def reset(self) -> None:
         """Empty the read model and forget its position (for a rebuild from zero)."""
