@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow
 import pytest
 from typer.testing import CliRunner
 
+from dashboard.pages.liver_page import TOOLTIP
 from events.ingest import Ingestor
 from events.ledger import Ledger
 from events.store import Store
@@ -174,6 +176,17 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     assert not at.exception, at.exception
     flagged = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
+    # each point's tooltip is its datum (no expression per point: issue 28), which holds what a physician reads
+    # in it and nothing more, the patient with a potential Hy's law among them
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    (points,) = [layer for layer in spec["layer"] if layer["mark"]["type"] == "point"]
+    assert points["mark"].get("tooltip") == {"content": "data"} and "tooltip" not in points["encoding"]
+    (data,) = [d for d in chart.proto.datasets if d.name == points["data"]["name"]]
+    shown = pyarrow.ipc.open_stream(data.data.data).read_pandas()
+    assert list(shown.columns) == list(TOOLTIP)
+    assert len(shown) == len({p["patient_id"] for p in on_treatment["patients"]
+                              if p["peak_bili_xuln"] and (p["peak_alt_xuln"] or p["peak_ast_xuln"])})
 
 
 def ctcae_alt(value: float, uln: float) -> int:
