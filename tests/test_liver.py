@@ -177,7 +177,7 @@ def test_edish_of_the_pilot_equals_an_independent_computation(sqlite_url: str, t
     flagged = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(flagged["patient_id"]) == ["01-705-1186"] and "cholestatic" in flagged["reason"].iloc[0]
     # each point's tooltip is its datum (no expression per point: issue 28), which holds what a physician reads
-    # in it and nothing more, the patient with a potential Hy's law among them
+    # in it and nothing more: one row per patient with a transaminase and a bilirubin peak
     (chart,) = at.get("vega_lite_chart")
     spec = json.loads(chart.proto.spec)
     (points,) = [layer for layer in spec["layer"] if layer["mark"]["type"] == "point"]
