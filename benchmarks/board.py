@@ -40,6 +40,15 @@ SIGN_IN = "Sign-in, to the landing page"
 #: seconds between a page's content and the next click (the browser may still be drawing below the marker)
 SETTLE = 1.0
 
+PASSWORD = "bench-password"
+
+#: every chart on the page drawn. Streamlit shows a chart's place at once and draws the chart once its code is
+#: loaded, which on a session's first chart page came after the marker text (eDISH: text at 0.3-0.6 s, the
+#: chart at 1.2-1.4 s): a page is timed to its charts too.
+CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(chart => {
+    const drawn = chart.querySelector('canvas, svg.marks');
+    return drawn !== null && drawn.getBoundingClientRect().width > 0; })"""
+
 
 @dataclass
 class PageTimes:
@@ -111,16 +120,6 @@ def render_times(store_url: str, runs: int = 3, only: tuple[str, ...] = ()) -> d
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-
-
-PASSWORD = "bench-password"
-
-#: every chart on the page drawn. Streamlit shows a chart's place at once and draws the chart once its code is
-#: loaded, which on a session's first chart page came after the marker text (eDISH: text at 0.3-0.6 s, the
-#: chart at 1.2-1.4 s): a page is timed to its charts too.
-CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].every(chart => {
-    const drawn = chart.querySelector('canvas, svg.marks');
-    return drawn !== null && drawn.getBoundingClientRect().width > 0; })"""
 
 
 def _sign_in(page: Any, url: str, user: str, landing: str | re.Pattern[str]) -> float:

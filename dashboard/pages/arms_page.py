@@ -110,7 +110,8 @@ def arms_page(data: BoardData) -> None:
                          help="actual: the arm of the treatment started (SDTM ACTARM, the safety convention); "
                               "planned: the randomised arm (SDTM ARM)") if by == "arm" else "actual"
     settings = TableSettings(by, None, lag, float(min_percent), cut_at, arm_basis)
-    answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_revision())
+    revision = data.exposure_revision()  # read once: the tables and the drill-down are of the same revision
+    answer = cached_ae_table(data.store.url, settings, as_of, revision)
     groups = [g["name"] for g in answer["groups"]]
     if not groups:
         st.info("No subject was exposed: the tables need arms with first exposures, or treatment starts.")
@@ -121,7 +122,7 @@ def arms_page(data: BoardData) -> None:
     if (None if control == "(none)" else control) != answer["control"]:
         settings = TableSettings(by, None if control == "(none)" else control, lag, float(min_percent), cut_at,
                                  arm_basis)
-        answer = cached_ae_table(data.store.url, settings, as_of, data.exposure_revision())
+        answer = cached_ae_table(data.store.url, settings, as_of, revision)
     basis = {"arm": "each subject's actual arm (the arm of the treatment started; SDTM ACTARM)"
              if arm_basis == "actual" else "each subject's planned arm (the randomised arm; SDTM ARM)",
              "drug": "each drug a subject started", "drug_class": "each drug class a subject started (placebo "
@@ -164,7 +165,7 @@ def arms_page(data: BoardData) -> None:
         terms = [t["term"] for s in answer["socs"] if s["soc"] == soc for t in s["terms"]]
         term = d3.selectbox("Term", ["(every term)", *terms], key="arms_drill_term")
         cell = (("soc", soc), ("term", None if term == "(every term)" else term))
-    cases = cached_ae_cases(data.store.url, settings, group, as_of, cell, data.exposure_revision())
+    cases = cached_ae_cases(data.store.url, settings, group, as_of, cell, revision)
     keep(*SETTINGS)
     st.caption(f"{cases['patient_id'].nunique()} subjects, {len(cases)} events")
     picked = st.dataframe(cases.drop(columns=["source", "message_id"]), hide_index=True, on_select="rerun",
