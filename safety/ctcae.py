@@ -11,9 +11,8 @@ limits, or not gradable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 VERSION = "CTCAE v5.0"
 
@@ -76,8 +75,9 @@ def _band(multiple: float, tops: tuple[float, float, float]) -> int:
     return 4
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
+    """One graded result (a named tuple: one is made per haematology or liver result of every evaluation)."""
+
     test: str
     value: float
     low: float | None

@@ -14,7 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from safety.mas_config import Config, Rule
 
@@ -41,8 +41,10 @@ BLUNTING_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class Lab:
+class Lab(NamedTuple):
+    """One result. A named tuple, not a frozen dataclass: a patient has dozens, each evaluation makes them
+    all again, and a tuple is made in a quarter of the time (issue 28)."""
+
     message_id: str
     analyte: str
     value: float
@@ -193,10 +195,12 @@ def _evidence(rule: Rule, previous: Lab, current: Lab, baseline: Lab | None) -> 
     return item
 
 
-def fired_at(labs: LabIndex, at: datetime, config: Config) -> list[dict[str, Any]]:
-    """Evidence of every rule that fires on the results of the assessment ending at ``at``."""
+def fired_at(labs: LabIndex, at: datetime, config: Config,
+             rules: Sequence[Rule] | None = None) -> list[dict[str, Any]]:
+    """Evidence of every rule that fires on the results of the assessment ending at ``at`` (``rules``: those
+    of ``config`` that can fire for the patient, ``rules_with_results``)."""
     out = []
-    for rule in config.rules:
+    for rule in config.rules if rules is None else rules:
         current = labs.latest(rule.analyte, at, config.together)
         if current is None:
             continue
@@ -210,6 +214,11 @@ def fired_at(labs: LabIndex, at: datetime, config: Config) -> list[dict[str, Any
         baseline = labs.first(rule.analyte)
         out.append(_evidence(rule, previous, current, baseline if baseline is not previous else None))
     return out
+
+
+def rules_with_results(labs: LabIndex, config: Config) -> list[Rule]:
+    """The rules that can fire for a patient: a rule needs a result of its analyte."""
+    return [rule for rule in config.rules if rule.analyte in labs.times]
 
 
 def _level(core: int, config: Config) -> str | None:
@@ -421,17 +430,23 @@ def evaluate(h: History, config: Config) -> list[Signal]:
     labs = LabIndex(h.labs)
     moments = sorted({lab.at for lab in h.labs} | {f.at for f in h.findings}) if mas_applies(h, config) else []
     trend, criteria, ms, ratio = [], [], [], []
+    # what can never hold for this patient is not asked at each moment (issue 28: most patients have no
+    # ferritin and no findings): the criteria and the ratio need a ferritin, the score every finding
+    rules = rules_with_results(labs, config)
+    ferritin, findings = "FERRITIN" in labs.times, bool(h.findings)
     for at in moments:
-        evidence = fired_at(labs, at, config)
+        evidence = fired_at(labs, at, config, rules)
         core = sum(1 for e in evidence if e["core"])
         level = _level(core, config)
         if level:
             trend.append((at, (core, level, evidence)))
+        if not ferritin:
+            continue
         if _ferritin_above(labs, at, config):  # the criteria are met only then: asked only then
             c = criteria_2016(h, at, config, labs)
             if c["met"]:
                 criteria.append((at, c))
-        if _ms_findings_known(h, at, config):  # a score is flagged only when it can be computed
+        if findings and _ms_findings_known(h, at, config):  # a score is flagged only when it can be computed
             s = ms_score(h, at, config, labs)
             if s.get("flagged"):
                 ms.append((at, s))

@@ -28,7 +28,10 @@ from safety.mas import (
     _ferritin_above,
     _ms_findings_known,
     criteria_2016,
+    ferritin_esr_ratio,
+    fired_at,
     ms_score,
+    rules_with_results,
 )
 from tests.messages import message, raw
 
@@ -238,6 +241,30 @@ def test_the_moments_skipped_are_those_where_neither_the_criteria_nor_the_score_
             assert _ferritin_above(index, at, CONFIG)
         if ms_score(h, at, CONFIG, index).get("flagged"):
             assert _ms_findings_known(h, at, CONFIG)
+
+
+_ANY_LAB = st.sampled_from(sorted({**_RANGES, "WBC": 20, "CRP": 200})).flatmap(
+    lambda a: st.tuples(st.just(a), st.floats(0, {**_RANGES, "WBC": 20, "CRP": 200}[a]), st.integers(0, 20)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(labs=st.lists(_ANY_LAB, min_size=1, max_size=20), findings=st.lists(_FINDING, max_size=3))
+def test_what_the_evaluation_leaves_unasked_could_not_hold(labs, findings):
+    """``evaluate`` tries at each moment only the rules with a result of their analyte, and the criteria,
+    the score and the ratio only for a patient with a ferritin (each needs one), the score only with
+    findings: at every moment of a random history, asking everything finds nothing more."""
+    h = History("s", "p", diagnosis="systemic")
+    h.labs.extend(Lab(f"m{i}", a, v, "u", T0 + timedelta(days=d)) for i, (a, v, d) in enumerate(labs))
+    h.findings.extend(Finding(T0 + timedelta(days=d), data) for d, data in findings)
+    index = LabIndex(h.labs)
+    rules = rules_with_results(index, CONFIG)
+    for at in sorted({lab.at for lab in h.labs} | {f.at for f in h.findings}):
+        assert fired_at(index, at, CONFIG, rules) == fired_at(index, at, CONFIG)
+        if "FERRITIN" not in index.times:
+            assert not criteria_2016(h, at, CONFIG, index)["met"]
+            assert not ferritin_esr_ratio(h, at, CONFIG, index).get("flagged")
+        if "FERRITIN" not in index.times or not h.findings:
+            assert not ms_score(h, at, CONFIG, index).get("flagged")
 
 
 # --- the workflow ----------------------------------------------------------------------------
