@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,19 @@ def in_pipeline(cursor: Any) -> bool:
     from psycopg import pq
 
     return bool(cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF)
+
+
+def asked(cursor: Any, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[tuple[Any, ...]]]:
+    """A query sent now, its rows read when the result is called: in pipeline mode on PostgreSQL by a
+    cursor of its own, so the answer comes back with the next one read instead of in a round trip of its
+    own (a live catch-up's questions); elsewhere read at once."""
+    if _is_psycopg(cursor) and in_pipeline(cursor):
+        own = cursor.connection.cursor()
+        own.execute(sql, params)
+        return lambda: ReadDB.fetch(own)
+    cursor.execute(sql, params)
+    rows = ReadDB.fetch(cursor)
+    return lambda: rows
 
 
 @contextmanager

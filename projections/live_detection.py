@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from projections.db import asked
 from safety.detection_signals import disproportionality_signal, sequential_signal
 from safety.exposure import Subject, periods
 from safety.mas import Signal
@@ -60,17 +61,26 @@ class LiveDetection:
             "CREATE TABLE IF NOT EXISTS {t}detection_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )]
 
+    @staticmethod
+    def _settings_key(writer: str | None) -> str:
+        return "settings" if writer is None else f"settings/{writer}"
+
+    def ask_settings(self, cursor: Any, db: Any, writer: str | None = None) -> Callable[[], list[tuple[Any, ...]]]:
+        """The settings noted for ``writer``, asked now and read by ``stale`` (``projections.db.asked``)."""
+        return asked(cursor, db.sql("SELECT key, value FROM {t}detection_state WHERE key IN ('settings', {p})"),
+                     (self._settings_key(writer),))
+
     def stale(self, cursor: Any, db: Any, writer: str | None = None,
-              patients: Callable[[], Sequence[Key]] | None = None) -> bool:
+              patients: Callable[[], Sequence[Key]] | None = None,
+              noted: Callable[[], list[tuple[Any, ...]]] | None = None) -> bool:
         """True when the shares were derived under other settings (a new plan or live level or lag, or
         none: a read model from before detection): the caller then derives the share of every patient
         again, or of every one of ``patients`` for one segment's ``writer``, whose shares are forgotten
         here. The new settings are noted, for the segment alone: the workers of the other segments note
         theirs, so no two transactions touch one patient's rows (a global note and mark deadlocked them)."""
-        key = "settings" if writer is None else f"settings/{writer}"
-        cursor.execute(db.sql("SELECT key, value FROM {t}detection_state WHERE key IN ('settings', {p})"), (key,))
-        noted = dict(db.fetch(cursor))
-        if noted.get(key, noted.get("settings")) == self.settings:  # a segment goes on from a single process
+        key = self._settings_key(writer)
+        settings = dict((noted or self.ask_settings(cursor, db, writer))())
+        if settings.get(key, settings.get("settings")) == self.settings:  # a segment goes on from a single process
             return False
         cursor.execute(db.sql("DELETE FROM {t}detection_state WHERE key = {p}"), (key,))
         cursor.execute(db.sql("INSERT INTO {t}detection_state VALUES ({p}, {p})"), (key, self.settings))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -24,7 +24,7 @@ from eventsourcing.utils import get_topic
 from events.domain import ACTION_NAME, STATUS_AFTER, Patient, SignalReview, patient_uuid
 from events.encoding import RecordedText
 from projections import evaluation, forked
-from projections.db import ReadDB, dumps
+from projections.db import ReadDB, asked, dumps
 from projections.detection import detection_rules
 from projections.evaluation import Evaluated
 from projections.exposure import EXPOSURE_TYPES
@@ -232,10 +232,11 @@ class SignalsModel:
         self.parallel = parallel
         self._segment_patients = None
         self.prepare(cursor, db)
-        dirty, since = self._marked(cursor, db)
+        noted = self.live.ask_settings(cursor, db, None if self.partition is None else self._writer)
+        dirty, since = self._marked(cursor, db)  # on PostgreSQL the settings come back with the marks
         if since is not None:  # the backlog's patients are found below (at once when all are to be evaluated)
             cursor.execute(db.sql("DELETE FROM {t}signal_backlog WHERE writer = {p}"), (self._writer,))
-        if self._stale(cursor, db, since):  # every patient (of this segment) is evaluated again: listed from
+        if self._stale(cursor, db, since, noted):  # every patient (of this segment) is evaluated again: listed from
             self._exposure_dirty = None  # the facts, not marked (the marks go at the end of this transaction)
             dirty = self._everyone(cursor, db)
         elif since is not None:
@@ -295,13 +296,14 @@ class SignalsModel:
             latest[(source, pid)] = max(at, latest.get((source, pid), at))
         return [(source, pid, at) for (source, pid), at in latest.items()]
 
-    def _stale(self, cursor: Any, db: ReadDB, since: int | None) -> bool:
+    def _stale(self, cursor: Any, db: ReadDB, since: int | None, noted: Callable[[], list[tuple[Any, ...]]]) -> bool:
         """Whether every patient (of this segment) is to be evaluated again: the detection settings
-        changed, or evaluated patients lack their liver view (``since``: the backlog mark)."""
+        changed (``noted``: those stored, asked), or evaluated patients lack their liver view (``since``:
+        the backlog mark)."""
         if self.partition is None:
-            return self.live.stale(cursor, db) or self._liver_stale(cursor, db, since)
+            return self.live.stale(cursor, db, noted=noted) or self._liver_stale(cursor, db, since)
         return (self.live.stale(cursor, db, self._writer,
-                                lambda: [(s, pid) for s, pid, _ in self._everyone(cursor, db)])
+                                lambda: [(s, pid) for s, pid, _ in self._everyone(cursor, db)], noted)
                 or self._liver_stale(cursor, db, since))
 
     def _everyone(self, cursor: Any, db: ReadDB) -> list[tuple[Any, ...]]:
@@ -359,22 +361,28 @@ class SignalsModel:
                  None if all_shares else {(s, pid) for s, pid, _ in chunk} & (self._exposure_dirty or set()))
                 for chunk in chunks]
         processes = forked.workers() if self.parallel and self.partition is None else 0
+
+        def stored(chunk: Sequence[tuple[Any, ...]]) -> Callable[[], list[tuple[Any, ...]]]:
+            """The chunk's signals stored before, asked (``projections.db.asked``)."""
+            where, params = db.patients_in([(s, pid) for s, pid, _ in chunk])
+            return asked(cursor, db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE "
+                                        + where), params)
+
+        results: Iterable[tuple[Callable[[], list[tuple[Any, ...]]] | None, list[Evaluated]]]
         if processes and len(dirty) >= evaluation.PARALLEL_FROM:
-            results: Iterable[list[Evaluated]] = evaluation.in_workers(db, self.config, self.liver, jobs, processes)
+            results = ((None, ev) for ev in evaluation.in_workers(db, self.config, self.liver, jobs, processes))
         else:
             def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
                 cursor.execute(sql, params)
                 return db.fetch(cursor)
 
-            results = (evaluation.evaluate_chunk(fetch, db, keys, self.config, self.liver, wanted)
-                       for keys, wanted in jobs)
+            # the stored signals asked before the facts are read: on PostgreSQL both come back together
+            results = ((stored(chunk), evaluation.evaluate_chunk(fetch, db, keys, self.config, self.liver, wanted))
+                       for chunk, (keys, wanted) in zip(chunks, jobs, strict=True))
         shares: dict[tuple[str, str], Any] = {}
-        for chunk, evaluated in zip(chunks, results, strict=True):
+        for chunk, (asked_found, evaluated) in zip(chunks, results, strict=True):
             recorded = {(s, pid): at for s, pid, at in chunk}
-            where, params = db.patients_in([(s, pid) for s, pid, _ in chunk])
-            cursor.execute(db.sql("SELECT id, status, raised_at, level, kind, details FROM {t}signals WHERE "
-                                  + where), params)
-            found = db.fetch(cursor)
+            found = (asked_found or stored(chunk))()
             self._store(cursor, db, [(sig, key[1], recorded[key], self.config.version)
                                      for key, signals, _, _ in evaluated for sig in signals], found)
             cursor.executemany(db.sql(LIVER_UPSERT), [view for _, _, view, _ in evaluated])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
@@ -24,7 +24,7 @@ from events.ledger import Ledger
 from events.recorders import is_conflict
 from events.store import Store
 from events.strict_json import storable
-from projections.db import COPY_FROM, ReadDB, no_cycle_collection, pipeline
+from projections.db import COPY_FROM, ReadDB, asked, no_cycle_collection, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,10 @@ class _DerivedPool(SQLiteConnectionPool):
         return connection
 
 
+def _claim_checked() -> None:
+    """The check of a claim already made (``View._claim``)."""
+
+
 class View:
     """A read model's database and tracking position."""
 
@@ -340,31 +344,61 @@ class View:
         """``pipelined``: a small page (the live path), whose cost on PostgreSQL is its round trips, not its
         rows: its writes go without waiting for each answer (``projections.db.pipeline``). ``changed``: the
         page held events of the model's topics (else it only moves the position), so its revision moves."""
-        with self.recorder.datastore.transaction(commit=True) as c, (pipeline(c) if pipelined else nullcontext()):
-            self._claim(c, tracking.application_name, after)
+        with self._writing(pipelined) as c:
+            claimed = self._claim(c, tracking.application_name, after,
+                                  wait=not (pipelined and self.store.kind == "postgresql"))
             write(c)
+            claimed()
             if changed:
                 self._next_revision(c, tracking.application_name)
             self.recorder._insert_tracking(c, tracking)
 
+    @contextmanager
+    def _writing(self, pipelined: bool) -> Iterator[Any]:
+        """A transaction that commits. ``pipelined`` on PostgreSQL: inside pipeline mode, so its BEGIN and
+        COMMIT travel with its statements instead of a round trip each (a live page's catch-up)."""
+        if pipelined and self.store.kind == "postgresql":
+            # BEGIN and COMMIT as statements: psycopg's transaction block waits for an answer on entering it
+            # in pipeline mode (the connections are in autocommit mode: a statement alone begins nothing)
+            with self.recorder.datastore.get_connection() as conn:
+                try:
+                    with conn.pipeline():
+                        c = conn.cursor()
+                        c.execute("BEGIN")
+                        yield c
+                        c.execute("COMMIT")
+                except BaseException:
+                    with suppress(Exception):  # a lost connection: the server undid it, the pool drops it
+                        conn.rollback()  # the transaction if it is still open; nothing if not
+                    raise
+        else:
+            with self.recorder.datastore.transaction(commit=True) as c, (pipeline(c) if pipelined else nullcontext()):
+                yield c
+
     def _next_revision(self, c: Any, writer: str) -> None:
         c.execute(self.db.sql(_NEXT_REVISION), (self.model.name, writer))
 
-    def _claim(self, c: Any, upstream: str, after: int) -> None:
+    def _claim(self, c: Any, upstream: str, after: int, wait: bool = True) -> Callable[[], None]:
         """Raise PageTaken unless the tracked position is ``after``. On PostgreSQL the row lock makes a
         rival wait and then see the new position; on SQLite a rival's commit after this read makes
-        this transaction's first write fail (WAL snapshot), so neither writes a page twice."""
-        if self.store.kind == "sqlite":
-            c.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (upstream,))
-            row = c.fetchone()
-            current = row[0] if row else 0
-        else:
-            c.execute(self.db.sql(f'SELECT notification_id FROM {{t}}"{self.model.name}_tracking" '
-                                  "WHERE application_name = %s FOR UPDATE"), (upstream,))
-            row = c.fetchone()
-            current = row["notification_id"] if row else 0
-        if (current or 0) != after:
-            raise PageTaken(upstream, after, current or 0)
+        this transaction's first write fail (WAL snapshot), so neither writes a page twice. Without
+        ``wait`` (PostgreSQL's pipeline mode), the answer is checked by the function returned, to be called
+        before the commit: it comes back with the page's first read instead of in a round trip of its own."""
+        sqlite = self.store.kind == "sqlite"
+        table = "tracking" if sqlite else f'{{t}}"{self.model.name}_tracking"'
+        rows = asked(c, self.db.sql(f"SELECT notification_id FROM {table} WHERE application_name = {{p}}"
+                                    + ("" if sqlite else " FOR UPDATE")), (upstream,))
+
+        def check() -> None:
+            found = rows()
+            current = (found[0][0] if found else 0) or 0
+            if current != after:
+                raise PageTaken(upstream, after, current)
+
+        if wait:
+            check()
+            return _claim_checked
+        return check
 
     def finish(self, model: ReadModel | None = None, writer: str | None = None) -> None:
         """Let the model complete deferred work (e.g. evaluate patients touched by a rebuild); a ``finish``

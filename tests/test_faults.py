@@ -170,3 +170,34 @@ def test_two_projectors_of_one_read_model_racing_for_the_same_page_agree_with_a_
     assert rows(slow) == rows(fresh)
     record(f"two projectors of one read model racing for the same pages ({store.kind})", 1, 3_000, 0, 0,
            "signals read model equals a rebuild from zero")
+
+
+def test_two_live_projectors_racing_for_a_small_page_agree_with_a_rebuild(store: Store):
+    """A live page (under ``COPY_FROM`` events) is written in PostgreSQL's pipeline mode, where the claim on
+    the position is checked just before the commit: the projector that lost the race for it still carries
+    on from where the other got, and neither writes an event twice."""
+    ledger = Ledger(store)
+    lines = feed_lines(300, 20, seed=5)
+    ingest = Ingestor(ledger).ingest
+    ingest([RawMessage(line, {}) for line in lines[:270]], batch_size=100)
+    slow, fast = Projector(ledger, SignalsModel(), page=10), Projector(Ledger(store), SignalsModel(), page=10)
+    slow.catch_up()
+    write = slow.view.write
+    raced: list[int] = []
+
+    def write_after_the_other(events: list, tracking: object, after: int, **options: object) -> None:
+        if events:
+            raced.append(fast.catch_up())  # the other projector takes the same page meanwhile
+        write(events, tracking, after, **options)  # type: ignore[arg-type]
+
+    slow.view.write = write_after_the_other  # type: ignore[method-assign]
+    for start in range(270, 300, 6):  # each delivery a live page of a few events
+        ingest([RawMessage(line, {}) for line in lines[start:start + 6]], batch_size=6)
+        slow.catch_up()
+    assert len(raced) >= 5 and all(n > 0 for n in raced[1:])
+    assert slow.view.position(ledger.name) == ledger.position()
+    fresh = Projector(Ledger(store), SignalsModel())
+    fresh.rebuild()
+    assert rows(slow) == rows(fresh)
+    record(f"two live projectors racing for the same small page ({store.kind})", 5, 30, 0, 0,
+           "signals read model equals a rebuild from zero")
