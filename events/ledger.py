@@ -131,49 +131,16 @@ class Ledger(Application):
         if self.store.kind == "postgresql":
             return self._pg_page(start, limit, topics, stop)
         rec: Any = self.recorder
-        with rec.datastore.transaction(commit=False) as c:
-            return self._sqlite_page(c, start, limit, topics, stop)
-
-    def _sqlite_page(self, c: Any, start: int, limit: int, topics: Sequence[str], stop: int | None = None,
-                     ) -> list[Note]:
         bound = "" if stop is None else " AND rowid<=?"
-        statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {self._events_table}"
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {rec.events_table_name}"
                      f" WHERE rowid>?{bound} AND topic IN ({','.join('?' * len(topics))}) ORDER BY rowid LIMIT ?")
-        c.execute(statement, [start, *([] if stop is None else [stop]), *topics, limit])
-        rows = c.fetchall()
+        with rec.datastore.transaction(commit=False) as c:
+            c.execute(statement, [start, *([] if stop is None else [stop]), *topics, limit])
+            rows = c.fetchall()
         ids = self._stream_ids
         if len(ids) > 1_000_000:
             ids.clear()
         return [Note(r[0], ids.get(r[1]) or ids.setdefault(r[1], UUID(r[1])), r[2], r[3], r[4]) for r in rows]
-
-    @property
-    def _events_table(self) -> str:
-        return str(self.recorder.events_table_name)  # type: ignore[attr-defined]
-
-    def head_and_page(self, start: int, limit: int, topics: Sequence[str],
-                      ) -> tuple[int, Sequence[Notification] | Sequence[Note]]:
-        """The ledger's position and the first page of ``topics`` after ``start``, read together (one
-        snapshot): what every catch-up asks first, one round trip on PostgreSQL instead of two, one
-        transaction on SQLite (issue 28: the live path)."""
-        if not topics:
-            return self.position(), self.page(start, limit, topics)
-        rec: Any = self.recorder
-        if self.store.kind != "postgresql":
-            with rec.datastore.transaction(commit=False) as c:
-                c.execute(f"SELECT MAX(rowid) FROM {self._events_table}")
-                return int(c.fetchone()[0] or 0), self._sqlite_page(c, start, limit, topics)
-        from psycopg.rows import tuple_row
-        from psycopg.sql import SQL, Identifier
-
-        statement = SQL(
-            "SELECT h.head, e.* FROM (SELECT MAX(notification_id) AS head FROM {schema}.{table}) AS h LEFT JOIN"
-            " LATERAL (SELECT notification_id, originator_id, originator_version, topic, state FROM {schema}.{table}"
-            " WHERE notification_id > %s AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS e ON TRUE"
-        ).format(schema=Identifier(rec.datastore.schema), table=Identifier(rec.events_table_name))
-        with rec.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row, binary=True) as curs:
-            curs.execute(statement, [start, list(topics), limit], prepare=True)
-            rows = curs.fetchall()
-        return int(rows[0][0] or 0), [Note(*row[1:]) for row in rows if row[1] is not None]
 
     def _pg_page(self, start: int, limit: int, topics: Sequence[str], stop: int | None,
                  segment: tuple[int, int] | None = None) -> list[Note]:

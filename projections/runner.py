@@ -78,11 +78,7 @@ class Projector:
             if not retry:
                 return 0
             self.view.clear_stop()
-        first: Sequence[Any] | None = None  # the first page, read with the head where that saves a round trip
-        if self.segment is None:
-            head, first = self.ledger.head_and_page(start, self.page, self.model.topics)
-        else:
-            head = self.ledger.position()
+        head = self.ledger.position()
         if head == start:  # nothing new; work left by an interrupted run (each page's write does it too)
             self.view.finish(self.model, self.upstream)
             return 0
@@ -95,9 +91,7 @@ class Projector:
             applied = 0
             if bulk.applies(self, start, head):  # read and decoded in worker processes
                 applied, start = bulk.load(self, start, head, upstream, on_page)
-            if applied:
-                return applied + self._pages(start, upstream, on_page, None)
-            return self._pages(start, upstream, on_page, head, first)
+            return applied + self._pages(start, upstream, on_page, None if applied else head)
         finally:
             if indexes:  # before the deferred work, which may read by them
                 self._make_indexes(indexes)
@@ -124,17 +118,14 @@ class Projector:
             log.exception("%s: could not make its indexes after a bulk load", self.model.name)
 
     def _pages(self, start: int, upstream: str, on_page: Callable[[int, int], None] | None,
-               head: int | None, first: Sequence[Any] | None = None) -> int:
-        """Write page after page from ``start``; ``head``, the ledger's position if the caller just read it,
-        and ``first``, the page after ``start`` if it read that too."""
+               head: int | None) -> int:
+        """Write page after page from ``start``; ``head``, the ledger's position if the caller just read it."""
         processed = 0
         topics = self.model.topics
         while True:
             if head is None:
                 head = self.ledger.position()
-            if first is not None:
-                notes, first = first, None
-            elif self.segment is None:
+            if self.segment is None:
                 notes = self.ledger.page(start, self.page, topics)
             else:  # only this segment's streams, filtered in the database
                 notes = self.ledger.segment_notifications(start, self.page, topics, *self.segment)

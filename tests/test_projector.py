@@ -19,38 +19,16 @@ from tests.messages import message, raw
 
 
 def counted_pages(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The start of every page the ledger is asked for from now on (alone, or with its head)."""
+    """The start of every page the ledger is asked for from now on."""
     starts: list[int] = []
-    page, head_and_page = ledger.page, ledger.head_and_page
+    page = ledger.page
 
     def counting(start: int, limit: int, topics: Any) -> Any:
         starts.append(start)
         return page(start, limit, topics)
 
-    def counting_with_head(start: int, limit: int, topics: Any) -> Any:
-        starts.append(start)
-        return head_and_page(start, limit, topics)
-
     monkeypatch.setattr(ledger, "page", counting)
-    monkeypatch.setattr(ledger, "head_and_page", counting_with_head)
     return starts
-
-
-def test_the_head_read_with_a_page_is_the_ledgers_position_and_the_page_alone(store: Store):
-    """What a catch-up asks first, in one snapshot (one round trip on PostgreSQL): the same head and page
-    as the two questions asked apart, with a page full, short, filtered by topic, and empty."""
-    ledger = Ledger(store)
-    topics = IncidenceModel.topics
-    assert ledger.head_and_page(0, 2, topics) == (0, [])
-    Ingestor(ledger).ingest([raw(message("e1", type="enrolment")), raw(message("lab1"), 2),
-                             raw(message("ae1", type="adverse_event"), 3), raw(message("lab2"), 4)])
-    for start in range(0, ledger.position() + 1):
-        for limit in (1, 2, 10):
-            head, notes = ledger.head_and_page(start, limit, topics)
-            assert head == ledger.position() > 0
-            assert [tuple(n) for n in notes] == [tuple(n) for n in ledger.page(start, limit, topics)]
-    page = ledger.head_and_page(0, 10, topics)[1]
-    assert len(page) == 2 and {ledger.decode(n).type for n in page} == {"enrolment", "adverse_event"}
 
 
 def test_a_catch_up_reads_each_page_once_and_tracks_the_head(store: Store, monkeypatch: pytest.MonkeyPatch):
@@ -69,9 +47,7 @@ def test_a_catch_up_reads_each_page_once_and_tracks_the_head(store: Store, monke
     assert len(starts) == 1
     assert projector.view.position(ledger.name) == ledger.position()
     starts.clear()
-    head = ledger.position()
-    # nothing new: the only page asked for is the one after the head, in the same question as the head
-    assert projector.catch_up() == 0 and starts == [head]
+    assert projector.catch_up() == 0 and starts == []  # nothing new: not even a page is read
     # the answer is the one a rebuild gives
     fresh = Projector(Ledger(Store.parse(store.url)), IncidenceModel())
     fresh.rebuild()
