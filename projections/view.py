@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
@@ -188,10 +188,6 @@ class _DerivedPool(SQLiteConnectionPool):
         return connection
 
 
-def _claim_checked() -> None:
-    """The check of a claim already made (``View._claim``)."""
-
-
 class View:
     """A read model's database and tracking position."""
 
@@ -342,48 +338,52 @@ class View:
     def _commit(self, tracking: Tracking, after: int, write: Callable[[Any], None], *,
                 pipelined: bool = False, changed: bool) -> None:
         """``pipelined``: a small page (the live path), whose cost on PostgreSQL is its round trips, not its
-        rows: its writes go without waiting for each answer (``projections.db.pipeline``). ``changed``: the
-        page held events of the model's topics (else it only moves the position), so its revision moves."""
-        with self._writing(pipelined) as c:
-            claimed = self._claim(c, tracking.application_name, after,
-                                  wait=not (pipelined and self.store.kind == "postgresql"))
+        rows: there it is written in pipeline mode (``_writing``), the claim on the position checked just
+        before the commit. ``changed``: the page held events of the model's topics (else it only moves the
+        position), so its revision moves."""
+        live = pipelined and self.store.kind == "postgresql"
+        with self._writing(live) as c:
+            check_claim = self._claim(c, tracking.application_name, after)
+            if not live:
+                check_claim()  # its answer is in: nothing is written unless the position is ours
             write(c)
-            claimed()
+            if live:
+                check_claim()  # its answer came back with the page's first read
             if changed:
                 self._next_revision(c, tracking.application_name)
             self.recorder._insert_tracking(c, tracking)
 
     @contextmanager
-    def _writing(self, pipelined: bool) -> Iterator[Any]:
-        """A transaction that commits. ``pipelined`` on PostgreSQL: inside pipeline mode, so its BEGIN and
-        COMMIT travel with its statements instead of a round trip each (a live page's catch-up)."""
-        if pipelined and self.store.kind == "postgresql":
-            # BEGIN and COMMIT as statements: psycopg's transaction block waits for an answer on entering it
-            # in pipeline mode (the connections are in autocommit mode: a statement alone begins nothing)
-            with self.recorder.datastore.get_connection() as conn:
-                try:
-                    with conn.pipeline():
-                        c = conn.cursor()
-                        c.execute("BEGIN")
-                        yield c
-                        c.execute("COMMIT")
-                except BaseException:
-                    with suppress(Exception):  # a lost connection: the server undid it, the pool drops it
-                        conn.rollback()  # the transaction if it is still open; nothing if not
-                    raise
-        else:
-            with self.recorder.datastore.transaction(commit=True) as c, (pipeline(c) if pipelined else nullcontext()):
+    def _writing(self, live: bool) -> Iterator[Any]:
+        """A transaction that commits. ``live`` (PostgreSQL, a small page): in pipeline mode
+        (``projections.db.pipeline``), its statements sent without waiting for each answer, BEGIN and COMMIT
+        among them instead of a round trip each."""
+        if not live:
+            with self.recorder.datastore.transaction(commit=True) as c:
                 yield c
+            return
+        # BEGIN and COMMIT as statements: psycopg's transaction block waits for an answer on entering it in
+        # pipeline mode (the connections are in autocommit mode: a statement alone begins nothing)
+        with self.recorder.datastore.get_connection() as conn:
+            c = conn.cursor()
+            try:
+                with pipeline(c):
+                    c.execute("BEGIN")
+                    yield c
+                    c.execute("COMMIT")
+            except BaseException:
+                with suppress(Exception):  # a lost connection: the server undid it, the pool drops it
+                    conn.rollback()  # the transaction if it is still open; nothing if not
+                raise
 
     def _next_revision(self, c: Any, writer: str) -> None:
         c.execute(self.db.sql(_NEXT_REVISION), (self.model.name, writer))
 
-    def _claim(self, c: Any, upstream: str, after: int, wait: bool = True) -> Callable[[], None]:
-        """Raise PageTaken unless the tracked position is ``after``. On PostgreSQL the row lock makes a
-        rival wait and then see the new position; on SQLite a rival's commit after this read makes
-        this transaction's first write fail (WAL snapshot), so neither writes a page twice. Without
-        ``wait`` (PostgreSQL's pipeline mode), the answer is checked by the function returned, to be called
-        before the commit: it comes back with the page's first read instead of in a round trip of its own."""
+    def _claim(self, c: Any, upstream: str, after: int) -> Callable[[], None]:
+        """The check that the tracked position is ``after`` (it raises PageTaken if not), its question asked
+        now (``projections.db.asked``). On PostgreSQL the row lock makes a rival wait and then see the new
+        position; on SQLite a rival's commit after this read makes this transaction's first write fail (WAL
+        snapshot), so neither writes a page twice."""
         sqlite = self.store.kind == "sqlite"
         table = "tracking" if sqlite else f'{{t}}"{self.model.name}_tracking"'
         rows = asked(c, self.db.sql(f"SELECT notification_id FROM {table} WHERE application_name = {{p}}"
@@ -395,9 +395,6 @@ class View:
             if current != after:
                 raise PageTaken(upstream, after, current)
 
-        if wait:
-            check()
-            return _claim_checked
         return check
 
     def finish(self, model: ReadModel | None = None, writer: str | None = None) -> None:
